@@ -46,6 +46,8 @@ struct AttnDims {
     float scale = 0.f;                              // logits = scale * q.k
     float dropout = 0.f;                            // on the probabilities (counter RNG)
     uint64_t seed = 0;                              // dropout stream
+    int band = 0;        // if band > 0: q.k over dims [band_split, Dqk) counts only where i - j <= band
+    int band_split = 0;  // (reciprocal attention's folded half, SPEC 2.2); band = 0 keeps plain attention
 };
 
 struct AdamWTensor {
