@@ -1,0 +1,93 @@
+// The CPU reference kernels as free functions on raw pointers, templated on the scalar type.
+// CpuOps runs them in float; the tests also run them in double, which makes the finite-difference
+// gradient checks tight (1e-6) instead of fp32-noisy. Each function is instantiated for float and
+// double in its own .cpp file. Absent optional tensors are passed as nullptr.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include <omp.h>
+
+#include "model/ops.h"
+
+namespace gpt::cpu {
+
+constexpr double kLayerNormEps = 1e-5;   // SPEC §1: LayerNorm eps 1e-5 (ops.h passes no eps)
+
+// Inside a parallel region: this thread's contiguous share [begin, end) of n columns. Used where
+// rows would collide (parameter-gradient column sums): each thread owns its columns and walks
+// every row in order, so the sum is race-free and deterministic.
+struct ColumnShare {
+    int begin, end;
+};
+inline ColumnShare this_thread_columns(int n) {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    return {static_cast<int>(n * id / nt), static_cast<int>(n * (id + 1) / nt)};
+}
+
+// GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <class S>
+inline S gelu(S x) {
+    const S c = static_cast<S>(0.7978845608028654);   // sqrt(2/pi)
+    const S u = c * (x + static_cast<S>(0.044715) * x * x * x);
+    return static_cast<S>(0.5) * x * (static_cast<S>(1) + std::tanh(u));
+}
+
+// d gelu(x) / dx.
+template <class S>
+inline S gelu_grad(S x) {
+    const S c = static_cast<S>(0.7978845608028654);
+    const S a = static_cast<S>(0.044715);
+    const S u = c * (x + a * x * x * x);
+    const S th = std::tanh(u);
+    const S sech2 = static_cast<S>(1) - th * th;
+    return static_cast<S>(0.5) * (static_cast<S>(1) + th) +
+           static_cast<S>(0.5) * x * sech2 * c * (static_cast<S>(1) + static_cast<S>(3) * a * x * x);
+}
+
+// elementwise.cpp
+template <class S>
+void embedding_fwd(S* out, const int32_t* tokens, const S* wte, const S* wpe, int B, int T, int E);
+template <class S>
+void embedding_bwd(S* dwte, S* dwpe, const S* dout, const int32_t* tokens, int B, int T, int E);
+template <class S> void gelu_fwd(S* out, const S* in, size_t n);
+template <class S> void gelu_bwd(S* din, const S* in, const S* dout, size_t n);   // din may == dout
+template <class S> void add(S* out, const S* a, const S* b, size_t n);
+template <class S> void add_inplace(S* acc, const S* x, size_t n);
+template <class S> void scale(S* x, S s, size_t n);
+template <class S> void mul_inplace(S* x, const S* mask, size_t n);
+template <class S> void dropout(S* x, size_t n, float p, uint64_t seed);
+
+// layernorm.cpp; b/db may be nullptr (no bias); dw/db accumulate, din accumulates.
+template <class S>
+void layernorm_fwd(S* out, S* mean, S* rstd, const S* in, const S* w, const S* b, int N, int C);
+template <class S>
+void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w, const S* mean,
+                   const S* rstd, int N, int C);
+
+// matmul.cpp; w is [N, K] (out features, in features). bias, gelu_out, din, dw, dbias optional.
+template <class S>
+void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, int N, S* gelu_out);
+template <class S>
+void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
+                int N);
+
+// attention.cpp; pointers are the views' starts (q.off etc.), strides in AttnDims.
+template <class S>
+void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const AttnDims& d);
+template <class S>
+void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q, const S* k,
+                   const S* v, const AttnDims& d);
+
+// classifier.cpp; targets must lie in [0, V) (checked by the caller).
+template <class S>
+void classifier(S* losses, S* logits, const int32_t* targets, int N, int V, int Vp, S dloss);
+
+// adamw.cpp; one tensor of n elements. vmax is used only with h.amsgrad.
+template <class S>
+void adamw_update(S* param, const S* grad, S* m, S* v, S* vmax, size_t n, bool decay,
+                  const AdamWHyper& h);
+template <class S> double sum_squares(const S* x, size_t n);
+
+}  // namespace gpt::cpu

@@ -1,0 +1,65 @@
+// The CPU fp32 reference backend: ground truth for every CUDA kernel, and the backend the default
+// job trains with on a laptop. Matmuls go to OpenBLAS, everything else is OpenMP loops over the
+// kernels in cpu_kernels.h. Every call is synchronous.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "model/ops.h"
+
+namespace gpt {
+
+class CpuOps final : public Ops {
+public:
+    explicit CpuOps(int threads = 0);   // 0: all cores (OpenMP's default)
+    std::string name() const override { return "cpu-fp32"; }
+
+    void allocate(const MemoryPlan& plan) override;
+    void upload(Ten dst, const float* src) override;
+    void upload_index(Ten dst, const int32_t* src) override;
+    void download(Ten src, float* dst) override;
+    void zero(Ten t) override;
+    void copy(Ten dst, Ten src) override;
+    void scale(Ten t, float s) override;
+
+    void embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) override;
+    void embedding_bwd(Ten dwte, Ten dwpe, Ten dout, Ten tokens, int B, int T, int E) override;
+    void layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, int N, int C) override;
+    void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
+                       int C) override;
+    void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N,
+                    Ten gelu_out = {}) override;
+    void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
+                    int N) override;
+    void gelu_fwd(Ten out, Ten in, size_t n) override;
+    void gelu_bwd(Ten din, Ten in, Ten dout, size_t n) override;
+    void add(Ten out, Ten a, Ten b, size_t n) override;
+    void add_inplace(Ten acc, Ten x, size_t n) override;
+    void dropout(Ten x, size_t n, float p, uint64_t seed) override;
+    void attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) override;
+    void attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
+                       const AttnDims& d) override;
+    void classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp,
+                    float dloss) override;
+
+    double sum_squares(Ten t) override;
+    void adamw(const std::vector<AdamWTensor>& ts, const AdamWHyper& h) override;
+    void mul_inplace(Ten x, Ten mask, size_t n) override;
+
+private:
+    // Resolve a view to memory after checking its space kind and bounds; `need` is the number of
+    // elements the operation touches from t.off on. `what` names the call and argument in errors.
+    float* f32(Ten t, size_t need, const char* what);
+    float* f32_optional(Ten t, size_t need, const char* what);   // nullptr when absent
+    int32_t* i32(Ten t, size_t need, const char* what);
+    // Strided attention views: only the extent within the space is checked (t.n is not).
+    float* f32_extent(Ten t, size_t extent, const char* what);
+
+    std::vector<float> spaces_[kNumSpaces];   // the Index slot stays empty
+    std::vector<int32_t> index_;
+};
+
+// The backend as the interface; threads = 0 uses all cores.
+std::unique_ptr<Ops> make_cpu_ops(int threads = 0);
+
+}  // namespace gpt
