@@ -1,0 +1,22 @@
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "common/error.h"
+#include "train/trainer.h"
+
+namespace gpt {
+
+int cmd_train(const RunConfig& cfg) {
+    train(cfg);
+    return 0;
+}
+
+int cmd_run(const RunConfig& cfg, const CommandArgs& args) {
+    if (cfg.job == "train") return cmd_train(cfg);
+    if (cfg.job == "eval") return cmd_eval(cfg, args);
+    if (cfg.job == "sample") return cmd_sample(cfg, args);
+    if (cfg.job == "check") return cmd_check(cfg);
+    fail("job: '" + cfg.job + "' cannot run yet; allowed: train, eval, sample, check");
+}
+
+}  // namespace gpt

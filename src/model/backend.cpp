@@ -1,0 +1,56 @@
+#include "model/backend.h"
+
+#include <omp.h>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "cpu/cpu_ops.h"
+#ifdef GPT_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace gpt {
+
+bool cuda_compiled_in() {
+#ifdef GPT_HAVE_CUDA
+    return true;
+#else
+    return false;
+#endif
+}
+
+static bool gpu_present() {
+#ifdef GPT_HAVE_CUDA
+    return cuda_device_available();
+#else
+    return false;
+#endif
+}
+
+Backend make_backend(const std::string& device, int threads) {
+    Backend b;
+    bool want_cuda = device == "cuda" || (device == "auto" && gpu_present());
+    if (device != "auto" && device != "cpu" && device != "cuda")
+        fail("train.device: '" + device + "' is not allowed; use auto, cpu or cuda");
+    if (want_cuda) {
+#ifdef GPT_HAVE_CUDA
+        if (!cuda_device_available())
+            fail("train.device: cuda was requested but no CUDA GPU is visible; use device=auto or cpu");
+        b.ops = make_cuda_ops(0);
+        b.is_cuda = true;
+        b.bytes.bytes[static_cast<int>(Space::Act)] = 2;   // bf16 activations
+        b.description = b.ops->name();
+        return b;
+#else
+        fail("train.device: cuda was requested but this build has no CUDA backend "
+             "(nvcc was not found at configure time); use device=auto or cpu");
+#endif
+    }
+    b.ops = make_cpu_ops(threads);
+    int n = threads > 0 ? threads : omp_get_max_threads();
+    b.description = fmt::format("{} ({} threads)", b.ops->name(), n);
+    return b;
+}
+
+}  // namespace gpt

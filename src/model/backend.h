@@ -1,0 +1,24 @@
+// Choosing the backend that runs the model: "cpu", "cuda", or "auto" (CUDA when this build has
+// it and a GPU is present, else the CPU).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "model/memory_plan.h"
+#include "model/ops.h"
+
+namespace gpt {
+
+struct Backend {
+    std::unique_ptr<Ops> ops;
+    bool is_cuda = false;
+    SpaceBytes bytes;            // element sizes per space, for the memory report
+    std::string description;     // e.g. "cpu-fp32 (2 threads)" or "cuda-bf16 on NVIDIA H100"
+};
+
+// device: auto | cpu | cuda; threads: CPU threads (0 = all cores). Error when cuda is asked for
+// and unavailable, saying why.
+Backend make_backend(const std::string& device, int threads);
+bool cuda_compiled_in();
+
+}  // namespace gpt

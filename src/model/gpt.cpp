@@ -1,0 +1,204 @@
+#include "model/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace gpt {
+
+namespace {
+constexpr size_t kHeadChunkElems = size_t(1) << 26;   // logits held at once: 64M elements
+constexpr int kSiteAttnOut = 1, kSiteMlpOut = 2;        // dropout sites (0 = inside attention)
+}  // namespace
+
+GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), maxT_(maxT) {
+    GPT_CHECK(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
+    GPT_CHECK(maxT <= cfg.block_size, "train.seq_len must be <= model.block_size");
+    const int64_t E = cfg.n_embd, Vp = cfg.padded_vocab;
+
+    // Parameters, in the order of Hugging Face's GPT-2 state dict.
+    wte_ = params_.add("wte.weight", {Vp, E}, Init::normal, 0.02f, true, cfg.vocab_size);
+    wpe_ = params_.add("wpe.weight", {cfg.block_size, E}, Init::normal, 0.02f, false);
+    layers_.resize(cfg.n_layer);
+    for (int l = 0; l < cfg.n_layer; ++l) {
+        Layer& L = layers_[l];
+        const std::string pre = fmt::format("h.{}.", l);
+        L.ln1_w = params_.add(pre + "ln_1.weight", {E}, Init::ones, 0.f, false);
+        L.ln1_b = params_.add(pre + "ln_1.bias", {E}, Init::zeros, 0.f, false);
+        L.attn = make_attention_unit(cfg, l);
+        L.attn->declare(params_);
+        L.ln2_w = params_.add(pre + "ln_2.weight", {E}, Init::ones, 0.f, false);
+        L.ln2_b = params_.add(pre + "ln_2.bias", {E}, Init::zeros, 0.f, false);
+        L.mlp = make_mlp_unit(cfg, l);
+        L.mlp->declare(params_);
+    }
+    lnf_w_ = params_.add("ln_f.weight", {E}, Init::ones, 0.f, false);
+    lnf_b_ = params_.add("ln_f.bias", {E}, Init::zeros, 0.f, false);
+
+    // Activations for maxB x maxT.
+    const size_t BT = size_t(maxB) * maxT, BTE = BT * E;
+    tokens_ = acts_.add(Space::Index, BT, "inputs", "tokens");
+    targets_ = acts_.add(Space::Index, BT, "inputs", "targets");
+    encoded_ = acts_.add(Space::Act, BTE, "residual", "encoded");
+    size_t scratch = 0;
+    for (int l = 0; l < cfg.n_layer; ++l) {
+        Layer& L = layers_[l];
+        const std::string pre = fmt::format("h.{}.", l);
+        L.ln1_out = acts_.add(Space::Act, BTE, "layernorm", pre + "ln1");
+        L.ln1_mean = acts_.add(Space::Stat, BT, "layernorm", pre + "ln1_mean");
+        L.ln1_rstd = acts_.add(Space::Stat, BT, "layernorm", pre + "ln1_rstd");
+        L.attn->plan(acts_, maxB, maxT);
+        L.resid_mid = acts_.add(Space::Act, BTE, "residual", pre + "resid_mid");
+        L.ln2_out = acts_.add(Space::Act, BTE, "layernorm", pre + "ln2");
+        L.ln2_mean = acts_.add(Space::Stat, BT, "layernorm", pre + "ln2_mean");
+        L.ln2_rstd = acts_.add(Space::Stat, BT, "layernorm", pre + "ln2_rstd");
+        L.mlp->plan(acts_, maxB, maxT);
+        L.resid_out = acts_.add(Space::Act, BTE, "residual", pre + "resid_out");
+        scratch = std::max({scratch, L.attn->grad_scratch_elems(maxB, maxT),
+                            L.mlp->grad_scratch_elems(maxB, maxT)});
+    }
+    lnf_out_ = acts_.add(Space::Act, BTE, "layernorm", "ln_f");
+    lnf_mean_ = acts_.add(Space::Stat, BT, "layernorm", "ln_f_mean");
+    lnf_rstd_ = acts_.add(Space::Stat, BT, "layernorm", "ln_f_rstd");
+    head_chunk_ = int(std::clamp<size_t>(kHeadChunkElems / size_t(Vp), 1, BT));
+    logits_ = acts_.add(Space::Act, size_t(head_chunk_) * Vp, "head", "logits_chunk");
+    losses_ = acts_.add(Space::Stat, BT, "head", "losses");
+    branch_ = acts_.add(Space::Act, BTE, "residual", "branch_out");
+    d_resid_ = acts_.add(Space::Act, BTE, "gradients", "d_residual");
+    d_branch_ = acts_.add(Space::Act, BTE, "gradients", "d_branch");
+    d_ln_ = acts_.add(Space::Act, BTE, "gradients", "d_ln");
+    d_lnf_ = acts_.add(Space::Act, BTE, "gradients", "d_ln_f");
+    scratch_ = acts_.add(Space::Act, scratch, "gradients", "unit_scratch");
+}
+
+GPT::~GPT() = default;
+
+MemoryPlan GPT::memory_plan() const {
+    MemoryPlan p;
+    p[Space::Param] = params_.total();
+    p[Space::Grad] = params_.total();
+    for (Space s : {Space::Act, Space::Stat, Space::Index}) p[s] = acts_.size(s);
+    return p;
+}
+
+std::string GPT::describe() const {
+    size_t n = 0;
+    for (const auto& s : params_.specs()) n += s.numel();
+    return fmt::format("GPT-2 L={} E={} H={} F={} ctx={} | {} | {} | {} parameters", cfg_.n_layer,
+                       cfg_.n_embd, cfg_.n_head, cfg_.hidden(), cfg_.block_size,
+                       layers_[0].attn->describe(), layers_[0].mlp->describe(), n);
+}
+
+double GPT::flops_per_token(int T) const {
+    size_t n = 0;
+    for (const auto& s : params_.specs()) n += s.numel();
+    n -= params_.get("wpe.weight").numel();   // a lookup, not a matmul
+    // 6N for the matmuls (fwd + bwd), attention: 2 matmuls of T x D per head, x3 for fwd+bwd,
+    // halved by causality.
+    return 6.0 * double(n) + 6.0 * double(cfg_.n_layer) * double(cfg_.n_embd) * double(T);
+}
+
+void GPT::set_batch(Ops& ops, const int32_t* inputs, const int32_t* targets, int B, int T) {
+    GPT_CHECK(B <= maxB_ && T <= maxT_, fmt::format("batch {}x{} exceeds the planned {}x{}", B, T,
+                                                    maxB_, maxT_));
+    ops.upload_index(tokens_.sub(0, size_t(B) * T), inputs);
+    if (targets) ops.upload_index(targets_.sub(0, size_t(B) * T), targets);
+}
+
+Ten GPT::layer_input(int l) const { return l == 0 ? encoded_ : layers_[l - 1].resid_out; }
+
+void GPT::forward_body(const StepContext& c) {
+    Ops& ops = *c.ops;
+    const int BT = c.B * c.T, E = cfg_.n_embd;
+    const size_t n = size_t(BT) * E;
+    const bool drop = c.training && cfg_.dropout > 0.f;
+
+    ops.embedding_fwd(encoded_, tokens_, wte_, wpe_, c.B, c.T, E);
+    if (drop) ops.dropout(encoded_, n, cfg_.dropout, c.site_seed(cfg_.n_layer, 0));
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+        Layer& L = layers_[l];
+        Ten x = layer_input(l);
+        ops.layernorm_fwd(L.ln1_out, L.ln1_mean, L.ln1_rstd, x, L.ln1_w, L.ln1_b, BT, E);
+        L.attn->forward(c, L.ln1_out, branch_);
+        if (drop) ops.dropout(branch_, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
+        ops.add(L.resid_mid, x, branch_, n);
+        ops.layernorm_fwd(L.ln2_out, L.ln2_mean, L.ln2_rstd, L.resid_mid, L.ln2_w, L.ln2_b, BT, E);
+        L.mlp->forward(c, L.ln2_out, branch_);
+        if (drop) ops.dropout(branch_, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
+        ops.add(L.resid_out, L.resid_mid, branch_, n);
+    }
+    ops.layernorm_fwd(lnf_out_, lnf_mean_, lnf_rstd_, layer_input(cfg_.n_layer), lnf_w_, lnf_b_, BT, E);
+}
+
+double GPT::forward(const StepContext& c, float dloss) {
+    forward_body(c);
+    run_head(c, dloss);
+    const int BT = c.B * c.T;
+    std::vector<float> losses(BT);
+    c.ops->download(losses_.sub(0, BT), losses.data());
+    double sum = 0;
+    for (float v : losses) sum += v;
+    return sum / BT;
+}
+
+void GPT::run_head(const StepContext& c, float dloss) {
+    Ops& ops = *c.ops;
+    const int BT = c.B * c.T, E = cfg_.n_embd, V = cfg_.vocab_size, Vp = cfg_.padded_vocab;
+    for (int r0 = 0; r0 < BT; r0 += head_chunk_) {
+        const int rows = std::min(head_chunk_, BT - r0);
+        Ten x = lnf_out_.sub(size_t(r0) * E, size_t(rows) * E);
+        Ten logits = logits_.sub(0, size_t(rows) * Vp);
+        ops.matmul_fwd(logits, x, wte_, {}, rows, E, Vp);
+        ops.classifier(losses_.sub(r0, rows), logits, targets_.sub(r0, rows), rows, V, Vp, dloss);
+        if (dloss != 0.f)
+            ops.matmul_bwd(d_lnf_.sub(size_t(r0) * E, size_t(rows) * E), wte_.as(Space::Grad), {},
+                           logits, x, wte_, rows, E, Vp);
+    }
+}
+
+void GPT::backward(const StepContext& c) {
+    Ops& ops = *c.ops;
+    const int BT = c.B * c.T, E = cfg_.n_embd;
+    const size_t n = size_t(BT) * E;
+    const bool drop = c.training && cfg_.dropout > 0.f;
+    Ten dres = d_resid_.sub(0, n), dbranch = d_branch_.sub(0, n), dln = d_ln_.sub(0, n);
+
+    ops.zero(dres);
+    ops.layernorm_bwd(dres, lnf_w_.as(Space::Grad), lnf_b_.as(Space::Grad), d_lnf_, layer_input(cfg_.n_layer),
+                      lnf_w_, lnf_mean_, lnf_rstd_, BT, E);
+    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+        Layer& L = layers_[l];
+        // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
+        ops.copy(dbranch, dres);
+        if (drop) ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
+        L.mlp->backward(c, L.ln2_out, dbranch, dln, scratch_);
+        ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
+                          L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E);
+        // resid_mid = x + dropout(attn(ln1(x)))
+        ops.copy(dbranch, dres);
+        if (drop) ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
+        L.attn->backward(c, L.ln1_out, dbranch, dln, scratch_);
+        ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
+                          L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E);
+    }
+    if (drop) ops.dropout(dres, n, cfg_.dropout, c.site_seed(cfg_.n_layer, 0));
+    ops.embedding_bwd(wte_.as(Space::Grad), wpe_.as(Space::Grad), dres, tokens_, c.B, c.T, E);
+}
+
+std::vector<float> GPT::last_logits(const StepContext& c) {
+    const int E = cfg_.n_embd, Vp = cfg_.padded_vocab;
+    StepContext eval = c;
+    eval.training = false;
+    forward_body(eval);
+    Ten row = lnf_out_.sub(size_t(c.T - 1) * E, E);
+    c.ops->matmul_fwd(logits_.sub(0, Vp), row, wte_, {}, 1, E, Vp);
+    std::vector<float> out(Vp);
+    c.ops->download(logits_.sub(0, Vp), out.data());
+    out.resize(cfg_.vocab_size);
+    return out;
+}
+
+}  // namespace gpt

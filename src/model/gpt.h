@@ -1,0 +1,67 @@
+// GPT-2 (SPEC §1): token + position embedding, Ly pre-LN blocks (attention and MLP units), final
+// LayerNorm, tied LM head. The layer sequence is written once here against Ops; the CPU and CUDA
+// backends run the same code.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/memory_plan.h"
+#include "model/ops.h"
+#include "model/param_table.h"
+#include "model/units.h"
+
+namespace gpt {
+
+class GPT {
+public:
+    // Activations are planned for micro-batches up to maxB x maxT.
+    GPT(const ModelConfig& cfg, int maxB, int maxT);
+    ~GPT();
+
+    const ModelConfig& config() const { return cfg_; }
+    const ParamTable& params() const { return params_; }
+    const ActivationPlan& activations() const { return acts_; }
+    int max_batch() const { return maxB_; }
+    int max_seq() const { return maxT_; }
+    // Params, grads and activations; the optimizer adds its state to Space::Opt.
+    MemoryPlan memory_plan() const;
+    std::string describe() const;   // one line: shape, variants, parameter count
+
+    // Upload host tokens/targets (B*T each; targets may be null for sampling).
+    void set_batch(Ops& ops, const int32_t* inputs, const int32_t* targets, int B, int T);
+    // Forward. With dloss != 0 the LM head's backward runs too (chunk by chunk, so the full
+    // logits matrix never exists), leaving dL/d(ln_f out) for backward(). Returns the mean loss.
+    double forward(const StepContext& c, float dloss);
+    // Backward from the head's gradient into every parameter gradient (accumulated).
+    void backward(const StepContext& c);
+    // Logits of the last position of sequence 0 (for sampling), V entries on the host.
+    std::vector<float> last_logits(const StepContext& c);
+
+    // FLOPs of one forward+backward per token (6N + attention), for MFU.
+    double flops_per_token(int T) const;
+
+private:
+    struct Layer {
+        Ten ln1_w, ln1_b, ln2_w, ln2_b;
+        Ten ln1_out, ln1_mean, ln1_rstd, resid_mid, ln2_out, ln2_mean, ln2_rstd, resid_out;
+        std::unique_ptr<AttentionUnit> attn;
+        std::unique_ptr<MlpUnit> mlp;
+    };
+    Ten layer_input(int l) const;
+    void forward_body(const StepContext& c);   // embeddings through ln_f
+    void run_head(const StepContext& c, float dloss);
+
+    ModelConfig cfg_;
+    int maxB_, maxT_;
+    ParamTable params_;
+    ActivationPlan acts_;
+    std::vector<Layer> layers_;
+    Ten wte_, wpe_, lnf_w_, lnf_b_;
+    Ten tokens_, targets_, encoded_, lnf_out_, lnf_mean_, lnf_rstd_, logits_, losses_;
+    Ten branch_, d_resid_, d_branch_, d_ln_, d_lnf_, scratch_;
+    int head_chunk_ = 0;   // rows of logits computed at once
+};
+
+}  // namespace gpt

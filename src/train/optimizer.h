@@ -1,0 +1,44 @@
+// AdamW and AdamWSPAM over the model's parameters (SPEC §3): global-norm clipping, decoupled
+// weight decay on 2-D weights only, optional AMSGrad; SPAM adds the per-element spike clip,
+// momentum damping on grad-norm spikes, and periodic moment resets with a re-warmed lr.
+// The state lives in Space::Opt: m at [0, P), v at [P, 2P), vmax at [2P, 3P) with AMSGrad.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "model/config.h"
+#include "model/ops.h"
+#include "model/param_table.h"
+
+namespace gpt {
+
+struct OptimizerStepInfo {
+    double grad_norm = 0;   // before clipping
+    float lr = 0;           // the rate actually applied (after SPAM's re-warm)
+    bool spike = false;     // SPAM detected a grad-norm spike this step
+    bool reset = false;     // SPAM reset the moments this step
+};
+
+class Optimizer {
+public:
+    Optimizer(const OptimConfig& cfg, const ParamTable& params);
+    size_t state_elems() const { return state_elems_; }   // Space::Opt elements needed
+
+    // One optimizer step from the accumulated gradients (Space::Grad). step is 1-based.
+    OptimizerStepInfo step(Ops& ops, int step, float scheduled_lr);
+
+    // Host-side state for checkpoints: norm history and the step of the last moment reset.
+    std::vector<double> norm_history() const { return {history_.begin(), history_.end()}; }
+    int64_t last_reset() const { return last_reset_; }
+    void restore(const std::vector<double>& history, int64_t last_reset);
+
+private:
+    OptimConfig cfg_;
+    size_t P_ = 0, state_elems_ = 0;
+    std::vector<AdamWTensor> tensors_;
+    std::deque<double> history_;   // recent global grad norms (SPAM spike detection)
+    int64_t last_reset_ = 0;       // moments were last zeroed before this step (bias correction restarts)
+};
+
+}  // namespace gpt

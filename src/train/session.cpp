@@ -1,0 +1,50 @@
+#include "train/session.h"
+
+#include <spdlog/spdlog.h>
+
+namespace gpt {
+
+Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer) : cfg_(cfg) {
+    backend_ = make_backend(cfg.train.device, cfg.train.threads);
+    if (!backend_.is_cuda && cfg.train.precision == "bf16")
+        fail("train.precision: bf16 needs the CUDA backend (the CPU reference runs fp32); "
+             "use precision=auto or fp32, or device=cuda");
+    if (backend_.is_cuda && cfg.train.precision == "fp32")
+        fail("train.precision: fp32 training on the GPU is not supported (the CUDA backend is "
+             "bf16 with fp32 master weights); use precision=auto or bf16, or device=cpu");
+    model_ = std::make_unique<GPT>(cfg.model, B, T);
+    plan_ = model_->memory_plan();
+    if (with_optimizer) {
+        optimizer_ = std::make_unique<Optimizer>(cfg.train.optim, model_->params());
+        plan_[Space::Opt] = optimizer_->state_elems();
+    }
+    backend_.ops->allocate(plan_);
+    const std::vector<float> init = model_->params().initial_values(cfg.train.seed);
+    backend_.ops->upload(Ten{Space::Param, 0, init.size()}, init.data());
+    backend_.ops->params_changed();
+}
+
+std::string Session::memory_report() const {
+    size_t n = 0;
+    for (const auto& s : model_->params().specs()) n += s.numel();
+    return describe_memory(plan_, model_->activations(), backend_.bytes, n);
+}
+
+double Session::planned_gib() const {
+    double total = 0;
+    for (int s = 0; s < kNumSpaces; ++s) total += double(plan_.elems[s]) * double(backend_.bytes.bytes[s]);
+    return total / (1024.0 * 1024.0 * 1024.0);
+}
+
+std::vector<float> Session::download(Space s, size_t n) {
+    std::vector<float> v(n);
+    if (n) backend_.ops->download(Ten{s, 0, n}, v.data());
+    return v;
+}
+
+void Session::upload(Space s, const std::vector<float>& v) {
+    if (!v.empty()) backend_.ops->upload(Ten{s, 0, v.size()}, v.data());
+    if (s == Space::Param) backend_.ops->params_changed();
+}
+
+}  // namespace gpt

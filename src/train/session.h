@@ -1,0 +1,42 @@
+// A model on a backend, ready to run: the backend chosen, the model built for a micro-batch
+// shape, all memory allocated once (parameters, gradients, optimizer state, activations), and the
+// parameters initialised. train, eval, sample and check all start from one.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/backend.h"
+#include "model/config.h"
+#include "model/gpt.h"
+#include "train/optimizer.h"
+
+namespace gpt {
+
+class Session {
+public:
+    // B, T: the largest micro-batch this session will run.
+    Session(const RunConfig& cfg, int B, int T, bool with_optimizer);
+
+    Ops& ops() { return *backend_.ops; }
+    GPT& model() { return *model_; }
+    Optimizer& optimizer() { return *optimizer_; }
+    const RunConfig& config() const { return cfg_; }
+    const Backend& backend() const { return backend_; }
+    std::string memory_report() const;
+    double planned_gib() const;
+
+    std::vector<float> download(Space s, size_t n);
+    void upload(Space s, const std::vector<float>& v);
+    size_t param_elems() const { return model_->params().total(); }
+    size_t opt_elems() const { return optimizer_ ? optimizer_->state_elems() : 0; }
+
+private:
+    RunConfig cfg_;
+    Backend backend_;
+    std::unique_ptr<GPT> model_;
+    std::unique_ptr<Optimizer> optimizer_;
+    MemoryPlan plan_;
+};
+
+}  // namespace gpt

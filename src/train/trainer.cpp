@@ -1,0 +1,222 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/error.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "train/checkpoint.h"
+#include "train/config_io.h"
+#include "train/evaluate.h"
+#include "train/metrics.h"
+#include "train/progress.h"
+#include "train/sampler.h"
+#include "train/schedule.h"
+#include "train/session.h"
+
+namespace gpt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr uint64_t kValSeedSalt = 0x76616c6964617465ull;   // validation order differs from training
+
+// Peak dense bf16 tensor throughput for MFU; NaN where we don't know it (the CPU).
+double peak_flops(const Backend& b) { return b.is_cuda ? 989.4e12 : std::nan(""); }
+
+const std::vector<float>& find_array(const CheckpointData& d, const std::string& name) {
+    for (const auto& [k, v] : d.arrays)
+        if (k == name) return v;
+    fail("checkpoint has no array '" + name + "'");
+}
+
+const std::vector<uint64_t>& find_u64(const CheckpointData& d, const std::string& name) {
+    for (const auto& [k, v] : d.u64)
+        if (k == name) return v;
+    fail("checkpoint has no integer array '" + name + "'");
+}
+
+const std::vector<double>& find_f64(const CheckpointData& d, const std::string& name) {
+    for (const auto& [k, v] : d.f64)
+        if (k == name) return v;
+    fail("checkpoint has no float64 array '" + name + "'");
+}
+
+CheckpointData snapshot(Session& s, const RunConfig& cfg, int64_t step, const TokenLoader& loader) {
+    CheckpointData d;
+    d.config_yaml = to_yaml(cfg);
+    d.step = step;
+    d.arrays.emplace_back("params", s.download(Space::Param, s.param_elems()));
+    d.arrays.emplace_back("optimizer_state", s.download(Space::Opt, s.opt_elems()));
+    const auto st = loader.state();
+    d.u64.emplace_back("loader_state", std::vector<uint64_t>{st.epoch, st.cursor});
+    d.u64.emplace_back("optimizer_last_reset", std::vector<uint64_t>{uint64_t(s.optimizer().last_reset())});
+    d.f64.emplace_back("optimizer_norm_history", s.optimizer().norm_history());
+    for (const auto& p : s.model().params().specs()) {
+        std::string shape;
+        for (auto dim : p.shape) shape += (shape.empty() ? "" : ",") + std::to_string(dim);
+        d.strings.emplace_back("param:" + p.name, fmt::format("offset={} shape={}", p.t.off, shape));
+    }
+    return d;
+}
+
+void restore(Session& s, const CheckpointData& d, TokenLoader& loader, const std::string& path) {
+    const auto& params = find_array(d, "params");
+    if (params.size() != s.param_elems())
+        fail(fmt::format("checkpoint {} holds {} parameter values but this model has {}: it was made "
+                         "for a different model. Use another train.out_dir or set train.resume=false",
+                         path, params.size(), s.param_elems()));
+    const auto& opt = find_array(d, "optimizer_state");
+    if (opt.size() != s.opt_elems())
+        fail(fmt::format("checkpoint {} has optimizer state of {} values, expected {} (was AMSGrad "
+                         "toggled?). Use another train.out_dir or set train.resume=false",
+                         path, opt.size(), s.opt_elems()));
+    s.upload(Space::Param, params);
+    s.upload(Space::Opt, opt);
+    const auto& ls = find_u64(d, "loader_state");
+    GPT_CHECK(ls.size() == 2, "checkpoint " + path + ": loader_state must hold 2 values");
+    loader.restore(TokenLoader::State{ls[0], ls[1]});
+    s.optimizer().restore(find_f64(d, "optimizer_norm_history"),
+                          int64_t(find_u64(d, "optimizer_last_reset").at(0)));
+}
+
+}  // namespace
+
+TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
+    const TrainConfig& tc = cfg.train;
+    const int B = tc.batch_size, T = tc.seq_len, accum = tc.grad_accum;
+    fs::create_directories(tc.out_dir);
+    {
+        std::ofstream f(tc.out_dir + "/config.yaml");
+        f << to_yaml(cfg);
+    }
+
+    Session s(cfg, B, T, true);
+    spdlog::info("model: {}", s.model().describe());
+    spdlog::info("backend: {}", s.backend().description);
+    spdlog::info("{}", s.memory_report());
+
+    TokenLoader train_data(cfg.data.train_path, B, T, tc.seed, 0, 1, cfg.model.vocab_size);
+    TokenLoader val_data(cfg.data.val_path, B, T, tc.seed ^ kValSeedSalt, 0, 1, cfg.model.vocab_size);
+    spdlog::info("data: {} training tokens, {} validation tokens; {} tokens per step",
+                 train_data.num_tokens(), val_data.num_tokens(), size_t(B) * T * accum);
+
+    CheckpointDir checkpoints(tc.out_dir + "/checkpoints", tc.keep_checkpoints);
+    int64_t start = 0;
+    if (tc.resume) {
+        if (auto path = checkpoints.latest()) {
+            CheckpointData d = load_checkpoint(*path);
+            restore(s, d, train_data, *path);
+            start = d.step;
+            spdlog::info("resumed from {} (step {})", *path, start);
+        }
+    }
+    MetricsLog metrics(tc.out_dir, start > 0);
+
+    std::optional<Tokenizer> tokenizer;
+    auto sample_text = [&](int64_t step) -> std::string {
+        if (!opt.sample) return {};
+        if (!tokenizer) {
+            try {
+                tokenizer = Tokenizer::load(cfg.data.tokenizer_dir);
+            } catch (const Error& e) {
+                spdlog::warn("no samples: {}", e.what());
+                return {};
+            }
+        }
+        const auto& sc = cfg.sample;
+        std::string text = generate(s, *tokenizer, sc.prompt, tc.sample_tokens, sc.temperature, sc.top_k,
+                                    sc.seed + uint64_t(step));
+        spdlog::info("sample at step {}:\n{}{}\n", step, sc.prompt, text);
+        return sc.prompt + text;
+    };
+
+    TrainResult result;
+    result.first_step = start + 1;
+    std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
+    const float dloss = 1.0f / float(size_t(B) * T * accum);
+    const double tokens_per_step = double(B) * T * accum;
+    const double flops_per_token = s.model().flops_per_token(T);
+    Progress progress("train", tc.max_iters);
+    auto t_start = std::chrono::steady_clock::now();
+    double timed_tokens = 0, timed_seconds = 0;
+
+    for (int64_t step = start + 1; step <= tc.max_iters; ++step) {
+        auto t0 = std::chrono::steady_clock::now();
+        s.ops().zero(Ten{Space::Grad, 0, s.param_elems()});
+        double loss = 0;
+        for (int micro = 0; micro < accum; ++micro) {
+            train_data.next_batch(x.data(), y.data());
+            s.model().set_batch(s.ops(), x.data(), y.data(), B, T);
+            StepContext c{&s.ops(), B, T, true, mix64(tc.seed ^ mix64(uint64_t(step) * 1024 + micro))};
+            loss += s.model().forward(c, dloss);
+            s.model().backward(c);
+        }
+        loss /= accum;
+        if (!std::isfinite(loss))
+            fail(fmt::format("training diverged at step {}: the loss is {}. Lower train.optim.lr or "
+                             "raise warmup; the last checkpoint in {}/checkpoints is intact",
+                             step, loss, tc.out_dir));
+        const float lr = learning_rate(tc.optim, int(step), tc.max_iters);
+        const OptimizerStepInfo info = s.optimizer().step(s.ops(), int(step), lr);
+        s.ops().params_changed();
+        s.ops().synchronize();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (step > start + 1) {   // the first step carries one-time warm-up costs
+            timed_tokens += tokens_per_step;
+            timed_seconds += dt;
+        }
+
+        StepMetrics m;
+        m.step = step;
+        m.loss = loss;
+        m.lr = info.lr;
+        m.grad_norm = info.grad_norm;
+        m.ms = dt * 1e3;
+        m.tokens_per_s = tokens_per_step / dt;
+        m.mfu = flops_per_token * m.tokens_per_s / peak_flops(s.backend());
+        m.mem_gib = s.planned_gib();
+        metrics.log_step(m);
+        result.train_losses.push_back(loss);
+        progress.update(step, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} ms | {:.0f} tok/s", loss,
+                                          info.lr, m.ms, m.tokens_per_s));
+        if (tc.log_interval > 0 && step % tc.log_interval == 0)
+            spdlog::debug("step {} loss {:.6f} lr {:.3e} norm {:.4f} {:.1f} ms", step, loss, info.lr,
+                          info.grad_norm, m.ms);
+        if (info.spike) spdlog::info("step {}: grad-norm spike, moments damped (SPAM)", step);
+        if (info.reset) spdlog::info("step {}: moments reset, lr re-warming (SPAM)", step);
+
+        const bool last = step == tc.max_iters;
+        if ((tc.eval_interval > 0 && step % tc.eval_interval == 0) || last) {
+            const double val = evaluate(s, val_data, tc.eval_batches, B, T);
+            metrics.log_eval(step, val);
+            result.val_losses.emplace_back(step, val);
+            spdlog::info("step {}: train loss {:.4f}, val loss {:.4f} (perplexity {:.2f})", step, loss, val,
+                         std::exp(val));
+        }
+        if ((tc.sample_interval > 0 && step % tc.sample_interval == 0) || last)
+            result.sample = sample_text(step);
+        if ((tc.checkpoint_interval > 0 && step % tc.checkpoint_interval == 0) || last) {
+            metrics.flush();
+            checkpoints.save(snapshot(s, cfg, step, train_data));
+        }
+        result.last_step = step;
+        if (opt.stop_after > 0 && step >= opt.stop_after) break;
+    }
+    progress.finish();
+    metrics.flush();
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    result.tokens_per_s = timed_seconds > 0 ? timed_tokens / timed_seconds : 0;
+    spdlog::info("done: steps {}..{} in {:.1f} s ({:.0f} tokens/s)", result.first_step, result.last_step,
+                 result.seconds, result.tokens_per_s);
+    return result;
+}
+
+}  // namespace gpt
