@@ -1,6 +1,7 @@
-// Causal scaled-dot-product attention with grouped heads, Dqk != Dv, and dropout on the
-// probabilities. One query row at a time (flash style): nothing of size T x T is stored, only the
-// row's log-sum-exp, and backward recomputes the probabilities from it.
+// Causal scaled-dot-product attention with grouped heads, Dqk != Dv, dropout on the probabilities
+// and the band of folded reciprocal attention (AttnDims::band). One query row at a time (flash
+// style): nothing of size T x T is stored, only the row's log-sum-exp, and backward recomputes the
+// probabilities from it.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -27,6 +28,13 @@ void axpy(S* y, S a, const S* x, int n) {   // y += a x
 template <class P>
 P* at(P* base, const AttnDims& d, int b, int t, int stride, int head, int width) {
     return base + (static_cast<size_t>(b) * d.T + t) * stride + static_cast<size_t>(head) * width;
+}
+
+// How many leading q.k dims count for the pair (i, j): all Dqk, or, outside the band of banded
+// reciprocal attention (d.band > 0 and i - j > band), only [0, band_split). The banded channels
+// are the tail [band_split, Dqk), so a pair's logit and gradients use a prefix of the head.
+inline int active_dims(const AttnDims& d, int i, int j) {
+    return (d.band > 0 && i - j > d.band) ? d.band_split : d.Dqk;
 }
 
 // Multiplier for probability (i, j) of query head h in batch b: 0 (dropped), 1/(1-p) (kept), or
@@ -57,7 +65,8 @@ void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const Att
                     const S* qi = at(q, d, b, i, d.q_stride, h, d.Dqk);
                     S mx = -std::numeric_limits<S>::infinity();
                     for (int j = 0; j <= i; ++j) {
-                        prob[j] = scale * dot(qi, at(k, d, b, j, d.k_stride, hk, d.Dqk), d.Dqk);
+                        const S* kj = at(k, d, b, j, d.k_stride, hk, d.Dqk);
+                        prob[j] = scale * dot(qi, kj, active_dims(d, i, j));
                         mx = std::max(mx, prob[j]);
                     }
                     S sum = 0;
@@ -107,9 +116,12 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
                         // mask; dv_j += (masked P_ij) dout_i.
                         S delta = 0;   // D_i = sum_j P_ij dP_ij
                         for (int j = 0; j <= i; ++j) {
-                            const S pij = std::exp(scale * dot(qi, at(k, d, b, j, d.k_stride, hk, d.Dqk), d.Dqk) - lse_i);
+                            const S* kj = at(k, d, b, j, d.k_stride, hk, d.Dqk);
+                            const S* vj = at(v, d, b, j, d.v_stride, hk, d.Dv);
+                            const S logit = scale * dot(qi, kj, active_dims(d, i, j));
+                            const S pij = std::exp(logit - lse_i);
                             const S f = dropout_factor(d, b, h, i, j, keep_scale);
-                            const S dpij = f * dot(doi, at(v, d, b, j, d.v_stride, hk, d.Dv), d.Dv);
+                            const S dpij = f * dot(doi, vj, d.Dv);
                             axpy(at(dv, d, b, j, d.v_stride, hk, d.Dv), f * pij, doi, d.Dv);
                             prob[j] = pij;
                             dprob[j] = dpij;
@@ -119,8 +131,9 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
                         S* dqi = at(dq, d, b, i, d.q_stride, h, d.Dqk);
                         for (int j = 0; j <= i; ++j) {
                             const S ds = scale * prob[j] * (dprob[j] - delta);
-                            axpy(dqi, ds, at(k, d, b, j, d.k_stride, hk, d.Dqk), d.Dqk);
-                            axpy(at(dk, d, b, j, d.k_stride, hk, d.Dqk), ds, qi, d.Dqk);
+                            const int n = active_dims(d, i, j);
+                            axpy(dqi, ds, at(k, d, b, j, d.k_stride, hk, d.Dqk), n);
+                            axpy(at(dk, d, b, j, d.k_stride, hk, d.Dqk), ds, qi, n);
                         }
                     }
             }

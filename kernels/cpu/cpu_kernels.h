@@ -42,8 +42,8 @@ inline S gelu_grad(S x) {
     const S u = c * (x + a * x * x * x);
     const S th = std::tanh(u);
     const S sech2 = static_cast<S>(1) - th * th;
-    return static_cast<S>(0.5) * (static_cast<S>(1) + th) +
-           static_cast<S>(0.5) * x * sech2 * c * (static_cast<S>(1) + static_cast<S>(3) * a * x * x);
+    const S du_dx = c * (static_cast<S>(1) + static_cast<S>(3) * a * x * x);
+    return static_cast<S>(0.5) * (static_cast<S>(1) + th) + static_cast<S>(0.5) * x * sech2 * du_dx;
 }
 
 // elementwise.cpp

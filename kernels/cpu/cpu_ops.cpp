@@ -43,7 +43,7 @@ CpuOps::CpuOps(int threads) {
 
 std::unique_ptr<Ops> make_cpu_ops(int threads) { return std::make_unique<CpuOps>(threads); }
 
-// --- views ----------------------------------------------------------------------------------------
+// --- views ---------------------------------------------------------------------------------------
 
 float* CpuOps::f32_extent(Ten t, size_t extent, const char* what) {
     GPT_CHECK(t.space != Space::Index,
@@ -76,11 +76,12 @@ int32_t* CpuOps::i32(Ten t, size_t need, const char* what) {
                           "live in the Index space", what, describe(t)));
     GPT_CHECK(need <= t.n && t.off <= index_.size() && need <= index_.size() - t.off,
               fmt::format("cpu backend: {}: {} needs {} elements but the Index space holds {}; "
-                          "fix the view or the MemoryPlan", what, describe(t), need, index_.size()));
+                          "fix the view or the MemoryPlan",
+                          what, describe(t), need, index_.size()));
     return index_.data() + t.off;
 }
 
-// --- memory ---------------------------------------------------------------------------------------
+// --- memory --------------------------------------------------------------------------------------
 
 void CpuOps::allocate(const MemoryPlan& plan) {
     for (int s = 0; s < kNumSpaces; ++s) {
@@ -123,7 +124,7 @@ void CpuOps::copy(Ten dst, Ten src) {
 
 void CpuOps::scale(Ten t, float s) { cpu::scale(f32(t, t.n, "scale"), s, t.n); }
 
-// --- layers ---------------------------------------------------------------------------------------
+// --- layers --------------------------------------------------------------------------------------
 
 void CpuOps::embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) {
     check_positive("embedding_fwd", {B, T, E});
@@ -168,7 +169,8 @@ void CpuOps::layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten
     cpu::layernorm_bwd(f32(din, nc, "layernorm_bwd din"), f32(dw, C, "layernorm_bwd dw"),
                        f32_optional(db, C, "layernorm_bwd db"), f32(dout, nc, "layernorm_bwd dout"),
                        f32(in, nc, "layernorm_bwd in"), f32(w, C, "layernorm_bwd w"),
-                       f32(mean, N, "layernorm_bwd mean"), f32(rstd, N, "layernorm_bwd rstd"), N, C);
+                       f32(mean, N, "layernorm_bwd mean"), f32(rstd, N, "layernorm_bwd rstd"), N,
+                       C);
 }
 
 void CpuOps::matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) {
@@ -225,6 +227,9 @@ void check_attention(const AttnDims& d, const char* what) {
                           "heads they hold (Hq*Dqk = {}, Hkv*Dqk = {}, Hkv*Dv = {})", what,
                           d.q_stride, d.k_stride, d.v_stride, d.Hq * d.Dqk, d.Hkv * d.Dqk,
                           d.Hkv * d.Dv));
+    GPT_CHECK(d.band >= 0 && (d.band == 0 || (d.band_split >= 0 && d.band_split <= d.Dqk)),
+              fmt::format("cpu backend: {}: band {} / band_split {} invalid; band >= 0 and "
+                          "0 <= band_split <= Dqk = {}", what, d.band, d.band_split, d.Dqk));
     GPT_CHECK(d.dropout >= 0.f && d.dropout < 1.f,
               fmt::format("cpu backend: {}: dropout {} must lie in [0, 1)", what, d.dropout));
 }
@@ -277,7 +282,7 @@ void CpuOps::classifier(Ten losses, Ten logits, Ten targets, int N, int V, int V
                     f32(logits, size_t(N) * Vp, "classifier logits"), tgt, N, V, Vp, dloss);
 }
 
-// --- optimisation ---------------------------------------------------------------------------------
+// --- optimisation --------------------------------------------------------------------------------
 
 double CpuOps::sum_squares(Ten t) { return cpu::sum_squares(f32(t, t.n, "sum_squares"), t.n); }
 
@@ -293,8 +298,9 @@ void CpuOps::adamw(const std::vector<AdamWTensor>& ts, const AdamWHyper& h) {
         GPT_CHECK(!h.amsgrad || t.vmax.present(),
                   fmt::format("cpu backend: adamw: AMSGrad is on but parameter {} has no vmax "
                               "state; plan a vmax Opt tensor for it", describe(t.param)));
-        cpu::adamw_update(f32(t.param, n, "adamw param"), f32(t.param.as(Space::Grad), n, "adamw grad"),
-                          f32(t.m, n, "adamw m"), f32(t.v, n, "adamw v"),
+        cpu::adamw_update(f32(t.param, n, "adamw param"),
+                          f32(t.param.as(Space::Grad), n, "adamw grad"), f32(t.m, n, "adamw m"),
+                          f32(t.v, n, "adamw v"),
                           h.amsgrad ? f32(t.vmax, n, "adamw vmax") : nullptr, n, t.decay, h);
     }
 }
