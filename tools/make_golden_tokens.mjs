@@ -48,6 +48,9 @@ const edgeCases = {
     "emoji ZWJ and flags": "👨‍👩‍👧 🇺🇸 🙂",
     "no-break and ideographic space": "a\u00a0b\u3000c",
     "unicode line separator": "x\u2028y",
+    "no-break spaces before punctuation": "a\u00a0!\u00a0\u00a0.",
+    "em spaces around a word": "\u2003\u2003word\u2003 x",
+    "ideographic space before digits": "\u300012\u3000\u3000?",
     "long repeated letters": "a".repeat(200),
     "control characters": "a\u0001b\u007fc",
 };
