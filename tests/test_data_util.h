@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 
+#include "common/error.h"
 #include "data/tokenizer.h"
 
 namespace gpt::test {
@@ -23,6 +25,16 @@ inline const Tokenizer& gpt2_tokenizer() {
         return Tokenizer::load(dir);
     }();
     return tokenizer;
+}
+
+// The message of the gpt::Error that `f` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
 }
 
 // A fresh directory under the system temp folder, removed with everything in it at scope exit.

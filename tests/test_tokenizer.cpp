@@ -12,6 +12,7 @@
 #include "test_data_util.h"
 
 using gpt::Tokenizer;
+using gpt::test::error_of;
 using gpt::test::gpt2_tokenizer;
 
 namespace {
@@ -20,15 +21,6 @@ const std::string kGoldenDir = std::string(GPT_SOURCE_DIR) + "/tests/golden";
 
 nlohmann::json golden() {
     return nlohmann::json::parse(gpt::read_whole_file(kGoldenDir + "/tokenizer_golden.json", "golden file"));
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const gpt::Error& e) {
-        return e.what();
-    }
-    return "(no error)";
 }
 
 void write(const std::string& path, const std::string& bytes) {
