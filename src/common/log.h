@@ -1,0 +1,16 @@
+// Logging set-up: spdlog to the console (coloured, stderr) and, for a run, to <run_dir>/train.log.
+// After init_logging the rest of the code just calls spdlog::info / warn / error / debug.
+#pragma once
+#include <string>
+
+namespace gpt {
+
+// run_dir "" = console only. verbose = debug level (else info). The log file is appended to, so a
+// resumed run keeps its history. Safe to call again (e.g. per ablation step): it replaces the
+// previous default logger.
+void init_logging(const std::string& run_dir, bool verbose);
+
+// Path of the current log file ("" when console only).
+const std::string& log_file_path();
+
+}  // namespace gpt
