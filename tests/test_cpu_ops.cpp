@@ -116,6 +116,20 @@ TEST_CASE("cpu: gelu forward is the GPT-2 tanh approximation") {
     CHECK(cpu::gelu(10.0) == doctest::Approx(10.0).epsilon(1e-12));
 }
 
+TEST_CASE("cpu: vectorisable softmax exp is accurate and exact at the edges") {
+    double worst = 0;
+    for (int i = 0; i <= 400000; ++i) {
+        const float x = -87.f + 175.f * float(i) / 400000.f;
+        worst = std::max(worst, std::abs(cpu::exp_softmax(x) / std::exp(double(x)) - 1.0));
+    }
+    CHECK(worst < 2e-7);
+    CHECK(cpu::exp_softmax(0.f) == 1.f);
+    CHECK(cpu::exp_softmax(-std::numeric_limits<float>::infinity()) == 0.f);   // masked logit
+    CHECK(cpu::exp_softmax(-1000.f) == 0.f);
+    CHECK(std::isnan(cpu::exp_softmax(std::numeric_limits<float>::quiet_NaN())));
+    CHECK(std::isfinite(cpu::exp_softmax(1000.f)));   // saturates at e^88
+}
+
 // Naive attention: the whole T x T matrix per (b, h) — logits with -inf above the diagonal, the
 // reciprocal tail removed outside the band, softmax, dropout mask from the documented counter.
 struct NaiveAttention {

@@ -12,15 +12,18 @@
 namespace gpt::cpu {
 namespace {
 
+// `omp simd` lets the compiler reorder these sums into vector lanes (it would not otherwise).
 template <class S>
 S dot(const S* a, const S* b, int n) {
     S s = 0;
+#pragma omp simd reduction(+ : s)
     for (int c = 0; c < n; ++c) s += a[c] * b[c];
     return s;
 }
 
 template <class S>
 void axpy(S* y, S a, const S* x, int n) {   // y += a x
+#pragma omp simd
     for (int c = 0; c < n; ++c) y[c] += a * x[c];
 }
 
@@ -70,8 +73,9 @@ void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const Att
                         mx = std::max(mx, prob[j]);
                     }
                     S sum = 0;
+#pragma omp simd reduction(+ : sum)
                     for (int j = 0; j <= i; ++j) {
-                        prob[j] = std::exp(prob[j] - mx);
+                        prob[j] = exp_softmax(prob[j] - mx);
                         sum += prob[j];
                     }
                     lse[(size_t(b) * d.Hq + h) * T + i] = mx + std::log(sum);
@@ -112,20 +116,21 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
                         const S* qi = at(q, d, b, i, d.q_stride, h, d.Dqk);
                         const S* doi = at(dout, d, b, i, d.Hq * d.Dv, h, d.Dv);
                         const S lse_i = lse[(size_t(b) * d.Hq + h) * T + i];
-                        // P_ij from the saved lse; dP_ij = d loss / d P_ij through the dropout
-                        // mask; dv_j += (masked P_ij) dout_i.
-                        S delta = 0;   // D_i = sum_j P_ij dP_ij
+                        // P_ij from the saved lse.
                         for (int j = 0; j <= i; ++j) {
                             const S* kj = at(k, d, b, j, d.k_stride, hk, d.Dqk);
-                            const S* vj = at(v, d, b, j, d.v_stride, hk, d.Dv);
-                            const S logit = scale * dot(qi, kj, active_dims(d, i, j));
-                            const S pij = std::exp(logit - lse_i);
+                            prob[j] = scale * dot(qi, kj, active_dims(d, i, j)) - lse_i;
+                        }
+#pragma omp simd
+                        for (int j = 0; j <= i; ++j) prob[j] = exp_softmax(prob[j]);
+                        // dP_ij = d loss / d P_ij through the dropout mask; dv_j += (masked P_ij)
+                        // dout_i; D_i = sum_j P_ij dP_ij.
+                        S delta = 0;
+                        for (int j = 0; j <= i; ++j) {
                             const S f = dropout_factor(d, b, h, i, j, keep_scale);
-                            const S dpij = f * dot(doi, vj, d.Dv);
-                            axpy(at(dv, d, b, j, d.v_stride, hk, d.Dv), f * pij, doi, d.Dv);
-                            prob[j] = pij;
-                            dprob[j] = dpij;
-                            delta += pij * dpij;
+                            dprob[j] = f * dot(doi, at(v, d, b, j, d.v_stride, hk, d.Dv), d.Dv);
+                            axpy(at(dv, d, b, j, d.v_stride, hk, d.Dv), f * prob[j], doi, d.Dv);
+                            delta += prob[j] * dprob[j];
                         }
                         // dS_ij = P_ij (dP_ij - D_i); logits = scale q.k.
                         S* dqi = at(dq, d, b, i, d.q_stride, h, d.Dqk);

