@@ -39,7 +39,11 @@ struct MemoryPlan {
 // Causal attention over per-token rows. q row of token t, head h is at
 //   q.off + (b*T + t)*q_stride + h*Dqk        (likewise k, v with their strides and Hkv heads)
 // out is [B, T, Hq, Dv] contiguous. lse is Stat [B, Hq, T]: the row's log-sum-exp of the scaled
-// logits, saved for backward. Hkv divides Hq (grouped / multi-query heads).
+// logits, saved for backward. Hkv divides Hq (grouped / multi-query heads): query head h uses
+// key/value head h / (Hq/Hkv).
+// Dropout contract (every backend must draw the same mask): probability P[b,h,i,j] (query head h,
+// query row i, key column j <= i) is kept iff dropout_keep(seed, ((b*Hq + h)*T + i)*T + j, dropout)
+// and then scaled by 1/(1-dropout). Backward regenerates the mask from the same counter.
 struct AttnDims {
     int B = 0, T = 0, Hq = 0, Hkv = 0, Dqk = 0, Dv = 0;
     int q_stride = 0, k_stride = 0, v_stride = 0;   // elements between consecutive tokens
@@ -62,6 +66,10 @@ struct AdamWHyper {
     float grad_scale = 1.f;    // multiplies the gradient first (global-norm clipping)
     bool amsgrad = false;
     float spam_theta = 0.f;    // >0: clip |g| > sqrt(theta * v) to sign(g) sqrt(theta * v) (SPAM)
+    // Per element: g = grad*grad_scale; SPAM clip with v = the second moment BEFORE this step's
+    // update (skipped where v == 0: first step, or first after a reset); m, v updated; with AMSGrad
+    // vmax = max(vmax, v) replaces v below; p -= lr*wd*p where decay (old p);
+    // p -= lr * (m/(1-beta1^step)) / (sqrt(v/(1-beta2^step)) + eps).
 };
 
 class Ops {
