@@ -95,7 +95,7 @@ TEST_CASE("tokenizer: invalid UTF-8 and arbitrary bytes round-trip without throw
         for (char& ch : s) ch = static_cast<char>(rng() & 0xFF);
         CHECK(tok.decode(tok.encode(s)) == s);
     }
-    // Valid text around an invalid byte is encoded exactly as without it.
+    // An invalid byte between words becomes a word of its own; the words around it are unchanged.
     const auto left = tok.encode("Hello there"), right = tok.encode(" world");
     auto joined = left;
     joined.insert(joined.end(), right.begin(), right.end());

@@ -71,6 +71,12 @@ void write_file_atomically(const std::string& path, std::initializer_list<std::s
         ::unlink(tmp.c_str());
         fail("writing " + path + " failed: rename (" + detail + ")");
     }
+    // Make the rename itself durable (best effort: some file systems refuse fsync on directories).
+    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd >= 0) {
+        ::fsync(dir_fd);
+        ::close(dir_fd);
+    }
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
