@@ -173,3 +173,31 @@ TEST_CASE("metrics: resume survives a damaged metrics.h5") {
     CHECK(read_metrics_h5(dir / "metrics.h5").train.empty());
     CHECK(gpt::test::read_bytes(dir / "metrics.h5.damaged") == "still not hdf5");
 }
+
+TEST_CASE("metrics: a reader holding metrics.h5 open (with HDF5 locking) does not block flush") {
+    ScratchDir dir("metrics_reader");
+    MetricsLog log(dir.str(), false);
+    log.log_step(step_row(1));
+    log.flush();
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // a plot script: opens read-only (taking the shared lock) and lingers
+        hid_t f = H5Fopen(log.h5_path().c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+        char byte = f >= 0 ? 'y' : 'n';
+        if (write(ready[1], &byte, 1) != 1) _exit(2);
+        usleep(500 * 1000);
+        _exit(0);
+    }
+    char byte = 0;
+    REQUIRE(read(ready[0], &byte, 1) == 1);
+    CHECK(byte == 'y');
+    log.log_step(step_row(2));
+    log.flush();
+    CHECK(raw_read_doubles(log.h5_path(), "/train/loss").size() == 2);  // written while the reader held it
+    int status = 0;
+    waitpid(child, &status, 0);
+    close(ready[0]);
+    close(ready[1]);
+}

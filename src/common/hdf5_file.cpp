@@ -120,12 +120,16 @@ File File::create(const std::string& path) {
     return File(path, id);
 }
 
-File File::open(const std::string& path, bool writable) {
+File File::open(const std::string& path, bool writable, bool use_locking) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) fail("'" + path + "' does not exist");
     if (std::filesystem::is_directory(path, ec)) fail("'" + path + "' is a directory, not an HDF5 file");
     Quiet q;
-    hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+#if (H5_VERSION_GE(1, 10, 7) && !H5_VERSION_GE(1, 12, 0)) || H5_VERSION_GE(1, 12, 1)
+    if (!use_locking) H5Pset_file_locking(fapl.get(), false, true);
+#endif
+    hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get());
     if (id < 0)
         fail("'" + path + "' is not a readable HDF5 file (" + hdf5_reason() +
              "): it is damaged, truncated, of another format, or locked by another process");

@@ -23,7 +23,9 @@ template <> hid_t native_type<uint64_t>();
 class File {
 public:
     static File create(const std::string& path);                  // truncates an existing file
-    static File open(const std::string& path, bool writable);     // throws if missing / not HDF5
+    // Throws if missing / not HDF5. use_locking = false skips HDF5's advisory file lock, so that
+    // a single writer is not refused while a reader (h5py, a plot script) has the file open.
+    static File open(const std::string& path, bool writable, bool use_locking = true);
     File(File&& other) noexcept;
     File& operator=(File&& other) noexcept;
     File(const File&) = delete;

@@ -102,7 +102,7 @@ template <class Row> std::vector<Row> read_table(const h5::File& f) {
 }
 
 h5::File open_metrics_for_append(const std::string& path) {
-    h5::File f = h5::File::open(path, true);
+    h5::File f = h5::File::open(path, true, /*use_locking=*/false);  // the run is the only writer
     if (f.attr_string("/", "format").value_or("") != kFormat)
         fail("'" + path + "' is not a gpt2ra metrics file (root attribute 'format' is not '" + kFormat + "')");
     return f;
@@ -205,6 +205,10 @@ MetricsLog::~MetricsLog() {
     } catch (const std::exception& e) {
         spdlog::warn("final metrics flush failed: {}", e.what());
     }
+    if (size_t lost = pending_.train.size() + pending_.eval.size())
+        spdlog::warn("{} metrics rows could not be written to {}; they are in {}, and resuming the run "
+                     "rebuilds {} from it",
+                     lost, h5_path_, jsonl_path_, h5_path_);
     if (jsonl_) std::fclose(jsonl_);
 }
 
