@@ -13,7 +13,10 @@ int cmd_info(const RunConfig& cfg) {
     std::cout << model.describe() << "\n";
     for (const auto& p : model.params().specs()) {
         std::string shape;
-        for (auto d : p.shape) shape += (shape.empty() ? "" : " x ") + std::to_string(d);
+        for (auto d : p.shape) {
+            if (!shape.empty()) shape += " x ";
+            shape += std::to_string(d);
+        }
         std::cout << fmt::format("  {:<32} {:<16} decay={}\n", p.name, shape, p.decay ? "yes" : "no");
     }
     SpaceBytes cpu;

@@ -12,7 +12,7 @@ int cmd_prepare(const RunConfig& cfg, const CommandArgs& args) {
     o.val_fraction = args.val_fraction;
     o.tokenizer_dir = args.tokenizer_dir.empty() ? cfg.data.tokenizer_dir : args.tokenizer_dir;
     o.name = args.name;
-    prepare_dataset(o);
+    spdlog::info("{}", describe(prepare_dataset(o)));
     return 0;
 }
 

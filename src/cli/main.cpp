@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
     auto* check = app.add_subcommand("check", "dry run: validate the config, build and briefly train every step");
     auto* info = app.add_subcommand("info", "print the model, its parameters and the memory plan");
 
+    // Global options (--config, --set) may also follow the subcommand.
+    for (auto* sub : app.get_subcommands({})) sub->fallthrough();
     CLI11_PARSE(app, argc, argv);
     try {
         RunConfig cfg = config_path.empty() ? default_run_config() : load_run_config(config_path, overrides);

@@ -67,11 +67,11 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), m
     logits_ = acts_.add(Space::Act, size_t(head_chunk_) * Vp, "head", "logits_chunk");
     losses_ = acts_.add(Space::Stat, BT, "head", "losses");
     branch_ = acts_.add(Space::Act, BTE, "residual", "branch_out");
-    d_resid_ = acts_.add(Space::Act, BTE, "gradients", "d_residual");
-    d_branch_ = acts_.add(Space::Act, BTE, "gradients", "d_branch");
-    d_ln_ = acts_.add(Space::Act, BTE, "gradients", "d_ln");
-    d_lnf_ = acts_.add(Space::Act, BTE, "gradients", "d_ln_f");
-    scratch_ = acts_.add(Space::Act, scratch, "gradients", "unit_scratch");
+    d_resid_ = acts_.add(Space::Act, BTE, "activation grads", "d_residual");
+    d_branch_ = acts_.add(Space::Act, BTE, "activation grads", "d_branch");
+    d_ln_ = acts_.add(Space::Act, BTE, "activation grads", "d_ln");
+    d_lnf_ = acts_.add(Space::Act, BTE, "activation grads", "d_ln_f");
+    scratch_ = acts_.add(Space::Act, scratch, "activation grads", "unit_scratch");
 }
 
 GPT::~GPT() = default;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/error.h"
+
 namespace gpt {
 
 Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer) : cfg_(cfg) {

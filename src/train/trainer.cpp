@@ -61,7 +61,10 @@ CheckpointData snapshot(Session& s, const RunConfig& cfg, int64_t step, const To
     d.f64.emplace_back("optimizer_norm_history", s.optimizer().norm_history());
     for (const auto& p : s.model().params().specs()) {
         std::string shape;
-        for (auto dim : p.shape) shape += (shape.empty() ? "" : ",") + std::to_string(dim);
+        for (auto dim : p.shape) {
+            if (!shape.empty()) shape += ',';
+            shape += std::to_string(dim);
+        }
         d.strings.emplace_back("param:" + p.name, fmt::format("offset={} shape={}", p.t.off, shape));
     }
     return d;
@@ -144,7 +147,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     const float dloss = 1.0f / float(size_t(B) * T * accum);
     const double tokens_per_step = double(B) * T * accum;
     const double flops_per_token = s.model().flops_per_token(T);
-    Progress progress("train", tc.max_iters);
+    std::optional<Progress> progress;
+    if (!opt.quiet) progress.emplace("train", tc.max_iters);
     auto t_start = std::chrono::steady_clock::now();
     double timed_tokens = 0, timed_seconds = 0;
 
@@ -185,7 +189,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         m.mem_gib = s.planned_gib();
         metrics.log_step(m);
         result.train_losses.push_back(loss);
-        progress.update(step, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} ms | {:.0f} tok/s", loss,
+        if (progress)
+            progress->update(step, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} ms | {:.0f} tok/s", loss,
                                           info.lr, m.ms, m.tokens_per_s));
         if (tc.log_interval > 0 && step % tc.log_interval == 0)
             spdlog::debug("step {} loss {:.6f} lr {:.3e} norm {:.4f} {:.1f} ms", step, loss, info.lr,
@@ -210,7 +215,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         result.last_step = step;
         if (opt.stop_after > 0 && step >= opt.stop_after) break;
     }
-    progress.finish();
+    if (progress) progress->finish();
     metrics.flush();
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     result.tokens_per_s = timed_seconds > 0 ? timed_tokens / timed_seconds : 0;
