@@ -1,0 +1,382 @@
+// Flash-attention backward, deterministic (no atomics): a preprocessing pass computes
+// delta_i = dO_i . O_i; a key-major kernel accumulates dK, dV of one 64-key tile in registers over
+// every query tile and every query head of its group; a query-major kernel recomputes the
+// probabilities and accumulates dQ. Warps own 16 rows each, so P^T / dS^T go from accumulators
+// straight into the next MMA (see attention_common.cuh). Same dropout counter and band as forward.
+#include "cuda/attention_common.cuh"
+#include "cuda/cuda_kernels.cuh"
+
+namespace gpt::cuda {
+namespace attn {
+namespace {
+
+constexpr int kWarps = 4, kThreads = 32 * kWarps, kBC = 64, kBR = 64;
+
+__global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const __nv_bfloat16* dout,
+                                  int B, int T, int Hq, int DV) {
+    const size_t row = size_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;   // (b, t, h)
+    const int lane = threadIdx.x % 32;
+    if (row >= size_t(B) * T * Hq) return;
+    const __nv_bfloat16* o = out + row * DV;
+    const __nv_bfloat16* d = dout + row * DV;
+    float s = 0.f;
+    for (int c = lane * 2; c < DV; c += 64) {
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(o + c));
+        const float2 g = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(d + c));
+        s += a.x * g.x + a.y * g.y;
+    }
+    s = warp_sum(s);
+    if (lane == 0) {
+        const int h = int(row % Hq), bt = int(row / Hq), b = bt / T, t = bt % T;
+        delta[(size_t(b) * Hq + h) * T + t] = s;
+    }
+}
+
+// acc (16 x 8*NT) += A (16 x 16*KS rows of this warp in `sa`, k-steps [kk_begin, kk_end)) times
+// the transposed [n][k] tile `sb`.
+template <int NT, int KS>
+__device__ __forceinline__ void mma_rows_nk(float (&acc)[NT][4], const __nv_bfloat16* sa, int lda,
+                                            int a_row0, const __nv_bfloat16* sb, int ldb,
+                                            int kk_begin, int kk_end, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+        if (kk < kk_begin || kk >= kk_end) continue;
+        uint32_t a[4];
+        load_a(a, sa, lda, a_row0, kk * 16, lane);
+#pragma unroll
+        for (int np = 0; np < NT / 2; ++np) {
+            uint32_t b[4];
+            load_b_nk(b, sb, ldb, np * 16, kk * 16, lane);
+            mma16816(acc[2 * np], a, b[0], b[1]);
+            mma16816(acc[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// acc (16 x 8*NT, n-tile pairs [np_begin, np_end)) += C (16 x 8*CT, in registers, as A) times
+// the [k][n] tile `sb`.
+template <int NT, int CT>
+__device__ __forceinline__ void mma_regs_kn(float (&acc)[NT][4], const float (&c)[CT][4],
+                                            const __nv_bfloat16* sb, int ldb, int np_begin,
+                                            int np_end, int lane) {
+#pragma unroll
+    for (int j = 0; j < CT / 2; ++j) {
+        uint32_t a[4];
+        c_to_a<CT>(a, c, j);
+#pragma unroll
+        for (int np = 0; np < NT / 2; ++np) {
+            if (np < np_begin || np >= np_end) continue;
+            uint32_t b[4];
+            load_b_kn(b, sb, ldb, np * 16, j * 16, lane);
+            mma16816(acc[2 * np], a, b[0], b[1]);
+            mma16816(acc[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+template <int NT>
+__device__ __forceinline__ void zero(float (&x)[NT][4]) {
+#pragma unroll
+    for (int i = 0; i < NT; ++i) x[i][0] = x[i][1] = x[i][2] = x[i][3] = 0.f;
+}
+
+// ---- dK, dV: one block per (64-key tile, batch, kv head) ----------------------------------------
+template <int DQK, int DV>
+struct KvCfg {
+    static constexpr int BRB = (DQK == 128 && DV == 128) ? 32 : 64;   // query rows per step
+    static constexpr int SQ = DQK + kPad, SV = DV + kPad;
+    static constexpr int kK = kBC * SQ, kV = kBC * SV, kQ = BRB * SQ, kO = BRB * SV;
+    static constexpr size_t bytes =
+        size_t(kK + kV + 2 * kQ + 2 * kO) * sizeof(__nv_bfloat16) + 2 * 2 * BRB * sizeof(float);
+};
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
+    using C = KvCfg<DQK, DV>;
+    constexpr int BRB = C::BRB, NQ = BRB / 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+    __nv_bfloat16* sV = sK + C::kK;
+    __nv_bfloat16* sQ = sV + C::kV;          // two buffers
+    __nv_bfloat16* sO = sQ + 2 * C::kQ;      // dO, two buffers
+    float* sL = reinterpret_cast<float*>(sO + 2 * C::kO);   // lse * log2(e), two buffers
+    float* sD = sL + 2 * BRB;                               // delta, two buffers
+
+    const int kv0 = blockIdx.x * kBC;
+    const int b = blockIdx.y / p.Hkv, hk = blockIdx.y % p.Hkv, G = p.Hq / p.Hkv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int qt0 = kv0 / BRB, nqt = (p.T + BRB - 1) / BRB - qt0, iters = G * nqt;
+    const int dout_stride = p.Hq * DV;
+
+    load_tile<kBC, DQK, kThreads>(sK, p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK,
+                                  p.k_stride, kv0, p.T);
+    load_tile<kBC, DV, kThreads>(sV, p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV,
+                                 p.v_stride, kv0, p.T);
+    auto prefetch = [&](int it, int buf) {
+        const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
+        load_tile<BRB, DQK, kThreads>(sQ + buf * C::kQ,
+                                      p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
+                                      p.q_stride, q0, p.T);
+        load_tile<BRB, DV, kThreads>(sO + buf * C::kO,
+                                     p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
+                                     dout_stride, q0, p.T);
+        for (int r = threadIdx.x; r < BRB; r += kThreads) {
+            const int i = q0 + r;
+            const size_t li = (size_t(b) * p.Hq + h) * p.T + i;
+            sL[buf * BRB + r] = i < p.T ? p.lse[li] * kLog2e : INFINITY;
+            sD[buf * BRB + r] = i < p.T ? p.delta[li] : 0.f;
+        }
+    };
+    prefetch(0, 0);
+    cp_async_commit();
+
+    float dk[DQK / 8][4], dv[DV / 8][4];
+    zero(dk);
+    zero(dv);
+    const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
+    const int jrow[2] = {kv0 + warp * 16 + g, kv0 + warp * 16 + g + 8};
+
+    for (int it = 0; it < iters; ++it) {
+        const int buf = it & 1;
+        if (it + 1 < iters) {
+            prefetch(it + 1, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
+        const __nv_bfloat16* q_s = sQ + buf * C::kQ;
+        const __nv_bfloat16* o_s = sO + buf * C::kO;
+        const float* l_s = sL + buf * BRB;
+        const float* d_s = sD + buf * BRB;
+
+        // S^T = K Q^T (rows: this warp's keys; columns: the step's queries).
+        float st[NQ][4];
+        zero(st);
+        const int mode = band_mode(p, q0, BRB, kv0, kBC);
+        if (mode != kBandNone)
+            mma_rows_nk<NQ, DQK / 16>(st, sK, C::SQ, warp * 16, q_s, C::SQ, split_steps, DQK / 16, lane);
+        if (mode == kBandMixed) {
+#pragma unroll
+            for (int nt = 0; nt < NQ; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (q0 + nt * 8 + 2 * t + (e & 1) - jrow[e / 2] > p.band) st[nt][e] = 0.f;
+        }
+        mma_rows_nk<NQ, DQK / 16>(st, sK, C::SQ, warp * 16, q_s, C::SQ, 0, split_steps, lane);
+        // dP^T = V dO^T
+        float dpt[NQ][4];
+        zero(dpt);
+        mma_rows_nk<NQ, DV / 16>(dpt, sV, C::SV, warp * 16, o_s, C::SV, 0, DV / 16, lane);
+        // P^T, then dS^T = P^T (Z dP^T - delta) into dpt and Z P^T into st.
+#pragma unroll
+        for (int nt = 0; nt < NQ; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic, j = jrow[e / 2];
+                const float pr = i >= j ? exp2f(st[nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
+                const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
+                dpt[nt][e] = pr * (z * dpt[nt][e] - d_s[ic]);
+                st[nt][e] = pr * z;
+            }
+        // dV += (Z P)^T dO ; dK += dS^T Q (plain dims, then the banded dims inside the band).
+        mma_regs_kn<DV / 8, NQ>(dv, st, o_s, C::SV, 0, DV / 16, lane);
+        mma_regs_kn<DQK / 8, NQ>(dk, dpt, q_s, C::SQ, 0, split_steps, lane);
+        if (mode != kBandNone && split_steps < DQK / 16) {
+            if (mode == kBandMixed) {
+#pragma unroll
+                for (int nt = 0; nt < NQ; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (q0 + nt * 8 + 2 * t + (e & 1) - jrow[e / 2] > p.band) dpt[nt][e] = 0.f;
+            }
+            mma_regs_kn<DQK / 8, NQ>(dk, dpt, q_s, C::SQ, split_steps, DQK / 16, lane);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (jrow[r] >= p.T) continue;
+        __nv_bfloat16* dkr = p.dk + (size_t(b) * p.T + jrow[r]) * p.k_stride + size_t(hk) * DQK;
+        __nv_bfloat16* dvr = p.dv + (size_t(b) * p.T + jrow[r]) * p.v_stride + size_t(hk) * DV;
+#pragma unroll
+        for (int nt = 0; nt < DQK / 8; ++nt)
+            *reinterpret_cast<__nv_bfloat162*>(dkr + nt * 8 + 2 * t) =
+                __floats2bfloat162_rn(dk[nt][2 * r] * p.scale, dk[nt][2 * r + 1] * p.scale);
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; ++nt)
+            *reinterpret_cast<__nv_bfloat162*>(dvr + nt * 8 + 2 * t) =
+                __floats2bfloat162_rn(dv[nt][2 * r], dv[nt][2 * r + 1]);
+    }
+}
+
+// ---- dQ: one block per (64-query tile, batch, query head) ---------------------------------------
+template <int DQK, int DV>
+struct QCfg {
+    static constexpr int SQ = DQK + kPad, SV = DV + kPad;
+    static constexpr int kQ = kBR * SQ, kO = kBR * SV, kK = kBC * SQ, kV = kBC * SV;
+    static constexpr size_t bytes = size_t(kQ + kO + 2 * kK + 2 * kV) * sizeof(__nv_bfloat16);
+};
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
+    using C = QCfg<DQK, DV>;
+    constexpr int NK = kBC / 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+    __nv_bfloat16* sO = sQ + C::kQ;
+    __nv_bfloat16* sK = sO + C::kO;        // two buffers
+    __nv_bfloat16* sV = sK + 2 * C::kK;    // two buffers
+
+    const int q_tile = gridDim.x - 1 - blockIdx.x;
+    const int b = blockIdx.y / p.Hq, h = blockIdx.y % p.Hq, hk = h / (p.Hq / p.Hkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int q0 = q_tile * kBR;
+    const int dout_stride = p.Hq * DV;
+    const __nv_bfloat16* kg = p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK;
+    const __nv_bfloat16* vg = p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV;
+    const int n_tiles = (min(q0 + kBR, p.T) - 1) / kBC + 1;
+
+    load_tile<kBR, DQK, kThreads>(sQ, p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
+                                  p.q_stride, q0, p.T);
+    load_tile<kBR, DV, kThreads>(sO, p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
+                                 dout_stride, q0, p.T);
+    load_tile<kBC, DQK, kThreads>(sK, kg, p.k_stride, 0, p.T);
+    load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
+    cp_async_commit();
+
+    const int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    float lse2[2], del[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const size_t li = (size_t(b) * p.Hq + h) * p.T + row[r];
+        lse2[r] = row[r] < p.T ? p.lse[li] * kLog2e : INFINITY;
+        del[r] = row[r] < p.T ? p.delta[li] : 0.f;
+    }
+    float dq[DQK / 8][4];
+    zero(dq);
+    const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
+
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        const int buf = kt & 1;
+        if (kt + 1 < n_tiles) {
+            load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
+            load_tile<kBC, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * kBC, p.T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const __nv_bfloat16* k_s = sK + buf * C::kK;
+        const __nv_bfloat16* v_s = sV + buf * C::kV;
+        const int k0 = kt * kBC;
+
+        float s[NK][4];
+        zero(s);
+        const int mode = band_mode(p, q0, kBR, k0, kBC);
+        if (mode != kBandNone)
+            mma_rows_nk<NK, DQK / 16>(s, sQ, C::SQ, warp * 16, k_s, C::SQ, split_steps, DQK / 16, lane);
+        if (mode == kBandMixed) {
+#pragma unroll
+            for (int nt = 0; nt < NK; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (row[e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) s[nt][e] = 0.f;
+        }
+        mma_rows_nk<NK, DQK / 16>(s, sQ, C::SQ, warp * 16, k_s, C::SQ, 0, split_steps, lane);
+        float dp[NK][4];
+        zero(dp);
+        mma_rows_nk<NK, DV / 16>(dp, sO, C::SV, warp * 16, v_s, C::SV, 0, DV / 16, lane);
+#pragma unroll
+        for (int nt = 0; nt < NK; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int i = row[e / 2], j = k0 + nt * 8 + 2 * t + (e & 1);
+                const float pr = j <= i ? exp2f(s[nt][e] * p.scale_log2 - lse2[e / 2]) : 0.f;
+                const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
+                dp[nt][e] = pr * (z * dp[nt][e] - del[e / 2]);
+            }
+        mma_regs_kn<DQK / 8, NK>(dq, dp, k_s, C::SQ, 0, split_steps, lane);
+        if (mode != kBandNone && split_steps < DQK / 16) {
+            if (mode == kBandMixed) {
+#pragma unroll
+                for (int nt = 0; nt < NK; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (row[e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) dp[nt][e] = 0.f;
+            }
+            mma_regs_kn<DQK / 8, NK>(dq, dp, k_s, C::SQ, split_steps, DQK / 16, lane);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (row[r] >= p.T) continue;
+        __nv_bfloat16* dqr = p.dq + (size_t(b) * p.T + row[r]) * p.q_stride + size_t(h) * DQK;
+#pragma unroll
+        for (int nt = 0; nt < DQK / 8; ++nt)
+            *reinterpret_cast<__nv_bfloat162*>(dqr + nt * 8 + 2 * t) =
+                __floats2bfloat162_rn(dq[nt][2 * r] * p.scale, dq[nt][2 * r + 1] * p.scale);
+    }
+}
+
+template <int DQK, int DV>
+void launch_bwd(const Params& p, cudaStream_t s) {
+    constexpr size_t kv_smem = KvCfg<DQK, DV>::bytes, q_smem = QCfg<DQK, DV>::bytes;
+    static bool configured = false;
+    if (!configured) {
+        GPT_CUDA(cudaFuncSetAttribute(attn_bwd_kv_kernel<DQK, DV>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(kv_smem)));
+        GPT_CUDA(cudaFuncSetAttribute(attn_bwd_q_kernel<DQK, DV>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(q_smem)));
+        configured = true;
+    }
+    attn_bwd_kv_kernel<DQK, DV>
+        <<<dim3((p.T + kBC - 1) / kBC, p.B * p.Hkv), kThreads, kv_smem, s>>>(p);
+    GPT_CUDA_LAUNCHED("attn_bwd_kv_kernel");
+    attn_bwd_q_kernel<DQK, DV>
+        <<<dim3((p.T + kBR - 1) / kBR, p.B * p.Hq), kThreads, q_smem, s>>>(p);
+    GPT_CUDA_LAUNCHED("attn_bwd_q_kernel");
+}
+
+}  // namespace
+}  // namespace attn
+
+void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
+                   const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
+                   const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                   const AttnDims& d, float* delta, cudaStream_t s) {
+    attention_check(d);
+    for (const void* ptr : {static_cast<const void*>(dq), static_cast<const void*>(dk),
+                            static_cast<const void*>(dv), static_cast<const void*>(dout),
+                            static_cast<const void*>(out), static_cast<const void*>(q),
+                            static_cast<const void*>(k), static_cast<const void*>(v)})
+        GPT_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0,
+                  "cuda-bf16 attention_bwd: tensors must start on 16-byte boundaries (Act offsets "
+                  "multiple of 8)");
+    const size_t rows = size_t(d.B) * d.T * d.Hq;
+    attn::attn_delta_kernel<<<unsigned((rows + 7) / 8), 256, 0, s>>>(delta, out, dout, d.B, d.T,
+                                                                     d.Hq, d.Dv);
+    GPT_CUDA_LAUNCHED("attn_delta_kernel");
+    attn::Params p = attn::make_params(d);
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.o = out;
+    p.dout = dout;
+    p.dq = dq;
+    p.dk = dk;
+    p.dv = dv;
+    p.lse = const_cast<float*>(lse);
+    p.delta = delta;
+    if (d.Dqk == 64) attn::launch_bwd<64, 64>(p, s);
+    else if (d.Dv == 128) attn::launch_bwd<128, 128>(p, s);
+    else attn::launch_bwd<128, 64>(p, s);
+}
+
+}  // namespace gpt::cuda

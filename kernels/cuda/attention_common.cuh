@@ -1,0 +1,130 @@
+// Building blocks of the flash-attention kernels: bf16 tensor-core MMA (mma.sync m16n8k16,
+// sm_80+), ldmatrix fragment loads, cp.async tile copies, and the per-launch parameters.
+//
+// Fragment layouts of m16n8k16 (g = lane / 4, t = lane % 4):
+//   A 16x16: a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+//   B 16x8 : b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+//   C 16x8 : c0,c1 (g, 2t..2t+1)   c2,c3 (g+8, 2t..2t+1)
+// Two adjacent C tiles (n 0..15) have exactly A's layout for k 0..15: probabilities computed in
+// registers feed the next MMA without going through shared memory.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "common/rng.h"
+#include "cuda/cuda_common.cuh"
+#include "model/ops.h"
+
+namespace gpt::cuda::attn {
+
+struct Params {
+    const __nv_bfloat16 *q, *k, *v, *o, *dout;
+    __nv_bfloat16 *out, *dq, *dk, *dv;
+    float *lse, *delta;
+    int B, T, Hq, Hkv, q_stride, k_stride, v_stride;
+    float scale, scale_log2;   // logits = scale q.k; scale_log2 = scale * log2(e)
+    float dropout, keep_scale;
+    uint64_t seed;
+    int band, band_split;      // band > 0: dims [band_split, Dqk) count only where i - j <= band
+};
+
+Params make_params(const AttnDims& d);   // sizes, scale, dropout, band
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kPad = 8;   // bf16 elements of padding per smem row: ldmatrix without bank conflicts
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+// A fragment (16 x 16) at (row0, col0) of a row-major smem tile with row stride `ld`.
+__device__ __forceinline__ void load_a(uint32_t a[4], const __nv_bfloat16* s, int ld, int row0,
+                                       int col0, int lane) {
+    ldsm_x4(a, s + (row0 + (lane % 16)) * ld + col0 + (lane / 16) * 8);
+}
+// B fragments for two n-tiles (n0..n0+15) at k0, from a tile stored [n][k] (k contiguous):
+// b[0], b[1] for n-tile n0; b[2], b[3] for n0 + 8.
+__device__ __forceinline__ void load_b_nk(uint32_t b[4], const __nv_bfloat16* s, int ld, int n0,
+                                          int k0, int lane) {
+    ldsm_x4(b, s + (n0 + (lane % 8) + (lane / 16) * 8) * ld + k0 + ((lane / 8) % 2) * 8);
+}
+// The same from a tile stored [k][n] (n contiguous), through the transposing ldmatrix.
+__device__ __forceinline__ void load_b_kn(uint32_t b[4], const __nv_bfloat16* s, int ld, int n0,
+                                          int k0, int lane) {
+    ldsm_x4_t(b, s + (k0 + (lane % 8) + ((lane / 8) % 2) * 8) * ld + n0 + (lane / 16) * 8);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// A fragment for k-step j from C tiles 2j, 2j+1 of a 16 x (8 * NT) fp32 accumulator.
+template <int NT>
+__device__ __forceinline__ void c_to_a(uint32_t a[4], const float (&c)[NT][4], int j) {
+    a[0] = pack_bf16(c[2 * j][0], c[2 * j][1]);
+    a[1] = pack_bf16(c[2 * j][2], c[2 * j][3]);
+    a[2] = pack_bf16(c[2 * j + 1][0], c[2 * j + 1][1]);
+    a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)),
+                 "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Copy rows [row0, row0 + ROWS) x D of a strided bf16 tensor into smem (row stride D + kPad);
+// rows at or past T are zero-filled (so masked products never meet NaN garbage).
+template <int ROWS, int D, int THREADS>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16* g, int stride,
+                                          int row0, int T) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < ROWS * kChunks; c += THREADS) {
+        const int r = c / kChunks, col = (c % kChunks) * 8;
+        const bool valid = row0 + r < T;
+        const __nv_bfloat16* src = valid ? g + size_t(row0 + r) * stride + col : g;
+        cp_async16(s + r * (D + kPad) + col, src, valid);
+    }
+}
+
+// Dropout multiplier of probability (i, j) of (b, h): the counter is the CPU backend's.
+__device__ __forceinline__ float drop_factor(const Params& p, int b, int h, int i, int j) {
+    const uint64_t counter = ((uint64_t(b) * p.Hq + h) * p.T + i) * uint64_t(p.T) + j;
+    return dropout_keep(p.seed, counter, p.dropout) ? p.keep_scale : 0.f;
+}
+
+// How a (query tile, key tile) pair meets the reciprocal band: every pair inside it (or no band),
+// every pair outside it (only dims [0, band_split) count), or mixed.
+enum BandMode { kBandAll = 0, kBandNone = 1, kBandMixed = 2 };
+__device__ __forceinline__ int band_mode(const Params& p, int q0, int q_rows, int k0, int k_rows) {
+    if (p.band <= 0) return kBandAll;
+    const int max_diff = q0 + q_rows - 1 - k0, min_diff = q0 - (k0 + k_rows - 1);
+    if (max_diff <= p.band) return kBandAll;
+    if (min_diff > p.band) return kBandNone;
+    return kBandMixed;
+}
+
+}  // namespace gpt::cuda::attn

@@ -1,0 +1,69 @@
+// Fused softmax + cross-entropy over rows of (bf16) logits, fp32 math, one block per row:
+// an online max/sum pass, the loss, then (if dloss != 0) dloss * (softmax - onehot) written over
+// the logits in place, with 0 in the padded columns [V, Vp).
+#include <cfloat>
+
+#include "cuda/cuda_kernels.cuh"
+
+namespace gpt::cuda {
+namespace {
+
+constexpr int kThreads = 512;
+
+// Combine two (max, sum of exp(x - max)) pairs.
+__device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
+    const float mx = fmaxf(m, m2);
+    s = (m == -FLT_MAX ? 0.f : s * __expf(m - mx)) + (m2 == -FLT_MAX ? 0.f : s2 * __expf(m2 - mx));
+    m = mx;
+}
+
+__global__ void classifier_kernel(float* losses, TView logits, const int32_t* targets, int V,
+                                  int Vp, float dloss) {
+    __shared__ float sm[kThreads / 32], ss[kThreads / 32];
+    const size_t base = size_t(blockIdx.x) * Vp;
+    float m = -FLT_MAX, s = 0.f;
+    for (int j = threadIdx.x; j < V; j += kThreads) {
+        const float x = ld(logits, base + j);
+        if (x > m) {
+            s = s * __expf(m - x) + 1.f;
+            m = x;
+        } else {
+            s += __expf(x - m);
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        merge(m, s, m2, s2);
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+        sm[warp] = m;
+        ss[warp] = s;
+    }
+    __syncthreads();
+    m = sm[0];
+    s = ss[0];
+    for (int w = 1; w < kThreads / 32; ++w) merge(m, s, sm[w], ss[w]);   // same order everywhere
+    const int target = targets[blockIdx.x];
+    const float lse = m + __logf(s);
+    const float target_logit = ld(logits, base + target);
+    __syncthreads();   // every thread has read the target logit before anyone overwrites it
+    if (threadIdx.x == 0) losses[blockIdx.x] = lse - target_logit;
+    if (dloss == 0.f) return;
+    for (int j = threadIdx.x; j < Vp; j += kThreads) {
+        float g = 0.f;
+        if (j < V) g = dloss * (__expf(ld(logits, base + j) - lse) - (j == target ? 1.f : 0.f));
+        st(logits, base + j, g);
+    }
+}
+
+}  // namespace
+
+void classifier(float* losses, TView logits, const int32_t* targets, int N, int V, int Vp,
+                float dloss, cudaStream_t s) {
+    if (N == 0) return;
+    classifier_kernel<<<N, kThreads, 0, s>>>(losses, logits, targets, V, Vp, dloss);
+    GPT_CUDA_LAUNCHED("classifier_kernel");
+}
+
+}  // namespace gpt::cuda

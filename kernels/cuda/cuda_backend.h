@@ -1,0 +1,17 @@
+// The CUDA backend's entry points, as plain C++: host code compiled by g++ includes this header
+// without seeing any CUDA type. The implementation (class CudaOps) lives in kernels/cuda/*.cu.
+#pragma once
+#include <memory>
+
+#include "model/ops.h"
+
+namespace gpt {
+
+// True when the CUDA runtime finds at least one usable device (false, never an exception, on a
+// machine without a GPU or driver).
+bool cuda_device_available();
+
+// The bf16 tensor-core backend on `device`. Throws gpt::Error when the device cannot be used.
+std::unique_ptr<Ops> make_cuda_ops(int device = 0);
+
+}  // namespace gpt

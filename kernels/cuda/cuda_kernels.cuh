@@ -1,0 +1,77 @@
+// Launchers of the CUDA kernels, one family per .cu file; all enqueue on `s` and return at once.
+// Views (TView) carry their element type, so one launcher serves bf16 activations and fp32
+// parameters/gradients alike.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "cuda/cuda_common.cuh"
+#include "model/ops.h"
+
+namespace gpt::cuda {
+
+// elementwise.cu
+void convert(TView dst, TView src, size_t n, cudaStream_t s);   // dst = src (type conversion)
+void scale(TView x, float a, size_t n, cudaStream_t s);
+void gelu_fwd(TView out, TView in, size_t n, cudaStream_t s);
+void gelu_bwd(TView din, TView in, TView dout, size_t n, cudaStream_t s);
+void add(TView out, TView a, TView b, size_t n, cudaStream_t s);
+void dropout(TView x, size_t n, float p, uint64_t seed, cudaStream_t s);
+void mul_inplace(TView x, TView mask, size_t n, cudaStream_t s);
+void fill_nan(TView x, size_t n, cudaStream_t s);
+void add_bias(TView out, TView bias, int M, int N, cudaStream_t s);   // out[m, :] += bias
+
+// embedding.cu. The backward sorts (token, position) pairs and sums each token's rows in
+// position order: deterministic. `scratch` holds embedding_bwd_scratch(B*T, V) bytes.
+void embedding_fwd(TView out, const int32_t* tokens, TView wte, TView wpe, int B, int T, int E,
+                   cudaStream_t s);
+size_t embedding_bwd_scratch(int N, int V);
+void embedding_bwd(TView dwte, TView dwpe, TView dout, const int32_t* tokens, int B, int T, int E,
+                   int V, void* scratch, cudaStream_t s);
+
+// layernorm.cu. `partial` is fp32 scratch of layernorm_bwd_scratch(N, C) floats.
+void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView b, int N, int C,
+                   cudaStream_t s);
+size_t layernorm_bwd_scratch(int N, int C);
+void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
+                   const float* mean, const float* rstd, int N, int C, float* partial,
+                   cudaStream_t s);
+
+// classifier.cu
+void classifier(float* losses, TView logits, const int32_t* targets, int N, int V, int Vp,
+                float dloss, cudaStream_t s);
+
+// column sums: out[n] += sum_m x[m, n] over rows of width N (deterministic, two passes).
+size_t colsum_scratch(int M, int N);
+void colsum_add(TView out, TView x, int M, int N, float* partial, cudaStream_t s);
+
+// optimizer.cu
+struct AdamWDevTensor {   // one tensor's pointers for the multi-tensor kernel
+    float *p, *g, *m, *v, *vmax;
+    __nv_bfloat16* p_bf16;   // low-precision copy refreshed in the same pass (may be null)
+    size_t n;
+    int decay;
+};
+struct AdamWChunk {       // a block's share: [start, start + len) of tensor `tensor`
+    int tensor;
+    size_t start;
+};
+constexpr size_t kAdamWChunk = 16384;
+void adamw(const AdamWDevTensor* tensors, const AdamWChunk* chunks, int n_chunks,
+           const AdamWHyper& h, cudaStream_t s);
+constexpr int kSumSquaresBlocks = 512;   // fixed grid: the reduction order never changes
+void sum_squares(TView x, size_t n, double* partial /* kSumSquaresBlocks + 1 */, cudaStream_t s);
+
+// attention_fwd.cu / attention_bwd.cu: bf16 flash attention (AttnDims in ops.h).
+void attention_check(const AttnDims& d);   // throws gpt::Error for unsupported shapes
+void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
+                   const __nv_bfloat16* k, const __nv_bfloat16* v, const AttnDims& d,
+                   cudaStream_t s);
+// `delta` is fp32 scratch [B, Hq, T].
+void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
+                   const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
+                   const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                   const AttnDims& d, float* delta, cudaStream_t s);
+
+}  // namespace gpt::cuda

@@ -1,0 +1,583 @@
+// class CudaOps: the bf16 tensor-core backend of model/ops.h. Owns one stream, the six planned
+// buffers (plus the bf16 copy of Param), a staging buffer for fp32 <-> bf16 transfers, a scratch
+// arena for kernels that need temporary memory, and the cuBLASLt state.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/gemm.cuh"
+
+namespace gpt {
+namespace cuda {
+
+void fail_cuda(cudaError_t err, const char* call, const char* file, int line) {
+    fail(std::string("cuda-bf16: CUDA call failed: ") + call + " -> " + cudaGetErrorName(err) +
+         ": " + cudaGetErrorString(err) + " (" + file + ":" + std::to_string(line) + ")");
+}
+
+namespace {
+
+const char* space_name(Space s) {
+    static const char* names[] = {"Param", "Grad", "Opt", "Act", "Stat", "Index"};
+    return names[static_cast<int>(s)];
+}
+
+DType space_type(Space s) {
+    switch (s) {
+        case Space::Act: return DType::BF16;
+        case Space::Index: return DType::I32;
+        default: return DType::F32;
+    }
+}
+
+std::string mib(size_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", bytes / 1048576.0);
+    return buf;
+}
+
+class CudaOps final : public Ops {
+public:
+    explicit CudaOps(int device) : device_(device) {
+        GPT_CUDA(cudaSetDevice(device_));
+        GPT_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        gemm_ = std::make_unique<Gemm>();
+        GPT_CUDA(cudaMalloc(&ssq_, sizeof(double) * (kSumSquaresBlocks + 1)));
+    }
+    ~CudaOps() override {
+        cudaStreamSynchronize(stream_);
+        release();
+        cudaFree(ssq_);
+        cudaFree(staging_);
+        cudaFree(scratch_);
+        cudaFree(adamw_tensors_dev_);
+        cudaFree(adamw_chunks_dev_);
+        gemm_.reset();
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override { return "cuda-bf16"; }
+
+    // --- memory ---------------------------------------------------------------------------------
+    void allocate(const MemoryPlan& plan) override {
+        GPT_CUDA(cudaStreamSynchronize(stream_));
+        release();
+        size_t bytes[kNumSpaces + 1];
+        size_t total = 0;
+        for (int s = 0; s < kNumSpaces; ++s) {
+            bytes[s] = plan.elems[s] * dtype_bytes(space_type(Space(s)));
+            total += bytes[s];
+        }
+        bytes[kNumSpaces] = plan.elems[0] * 2;   // bf16 copy of Param
+        total += bytes[kNumSpaces];
+        size_t free_b = 0, total_b = 0;
+        GPT_CUDA(cudaMemGetInfo(&free_b, &total_b));
+        auto oom = [&](const std::string& what) {
+            std::string msg = "cuda-bf16: out of device memory " + what + ": the plan needs " +
+                              mib(total) + " (";
+            for (int s = 0; s < kNumSpaces; ++s)
+                msg += std::string(space_name(Space(s))) + " " + mib(bytes[s]) + ", ";
+            msg += "Param bf16 copy " + mib(bytes[kNumSpaces]) + ") but the GPU has " + mib(free_b) +
+                   " free of " + mib(total_b) +
+                   ". Fix: lower train.batch_size (micro-batch) or train.seq_len, or use a smaller model.";
+            fail(msg);
+        };
+        if (total > free_b) oom("before allocating");
+        for (int s = 0; s <= kNumSpaces; ++s) {
+            if (bytes[s] == 0) continue;
+            void* p = nullptr;
+            const cudaError_t err = cudaMalloc(&p, bytes[s]);
+            if (err != cudaSuccess) {
+                cudaGetLastError();   // clear the sticky-free error state
+                release();
+                oom(std::string("at cudaMalloc of ") + (s < kNumSpaces ? space_name(Space(s)) : "Param bf16"));
+            }
+            GPT_CUDA(cudaMemsetAsync(p, 0, bytes[s], stream_));
+            if (s < kNumSpaces) buf_[s] = p;
+            else param_bf16_ = static_cast<__nv_bfloat16*>(p);
+        }
+        plan_ = plan;
+    }
+
+    void upload(Ten dst, const float* src) override {
+        check_range(dst, dst.n, "upload", "dst");
+        GPT_CHECK(dst.space != Space::Index, "cuda-bf16 upload: Index space takes upload_index");
+        if (dst.n == 0) return;
+        if (space_type(dst.space) == DType::F32) {
+            GPT_CUDA(cudaMemcpyAsync(f32(dst), src, dst.n * 4, cudaMemcpyHostToDevice, stream_));
+        } else {
+            float* stage = staging(dst.n);
+            GPT_CUDA(cudaMemcpyAsync(stage, src, dst.n * 4, cudaMemcpyHostToDevice, stream_));
+            convert(raw(dst), TView{stage, DType::F32}, dst.n, stream_);
+        }
+        param_touched(dst);
+    }
+
+    void upload_index(Ten dst, const int32_t* src) override {
+        GPT_CHECK(dst.space == Space::Index, "cuda-bf16 upload_index: dst must be in Index space");
+        check_range(dst, dst.n, "upload_index", "dst");
+        if (dst.n == 0) return;
+        GPT_CUDA(cudaMemcpyAsync(static_cast<int32_t*>(buf_[5]) + dst.off, src, dst.n * 4,
+                                 cudaMemcpyHostToDevice, stream_));
+    }
+
+    void download(Ten src, float* dst) override {
+        check_range(src, src.n, "download", "src");
+        if (src.n == 0) return;
+        if (space_type(src.space) == DType::F32) {
+            GPT_CUDA(cudaMemcpyAsync(dst, f32(src), src.n * 4, cudaMemcpyDeviceToHost, stream_));
+        } else {
+            float* stage = staging(src.n);
+            convert(TView{stage, DType::F32}, raw(src), src.n, stream_);
+            GPT_CUDA(cudaMemcpyAsync(dst, stage, src.n * 4, cudaMemcpyDeviceToHost, stream_));
+        }
+        GPT_CUDA(cudaStreamSynchronize(stream_));
+    }
+
+    void zero(Ten t) override {
+        check_range(t, t.n, "zero", "t");
+        if (t.n == 0) return;
+        GPT_CUDA(cudaMemsetAsync(raw(t).p, 0, t.n * dtype_bytes(space_type(t.space)), stream_));
+        param_touched(t);
+    }
+
+    void copy(Ten dst, Ten src) override {   // src.n elements, as the CPU backend
+        const size_t n = src.n;
+        check_range(dst, n, "copy", "dst");
+        check_range(src, n, "copy", "src");
+        GPT_CHECK((dst.space == Space::Index) == (src.space == Space::Index),
+                  "cuda-bf16 copy: Index views copy only to Index views");
+        if (n == 0) return;
+        if (space_type(dst.space) == space_type(src.space))
+            GPT_CUDA(cudaMemcpyAsync(raw(dst).p, raw(src).p, n * dtype_bytes(space_type(dst.space)),
+                                     cudaMemcpyDeviceToDevice, stream_));
+        else
+            convert(raw(dst), raw(src), n, stream_);
+        param_touched(dst.sub(0, n));
+    }
+
+    void scale(Ten t, float s) override {
+        check_range(t, t.n, "scale", "t");
+        cuda::scale(raw(t), s, t.n, stream_);
+        param_touched(t);
+    }
+
+    void params_changed() override {
+        if (plan_[Space::Param] == 0) return;
+        convert(TView{param_bf16_, DType::BF16}, TView{buf_[0], DType::F32}, plan_[Space::Param],
+                stream_);
+    }
+
+    void synchronize() override { GPT_CUDA(cudaStreamSynchronize(stream_)); }
+
+    // --- layers ---------------------------------------------------------------------------------
+    void embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) override {
+        const size_t N = size_t(B) * T;
+        cuda::embedding_fwd(view(out, N * E, "embedding_fwd", "out"), index(tokens, N, "embedding_fwd"),
+                            view(wte, wte.n, "embedding_fwd", "wte"),
+                            view(wpe, size_t(T) * E, "embedding_fwd", "wpe"), B, T, E, stream_);
+    }
+
+    void embedding_bwd(Ten dwte, Ten dwpe, Ten dout, Ten tokens, int B, int T, int E) override {
+        const int N = B * T;
+        GPT_CHECK(E > 0 && dwte.n % E == 0, "cuda-bf16 embedding_bwd: dwte.n is not a multiple of E");
+        const int V = static_cast<int>(dwte.n / E);
+        void* s = scratch(embedding_bwd_scratch(N, V));
+        cuda::embedding_bwd(view(dwte, dwte.n, "embedding_bwd", "dwte"),
+                            view(dwpe, size_t(T) * E, "embedding_bwd", "dwpe"),
+                            view(dout, size_t(N) * E, "embedding_bwd", "dout"),
+                            index(tokens, N, "embedding_bwd"), B, T, E, V, s, stream_);
+    }
+
+    void layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, int N, int C) override {
+        const size_t NC = size_t(N) * C;
+        cuda::layernorm_fwd(view(out, NC, "layernorm_fwd", "out"),
+                            stat(mean, N, "layernorm_fwd", "mean"), stat(rstd, N, "layernorm_fwd", "rstd"),
+                            view(in, NC, "layernorm_fwd", "in"), view(w, C, "layernorm_fwd", "w"),
+                            view_opt(b, C, "layernorm_fwd", "b"), N, C, stream_);
+    }
+
+    void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
+                       int C) override {
+        const size_t NC = size_t(N) * C;
+        float* partial = static_cast<float*>(scratch(layernorm_bwd_scratch(N, C) * 4));
+        cuda::layernorm_bwd(view_opt(din, NC, "layernorm_bwd", "din"),
+                            view_opt(dw, C, "layernorm_bwd", "dw"), view_opt(db, C, "layernorm_bwd", "db"),
+                            view(dout, NC, "layernorm_bwd", "dout"), view(in, NC, "layernorm_bwd", "in"),
+                            view(w, C, "layernorm_bwd", "w"), stat(mean, N, "layernorm_bwd", "mean"),
+                            stat(rstd, N, "layernorm_bwd", "rstd"), N, C, partial, stream_);
+    }
+
+    void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) override {
+        const size_t MN = size_t(M) * N;
+        TView o = view(out, MN, "matmul_fwd", "out");
+        TView go = view_opt(gelu_out, MN, "matmul_fwd", "gelu_out");
+        GemmArgs g;
+        g.trans_a = true;   // w [N, K] row-major is column-major K x N: op = T gives N x K
+        g.m = N;
+        g.n = M;
+        g.k = K;
+        g.lda = K;
+        g.ldb = K;
+        g.ldd = N;
+        g.a = operand(w, size_t(N) * K, "matmul_fwd", "w");
+        g.b = operand(in, size_t(M) * K, "matmul_fwd", "in");
+        g.d = o.p;
+        g.d_type = o.t;
+        const bool has_bias = bias.present();
+        if (has_bias) {
+            g.bias = bias_ptr(bias, N, o.t, "matmul_fwd");
+            g.bias_type = o.t;
+        }
+        if (go.p) {
+            GPT_CHECK(go.t == o.t, "cuda-bf16 matmul_fwd: out and gelu_out must be in spaces of the same type");
+            g.d = go.p;
+            g.aux = o.p;
+            g.epilogue = has_bias ? Epilogue::GeluAuxBias : Epilogue::GeluAux;
+            if (N % 8 == 0 && gemm_->run(g, stream_)) return;
+            g.d = o.p;
+            g.aux = nullptr;
+        }
+        g.epilogue = has_bias ? Epilogue::Bias : Epilogue::None;
+        if (!gemm_->run(g, stream_)) {
+            g.epilogue = Epilogue::None;
+            GPT_CHECK(gemm_->run(g, stream_), "cuda-bf16 matmul_fwd: cuBLASLt has no algorithm for M=" +
+                                                  std::to_string(M) + " K=" + std::to_string(K) +
+                                                  " N=" + std::to_string(N));
+            if (has_bias) add_bias(o, view(bias, N, "matmul_fwd", "bias"), M, N, stream_);
+        }
+        if (go.p) cuda::gelu_fwd(go, o, MN, stream_);
+    }
+
+    void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
+                    int N) override {
+        const void* dout_p = operand(dout, size_t(M) * N, "matmul_bwd", "dout");
+        if (din.present()) {   // din[M,K] = dout[M,N] . w[N,K]  ->  din^T = w^T dout^T
+            TView d = view(din, size_t(M) * K, "matmul_bwd", "din");
+            GemmArgs g;
+            g.m = K;
+            g.n = M;
+            g.k = N;
+            g.lda = K;
+            g.ldb = N;
+            g.ldd = K;
+            g.a = operand(w, size_t(N) * K, "matmul_bwd", "w");
+            g.b = dout_p;
+            g.d = d.p;
+            g.d_type = d.t;
+            GPT_CHECK(gemm_->run(g, stream_), "cuda-bf16 matmul_bwd: cuBLASLt has no algorithm for din, M=" +
+                                                  std::to_string(M) + " K=" + std::to_string(K) +
+                                                  " N=" + std::to_string(N));
+        }
+        bool bias_done = !dbias.present();
+        TView db = view_opt(dbias, N, "matmul_bwd", "dbias");
+        if (dw.present()) {   // dw[N,K] += dout^T in  ->  dw^T[K,N] += in^T[K,M] dout[M,N]
+            TView d = view(dw, size_t(N) * K, "matmul_bwd", "dw");
+            GemmArgs g;
+            g.trans_b = true;
+            g.m = K;
+            g.n = N;
+            g.k = M;
+            g.lda = K;
+            g.ldb = N;
+            g.ldd = K;
+            g.a = operand(in, size_t(M) * K, "matmul_bwd", "in");
+            g.b = dout_p;
+            g.d = d.p;
+            g.d_type = d.t;
+            g.beta = 1.f;
+            bool done = false;
+            if (!bias_done && d.t == DType::F32) {   // BGRADB writes colsum(dout) to a scratch vector
+                float* tmp = static_cast<float*>(scratch(size_t(N) * 4));
+                g.epilogue = Epilogue::BGradB;
+                g.bias = tmp;
+                g.bias_type = DType::F32;
+                if (gemm_->run(g, stream_)) {
+                    cuda::add(db, db, TView{tmp, DType::F32}, N, stream_);
+                    done = bias_done = true;
+                }
+                g.epilogue = Epilogue::None;
+                g.bias = nullptr;
+            }
+            if (!done)
+                GPT_CHECK(gemm_->run(g, stream_), "cuda-bf16 matmul_bwd: cuBLASLt has no algorithm for dw, M=" +
+                                                      std::to_string(M) + " K=" + std::to_string(K) +
+                                                      " N=" + std::to_string(N));
+        }
+        if (!bias_done) {
+            float* partial = static_cast<float*>(scratch(colsum_scratch(M, N) * 4));
+            colsum_add(db, view(dout, size_t(M) * N, "matmul_bwd", "dout"), M, N, partial, stream_);
+        }
+    }
+
+    void gelu_fwd(Ten out, Ten in, size_t n) override {
+        cuda::gelu_fwd(view(out, n, "gelu_fwd", "out"), view(in, n, "gelu_fwd", "in"), n, stream_);
+    }
+    void gelu_bwd(Ten din, Ten in, Ten dout, size_t n) override {
+        cuda::gelu_bwd(view(din, n, "gelu_bwd", "din"), view(in, n, "gelu_bwd", "in"),
+                       view(dout, n, "gelu_bwd", "dout"), n, stream_);
+    }
+    void add(Ten out, Ten a, Ten b, size_t n) override {
+        cuda::add(view(out, n, "add", "out"), view(a, n, "add", "a"), view(b, n, "add", "b"), n, stream_);
+        param_touched(out.sub(0, n));
+    }
+    void add_inplace(Ten acc, Ten x, size_t n) override {
+        TView a = view(acc, n, "add_inplace", "acc");
+        cuda::add(a, a, view(x, n, "add_inplace", "x"), n, stream_);
+        param_touched(acc.sub(0, n));
+    }
+    void dropout(Ten x, size_t n, float p, uint64_t seed) override {
+        GPT_CHECK(p >= 0.f && p < 1.f, "cuda-bf16 dropout: p must be in [0, 1), got " + std::to_string(p));
+        cuda::dropout(view(x, n, "dropout", "x"), n, p, seed, stream_);
+    }
+
+    void attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) override {
+        attention_check(d);
+        const auto ext = extents(d);
+        cuda::attention_fwd(act(out, ext.o, "attention_fwd", "out"), stat(lse, ext.l, "attention_fwd", "lse"),
+                            act(q, ext.q, "attention_fwd", "q"), act(k, ext.k, "attention_fwd", "k"),
+                            act(v, ext.v, "attention_fwd", "v"), d, stream_);
+    }
+    void attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
+                       const AttnDims& d) override {
+        attention_check(d);
+        const auto ext = extents(d);
+        float* delta = static_cast<float*>(scratch(ext.l * 4));
+        cuda::attention_bwd(act(dq, ext.q, "attention_bwd", "dq"), act(dk, ext.k, "attention_bwd", "dk"),
+                            act(dv, ext.v, "attention_bwd", "dv"), act(dout, ext.o, "attention_bwd", "dout"),
+                            act(out, ext.o, "attention_bwd", "out"), stat(lse, ext.l, "attention_bwd", "lse"),
+                            act(q, ext.q, "attention_bwd", "q"), act(k, ext.k, "attention_bwd", "k"),
+                            act(v, ext.v, "attention_bwd", "v"), d, delta, stream_);
+    }
+
+    void classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp, float dloss) override {
+        GPT_CHECK(V <= Vp, "cuda-bf16 classifier: V > Vp");
+        cuda::classifier(stat(losses, N, "classifier", "losses"),
+                         view(logits, size_t(N) * Vp, "classifier", "logits"),
+                         index(targets, N, "classifier"), N, V, Vp, dloss, stream_);
+    }
+
+    // --- optimisation ---------------------------------------------------------------------------
+    double sum_squares(Ten t) override {
+        check_range(t, t.n, "sum_squares", "t");
+        double result = 0.0;
+        if (t.n == 0) return 0.0;
+        cuda::sum_squares(raw(t), t.n, ssq_, stream_);
+        GPT_CUDA(cudaMemcpyAsync(&result, ssq_ + kSumSquaresBlocks, sizeof(double),
+                                 cudaMemcpyDeviceToHost, stream_));
+        GPT_CUDA(cudaStreamSynchronize(stream_));
+        return result;
+    }
+
+    void adamw(const std::vector<AdamWTensor>& ts, const AdamWHyper& h) override {
+        std::vector<AdamWDevTensor> dev;
+        std::vector<AdamWChunk> chunks;
+        dev.reserve(ts.size());
+        for (const AdamWTensor& t : ts) {
+            GPT_CHECK(t.param.space == Space::Param, "cuda-bf16 adamw: a tensor's param is not in Param space");
+            const size_t n = t.param.n;
+            check_range(t.param, n, "adamw", "param");
+            check_range(t.m, n, "adamw", "m");
+            check_range(t.v, n, "adamw", "v");
+            AdamWDevTensor d{};
+            d.p = f32(t.param);
+            d.g = f32(t.param.as(Space::Grad));
+            check_range(t.param.as(Space::Grad), n, "adamw", "grad");
+            d.m = f32(t.m);
+            d.v = f32(t.v);
+            if (h.amsgrad) {
+                GPT_CHECK(t.vmax.present(), "cuda-bf16 adamw: amsgrad needs vmax for every tensor");
+                check_range(t.vmax, n, "adamw", "vmax");
+                d.vmax = f32(t.vmax);
+            }
+            d.p_bf16 = param_bf16_ + t.param.off;
+            d.n = n;
+            d.decay = t.decay ? 1 : 0;
+            for (size_t s = 0; s < n; s += kAdamWChunk) chunks.push_back({int(dev.size()), s});
+            dev.push_back(d);
+        }
+        if (chunks.empty()) return;
+        // The tensor list is the same every step: upload it only when it changes.
+        const bool same = dev.size() == adamw_tensors_.size() && chunks.size() == adamw_chunks_n_ &&
+                          std::equal(dev.begin(), dev.end(), adamw_tensors_.begin(),
+                                     [](const AdamWDevTensor& a, const AdamWDevTensor& b) {
+                                         return std::memcmp(&a, &b, sizeof(a)) == 0;
+                                     });
+        if (!same) {
+            GPT_CUDA(cudaStreamSynchronize(stream_));
+            cudaFree(adamw_tensors_dev_);
+            cudaFree(adamw_chunks_dev_);
+            adamw_tensors_dev_ = nullptr;
+            adamw_chunks_dev_ = nullptr;
+            GPT_CUDA(cudaMalloc(&adamw_tensors_dev_, dev.size() * sizeof(AdamWDevTensor)));
+            GPT_CUDA(cudaMalloc(&adamw_chunks_dev_, chunks.size() * sizeof(AdamWChunk)));
+            GPT_CUDA(cudaMemcpy(adamw_tensors_dev_, dev.data(), dev.size() * sizeof(AdamWDevTensor),
+                                cudaMemcpyHostToDevice));
+            GPT_CUDA(cudaMemcpy(adamw_chunks_dev_, chunks.data(), chunks.size() * sizeof(AdamWChunk),
+                                cudaMemcpyHostToDevice));
+            adamw_tensors_ = dev;
+            adamw_chunks_n_ = chunks.size();
+        }
+        cuda::adamw(adamw_tensors_dev_, adamw_chunks_dev_, int(chunks.size()), h, stream_);
+    }
+
+    void mul_inplace(Ten x, Ten mask, size_t n) override {
+        cuda::mul_inplace(view(x, n, "mul_inplace", "x"), view(mask, n, "mul_inplace", "mask"), n, stream_);
+        param_touched(x.sub(0, n));
+    }
+
+private:
+    struct AttnExtents { size_t q, k, v, o, l; };
+    static AttnExtents extents(const AttnDims& d) {
+        const size_t rows = size_t(d.B) * d.T;
+        AttnExtents e;
+        e.q = (rows - 1) * d.q_stride + size_t(d.Hq) * d.Dqk;
+        e.k = (rows - 1) * d.k_stride + size_t(d.Hkv) * d.Dqk;
+        e.v = (rows - 1) * d.v_stride + size_t(d.Hkv) * d.Dv;
+        e.o = rows * d.Hq * d.Dv;
+        e.l = size_t(d.B) * d.Hq * d.T;
+        return e;
+    }
+
+    void release() {
+        for (auto& b : buf_) {
+            if (b) cudaFree(b);
+            b = nullptr;
+        }
+        if (param_bf16_) cudaFree(param_bf16_);
+        param_bf16_ = nullptr;
+        plan_ = MemoryPlan{};
+    }
+
+    void check_range(Ten t, size_t need, const char* op, const char* arg) const {
+        if (need == 0) return;
+        if (t.off + need > plan_[t.space])
+            fail(std::string("cuda-bf16 ") + op + ": argument `" + arg + "` (" + space_name(t.space) +
+                 " offset " + std::to_string(t.off) + ", " + std::to_string(need) +
+                 " elements) runs past the " + space_name(t.space) + " buffer of " +
+                 std::to_string(plan_[t.space]) + " elements: the memory plan and the call disagree");
+    }
+
+    TView raw(Ten t) const {
+        const DType ty = space_type(t.space);
+        return TView{static_cast<char*>(buf_[int(t.space)]) + t.off * dtype_bytes(ty), ty};
+    }
+    float* f32(Ten t) const { return static_cast<float*>(raw(t).p); }
+
+    TView view(Ten t, size_t need, const char* op, const char* arg) const {
+        GPT_CHECK(t.present(), std::string("cuda-bf16 ") + op + ": argument `" + arg + "` is absent");
+        GPT_CHECK(t.space != Space::Index, std::string("cuda-bf16 ") + op + ": argument `" + arg +
+                                               "` must not be in Index space");
+        check_range(t, need, op, arg);
+        return raw(t);
+    }
+    TView view_opt(Ten t, size_t need, const char* op, const char* arg) const {
+        return t.present() ? view(t, need, op, arg) : TView{};
+    }
+    float* stat(Ten t, size_t need, const char* op, const char* arg) const {
+        GPT_CHECK(t.space == Space::Stat || t.space == Space::Grad || t.space == Space::Opt ||
+                      t.space == Space::Param,
+                  std::string("cuda-bf16 ") + op + ": argument `" + arg + "` must be in an fp32 space (Stat)");
+        return static_cast<float*>(view(t, need, op, arg).p);
+    }
+    const int32_t* index(Ten t, size_t need, const char* op) const {
+        GPT_CHECK(t.space == Space::Index, std::string("cuda-bf16 ") + op + ": tokens/targets must be in Index space");
+        check_range(t, need, op, "index");
+        return static_cast<const int32_t*>(raw(t).p);
+    }
+    __nv_bfloat16* act(Ten t, size_t need, const char* op, const char* arg) const {
+        GPT_CHECK(t.space == Space::Act, std::string("cuda-bf16 ") + op + ": argument `" + arg +
+                                             "` must be in Act space (bf16)");
+        return static_cast<__nv_bfloat16*>(view(t, need, op, arg).p);
+    }
+    // GEMM operands are bf16: activations directly, parameters through their bf16 copy.
+    const void* operand(Ten t, size_t need, const char* op, const char* arg) const {
+        check_range(t, need, op, arg);
+        if (t.space == Space::Act) return raw(t).p;
+        if (t.space == Space::Param) return param_bf16_ + t.off;
+        fail(std::string("cuda-bf16 ") + op + ": GEMM operand `" + arg + "` is in " +
+             space_name(t.space) + " space; it must be in Act or Param (bf16 operands)");
+    }
+    const void* bias_ptr(Ten bias, int N, DType d_type, const char* op) const {
+        check_range(bias, N, op, "bias");
+        if (d_type == DType::BF16 && bias.space == Space::Param) return param_bf16_ + bias.off;
+        const TView v = raw(bias);
+        GPT_CHECK(v.t == d_type, std::string("cuda-bf16 ") + op + ": bias type does not match the output's");
+        return v.p;
+    }
+    // Param writes also refresh the bf16 copy of the touched range.
+    void param_touched(Ten t) {
+        if (t.space != Space::Param || t.n == 0) return;
+        convert(TView{param_bf16_ + t.off, DType::BF16}, TView{f32(t), DType::F32}, t.n, stream_);
+    }
+
+    float* staging(size_t n) {
+        if (n > staging_n_) {
+            GPT_CUDA(cudaStreamSynchronize(stream_));
+            cudaFree(staging_);
+            staging_ = nullptr;
+            GPT_CUDA(cudaMalloc(&staging_, n * 4));
+            staging_n_ = n;
+        }
+        return staging_;
+    }
+    void* scratch(size_t bytes) {
+        if (bytes > scratch_bytes_) {
+            GPT_CUDA(cudaStreamSynchronize(stream_));
+            cudaFree(scratch_);
+            scratch_ = nullptr;
+            GPT_CUDA(cudaMalloc(&scratch_, bytes));
+            scratch_bytes_ = bytes;
+        }
+        return scratch_;
+    }
+
+    int device_;
+    cudaStream_t stream_ = nullptr;
+    std::unique_ptr<Gemm> gemm_;
+    MemoryPlan plan_;
+    void* buf_[kNumSpaces] = {};
+    __nv_bfloat16* param_bf16_ = nullptr;
+    float* staging_ = nullptr;
+    size_t staging_n_ = 0;
+    void* scratch_ = nullptr;
+    size_t scratch_bytes_ = 0;
+    double* ssq_ = nullptr;
+    std::vector<AdamWDevTensor> adamw_tensors_;
+    size_t adamw_chunks_n_ = 0;
+    AdamWDevTensor* adamw_tensors_dev_ = nullptr;
+    AdamWChunk* adamw_chunks_dev_ = nullptr;
+};
+
+}  // namespace
+}  // namespace cuda
+
+bool cuda_device_available() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return n > 0;
+}
+
+std::unique_ptr<Ops> make_cuda_ops(int device) {
+    int n = 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0)
+        fail(std::string("cuda-bf16: no CUDA device available (") + cudaGetErrorString(err) +
+             "). Fix: run on a machine with an NVIDIA GPU, or set train.device: cpu");
+    if (device < 0 || device >= n)
+        fail("cuda-bf16: device " + std::to_string(device) + " does not exist (" + std::to_string(n) +
+             " visible). Fix: choose a device index below " + std::to_string(n));
+    return std::make_unique<cuda::CudaOps>(device);
+}
+
+}  // namespace gpt

@@ -1,0 +1,129 @@
+// Elementwise kernels over typed views: conversion, scale, GELU, add, dropout, masks, and the
+// deterministic column sums used for bias gradients when no cuBLASLt epilogue applies.
+#include <cmath>
+
+#include "common/rng.h"
+#include "cuda/cuda_kernels.cuh"
+
+namespace gpt::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+#define GPT_GRID_STRIDE(i, n)                                                                  \
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < (n);                    \
+         i += size_t(gridDim.x) * blockDim.x)
+
+__global__ void convert_kernel(TView dst, TView src, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(dst, i, ld(src, i));
+}
+__global__ void scale_kernel(TView x, float a, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(x, i, ld(x, i) * a);
+}
+__global__ void gelu_fwd_kernel(TView out, TView in, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(out, i, gelu_tanh(ld(in, i)));
+}
+__global__ void gelu_bwd_kernel(TView din, TView in, TView dout, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(din, i, gelu_tanh_grad(ld(in, i)) * ld(dout, i));
+}
+__global__ void add_kernel(TView out, TView a, TView b, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(out, i, ld(a, i) + ld(b, i));
+}
+__global__ void dropout_kernel(TView x, size_t n, float p, uint64_t seed) {
+    const float keep_scale = 1.f / (1.f - p);
+    GPT_GRID_STRIDE(i, n) st(x, i, dropout_keep(seed, i, p) ? ld(x, i) * keep_scale : 0.f);
+}
+__global__ void mul_kernel(TView x, TView mask, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(x, i, ld(x, i) * ld(mask, i));
+}
+__global__ void nan_kernel(TView x, size_t n) {
+    GPT_GRID_STRIDE(i, n) st(x, i, __int_as_float(0x7fc00000));
+}
+
+__global__ void add_bias_kernel(TView out, TView bias, size_t n, int N) {
+    GPT_GRID_STRIDE(i, n) st(out, i, ld(out, i) + ld(bias, i % N));
+}
+
+// Pass 1: block (bx, by) sums rows [by*rows, (by+1)*rows) of columns bx*256.. into partial[by, :].
+constexpr int kColsumRows = 256;
+__global__ void colsum_partial_kernel(float* partial, TView x, int M, int N) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= N) return;
+    const int r0 = blockIdx.y * kColsumRows, r1 = min(M, r0 + kColsumRows);
+    float s = 0.f;
+    for (int r = r0; r < r1; ++r) s += ld(x, size_t(r) * N + col);
+    partial[size_t(blockIdx.y) * N + col] = s;
+}
+// Pass 2: out[col] += sum over the partial rows, in order.
+__global__ void colsum_finish_kernel(TView out, const float* partial, int parts, int N) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= N) return;
+    float s = 0.f;
+    for (int p = 0; p < parts; ++p) s += partial[size_t(p) * N + col];
+    st(out, col, ld(out, col) + s);
+}
+
+}  // namespace
+
+void convert(TView dst, TView src, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    convert_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(dst, src, n);
+    GPT_CUDA_LAUNCHED("convert_kernel");
+}
+void scale(TView x, float a, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    scale_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(x, a, n);
+    GPT_CUDA_LAUNCHED("scale_kernel");
+}
+void gelu_fwd(TView out, TView in, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    gelu_fwd_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(out, in, n);
+    GPT_CUDA_LAUNCHED("gelu_fwd_kernel");
+}
+void gelu_bwd(TView din, TView in, TView dout, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    gelu_bwd_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(din, in, dout, n);
+    GPT_CUDA_LAUNCHED("gelu_bwd_kernel");
+}
+void add(TView out, TView a, TView b, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    add_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(out, a, b, n);
+    GPT_CUDA_LAUNCHED("add_kernel");
+}
+void dropout(TView x, size_t n, float p, uint64_t seed, cudaStream_t s) {
+    if (n == 0 || p <= 0.f) return;   // p = 0 keeps everything: skip the hashing (as the CPU)
+    dropout_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(x, n, p, seed);
+    GPT_CUDA_LAUNCHED("dropout_kernel");
+}
+void mul_inplace(TView x, TView mask, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    mul_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(x, mask, n);
+    GPT_CUDA_LAUNCHED("mul_kernel");
+}
+void fill_nan(TView x, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    nan_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(x, n);
+    GPT_CUDA_LAUNCHED("nan_kernel");
+}
+
+void add_bias(TView out, TView bias, int M, int N, cudaStream_t s) {
+    const size_t n = size_t(M) * N;
+    if (n == 0) return;
+    add_bias_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(out, bias, n, N);
+    GPT_CUDA_LAUNCHED("add_bias_kernel");
+}
+
+size_t colsum_scratch(int M, int N) {
+    return size_t((M + kColsumRows - 1) / kColsumRows) * N;
+}
+void colsum_add(TView out, TView x, int M, int N, float* partial, cudaStream_t s) {
+    if (M <= 0 || N <= 0) return;
+    const int parts = (M + kColsumRows - 1) / kColsumRows;
+    const dim3 grid((N + kThreads - 1) / kThreads, parts);
+    colsum_partial_kernel<<<grid, kThreads, 0, s>>>(partial, x, M, N);
+    GPT_CUDA_LAUNCHED("colsum_partial_kernel");
+    colsum_finish_kernel<<<(N + kThreads - 1) / kThreads, kThreads, 0, s>>>(out, partial, parts, N);
+    GPT_CUDA_LAUNCHED("colsum_finish_kernel");
+}
+
+}  // namespace gpt::cuda

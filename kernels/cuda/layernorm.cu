@@ -1,0 +1,122 @@
+// LayerNorm over rows of C channels with fp32 statistics. Forward: one warp per row. Backward:
+// din per row (one warp), then dw/db as column sums over fixed row chunks followed by an in-order
+// reduction of the chunks, so the result does not depend on scheduling (deterministic).
+#include "cuda/cuda_kernels.cuh"
+
+namespace gpt::cuda {
+namespace {
+
+constexpr float kEps = 1e-5f;
+constexpr int kWarps = 8;
+constexpr int kChunkRows = 64;
+constexpr int kColThreads = 256;
+
+__global__ void layernorm_fwd_kernel(TView out, float* mean, float* rstd, TView in, TView w,
+                                     TView b, bool has_b, int N, int C) {
+    const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const size_t base = size_t(row) * C;
+    float s = 0.f;
+    for (int c = lane; c < C; c += 32) s += ld(in, base + c);
+    const float m = warp_sum(s) / C;
+    float v = 0.f;
+    for (int c = lane; c < C; c += 32) {
+        const float d = ld(in, base + c) - m;
+        v += d * d;
+    }
+    const float r = rsqrtf(warp_sum(v) / C + kEps);
+    for (int c = lane; c < C; c += 32) {
+        const float y = (ld(in, base + c) - m) * r * ld(w, c) + (has_b ? ld(b, c) : 0.f);
+        st(out, base + c, y);
+    }
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = r;
+    }
+}
+
+__global__ void layernorm_din_kernel(TView din, TView dout, TView in, TView w, const float* mean,
+                                     const float* rstd, int N, int C) {
+    const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const size_t base = size_t(row) * C;
+    const float m = mean[row], r = rstd[row];
+    float sd = 0.f, sdn = 0.f;
+    for (int c = lane; c < C; c += 32) {
+        const float dn = ld(dout, base + c) * ld(w, c);
+        sd += dn;
+        sdn += dn * (ld(in, base + c) - m) * r;
+    }
+    const float mean_dn = warp_sum(sd) / C, mean_dnn = warp_sum(sdn) / C;
+    for (int c = lane; c < C; c += 32) {
+        const float norm = (ld(in, base + c) - m) * r;
+        const float g = (ld(dout, base + c) * ld(w, c) - mean_dn - norm * mean_dnn) * r;
+        st(din, base + c, ld(din, base + c) + g);
+    }
+}
+
+// partial[0][chunk][c] = sum dout*norm, partial[1][chunk][c] = sum dout, over the chunk's rows.
+__global__ void layernorm_dwdb_partial_kernel(float* partial, TView dout, TView in,
+                                              const float* mean, const float* rstd, int N, int C,
+                                              int chunks) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int r0 = blockIdx.y * kChunkRows, r1 = min(N, r0 + kChunkRows);
+    float sw = 0.f, sb = 0.f;
+    for (int r = r0; r < r1; ++r) {
+        const float g = ld(dout, size_t(r) * C + c);
+        sw += g * (ld(in, size_t(r) * C + c) - mean[r]) * rstd[r];
+        sb += g;
+    }
+    partial[size_t(blockIdx.y) * C + c] = sw;
+    partial[(size_t(chunks) + blockIdx.y) * C + c] = sb;
+}
+
+__global__ void layernorm_dwdb_finish_kernel(TView dw, TView db, bool has_db,
+                                             const float* partial, int C, int chunks) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.f, sb = 0.f;
+    for (int k = 0; k < chunks; ++k) {
+        sw += partial[size_t(k) * C + c];
+        sb += partial[(size_t(chunks) + k) * C + c];
+    }
+    st(dw, c, ld(dw, c) + sw);
+    if (has_db) st(db, c, ld(db, c) + sb);
+}
+
+int chunk_count(int N) { return (N + kChunkRows - 1) / kChunkRows; }
+
+}  // namespace
+
+void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView b, int N, int C,
+                   cudaStream_t s) {
+    if (N == 0) return;
+    layernorm_fwd_kernel<<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
+        out, mean, rstd, in, w, b, b.p != nullptr, N, C);
+    GPT_CUDA_LAUNCHED("layernorm_fwd_kernel");
+}
+
+size_t layernorm_bwd_scratch(int N, int C) { return 2 * size_t(chunk_count(N)) * C; }
+
+void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
+                   const float* mean, const float* rstd, int N, int C, float* partial,
+                   cudaStream_t s) {
+    if (N == 0) return;
+    if (din.p) {
+        layernorm_din_kernel<<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(din, dout, in, w,
+                                                                               mean, rstd, N, C);
+        GPT_CUDA_LAUNCHED("layernorm_din_kernel");
+    }
+    if (!dw.p) return;
+    const int chunks = chunk_count(N);
+    const int col_blocks = (C + kColThreads - 1) / kColThreads;
+    layernorm_dwdb_partial_kernel<<<dim3(col_blocks, chunks), kColThreads, 0, s>>>(
+        partial, dout, in, mean, rstd, N, C, chunks);
+    GPT_CUDA_LAUNCHED("layernorm_dwdb_partial_kernel");
+    layernorm_dwdb_finish_kernel<<<col_blocks, kColThreads, 0, s>>>(dw, db, db.p != nullptr,
+                                                                    partial, C, chunks);
+    GPT_CUDA_LAUNCHED("layernorm_dwdb_finish_kernel");
+}
+
+}  // namespace gpt::cuda

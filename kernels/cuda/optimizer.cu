@@ -1,0 +1,98 @@
+// Multi-tensor AdamW (AMSGrad, SPAM spike clip) in one launch, refreshing the parameters' bf16
+// copies in the same pass; and a deterministic sum of squares (fixed grid, ordered reductions).
+#include <cmath>
+
+#include "cuda/cuda_kernels.cuh"
+
+namespace gpt::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct AdamWConst {
+    float b1, b2, lr, eps, wd, theta, gscale, bias1, bias2;
+    int amsgrad;
+};
+
+// Block = one chunk of one tensor. The per-element math follows kernels/cpu/adamw.cpp exactly.
+__global__ void adamw_kernel(const AdamWDevTensor* tensors, const AdamWChunk* chunks, AdamWConst c) {
+    const AdamWChunk ch = chunks[blockIdx.x];
+    const AdamWDevTensor t = tensors[ch.tensor];
+    const size_t end = min(t.n, ch.start + kAdamWChunk);
+    const float wd = t.decay ? c.wd : 0.f;
+    for (size_t i = ch.start + threadIdx.x; i < end; i += blockDim.x) {
+        float g = t.g[i] * c.gscale;
+        float m = t.m[i], v = t.v[i];
+        if (c.theta > 0.f && v > 0.f) {
+            const float bound = sqrtf(c.theta * v);
+            if (fabsf(g) > bound) g = copysignf(bound, g);
+        }
+        m = c.b1 * m + (1.f - c.b1) * g;
+        v = c.b2 * v + (1.f - c.b2) * g * g;
+        t.m[i] = m;
+        t.v[i] = v;
+        float second = v;
+        if (c.amsgrad) {
+            second = fmaxf(t.vmax[i], v);
+            t.vmax[i] = second;
+        }
+        const float update = (m / c.bias1) / (sqrtf(second / c.bias2) + c.eps);
+        const float p = t.p[i] - c.lr * (wd * t.p[i] + update);
+        t.p[i] = p;
+        if (t.p_bf16) t.p_bf16[i] = __float2bfloat16(p);
+    }
+}
+
+__global__ void sum_squares_partial_kernel(TView x, size_t n, double* partial) {
+    __shared__ double warp_part[kThreads / 32];
+    double s = 0.0;
+    for (size_t i = blockIdx.x * size_t(kThreads) + threadIdx.x; i < n;
+         i += size_t(kSumSquaresBlocks) * kThreads) {
+        const double v = ld(x, i);
+        s += v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x % 32 == 0) warp_part[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double b = 0.0;
+        for (int w = 0; w < kThreads / 32; ++w) b += warp_part[w];
+        partial[blockIdx.x] = b;
+    }
+}
+
+__global__ void sum_squares_finish_kernel(double* partial) {
+    if (threadIdx.x != 0) return;
+    double s = 0.0;
+    for (int b = 0; b < kSumSquaresBlocks; ++b) s += partial[b];
+    partial[kSumSquaresBlocks] = s;
+}
+
+}  // namespace
+
+void adamw(const AdamWDevTensor* tensors, const AdamWChunk* chunks, int n_chunks,
+           const AdamWHyper& h, cudaStream_t s) {
+    if (n_chunks == 0) return;
+    AdamWConst c;
+    c.b1 = h.beta1;
+    c.b2 = h.beta2;
+    c.lr = h.lr;
+    c.eps = h.eps;
+    c.wd = h.weight_decay;
+    c.theta = h.spam_theta;
+    c.gscale = h.grad_scale;
+    c.bias1 = 1.f - std::pow(h.beta1, static_cast<float>(h.step));
+    c.bias2 = 1.f - std::pow(h.beta2, static_cast<float>(h.step));
+    c.amsgrad = h.amsgrad ? 1 : 0;
+    adamw_kernel<<<n_chunks, kThreads, 0, s>>>(tensors, chunks, c);
+    GPT_CUDA_LAUNCHED("adamw_kernel");
+}
+
+void sum_squares(TView x, size_t n, double* partial, cudaStream_t s) {
+    sum_squares_partial_kernel<<<kSumSquaresBlocks, kThreads, 0, s>>>(x, n, partial);
+    GPT_CUDA_LAUNCHED("sum_squares_partial_kernel");
+    sum_squares_finish_kernel<<<1, 32, 0, s>>>(partial);
+    GPT_CUDA_LAUNCHED("sum_squares_finish_kernel");
+}
+
+}  // namespace gpt::cuda

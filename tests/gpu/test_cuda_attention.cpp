@@ -1,0 +1,168 @@
+// Flash attention (forward and backward) against the CPU fp32 reference: head dims (64, 64),
+// (128, 128) and the RA fold (128, 64), grouped and multi-query heads, T not a multiple of the
+// 64-row tile, strided rows inside a packed qkv buffer, dropout on, and the reciprocal band.
+// Inputs are bf16-rounded so both sides see the same values; tolerance: relative L2 <= 1e-2.
+// Backward is checked to be bit-for-bit deterministic.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include "gpu_test_util.h"
+
+using namespace gpt;
+using gpt::gputest::Pair;
+using gpt::gputest::randn;
+
+namespace {
+
+struct Case {
+    int B, T, Hq, Hkv, Dqk, Dv;
+    bool packed;        // q, k, v interleaved in one row per token (like c_attn's output)
+    float dropout;
+    int band, band_split;
+};
+
+std::string describe(const Case& c) {
+    return "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " Hq=" + std::to_string(c.Hq) +
+           " Hkv=" + std::to_string(c.Hkv) + " Dqk=" + std::to_string(c.Dqk) +
+           " Dv=" + std::to_string(c.Dv) + (c.packed ? " packed" : "") +
+           " dropout=" + std::to_string(c.dropout) + " band=" + std::to_string(c.band);
+}
+
+void check_attention(const Case& c, uint64_t seed) {
+    INFO(describe(c));
+    AttnDims d;
+    d.B = c.B;
+    d.T = c.T;
+    d.Hq = c.Hq;
+    d.Hkv = c.Hkv;
+    d.Dqk = c.Dqk;
+    d.Dv = c.Dv;
+    d.scale = 1.f / std::sqrt(float(c.Dv));
+    d.dropout = c.dropout;
+    d.seed = seed * 31 + 7;
+    d.band = c.band;
+    d.band_split = c.band_split;
+    const size_t rows = size_t(c.B) * c.T;
+    const size_t qw = size_t(c.Hq) * c.Dqk, kw = size_t(c.Hkv) * c.Dqk, vw = size_t(c.Hkv) * c.Dv;
+
+    Pair p;
+    Ten q, k, v, dq, dk, dv;
+    if (c.packed) {   // one [rows, qw + kw + vw] buffer per tensor and gradient
+        const int stride = int(qw + kw + vw);
+        d.q_stride = d.k_stride = d.v_stride = stride;
+        Ten qkv = p.reserve(Space::Act, rows * stride), dqkv = p.reserve(Space::Act, rows * stride);
+        q = Ten{Space::Act, qkv.off, rows * stride};
+        k = Ten{Space::Act, qkv.off + qw, rows * stride - qw};
+        v = Ten{Space::Act, qkv.off + qw + kw, rows * stride - qw - kw};
+        dq = Ten{Space::Act, dqkv.off, rows * stride};
+        dk = Ten{Space::Act, dqkv.off + qw, rows * stride - qw};
+        dv = Ten{Space::Act, dqkv.off + qw + kw, rows * stride - qw - kw};
+    } else {
+        d.q_stride = int(qw);
+        d.k_stride = int(kw);
+        d.v_stride = int(vw);
+        q = p.reserve(Space::Act, rows * qw);
+        k = p.reserve(Space::Act, rows * kw);
+        v = p.reserve(Space::Act, rows * vw);
+        dq = p.reserve(Space::Act, rows * qw);
+        dk = p.reserve(Space::Act, rows * kw);
+        dv = p.reserve(Space::Act, rows * vw);
+    }
+    Ten out = p.reserve(Space::Act, rows * c.Hq * c.Dv), dout = p.reserve(Space::Act, rows * c.Hq * c.Dv);
+    Ten lse = p.reserve(Space::Stat, size_t(c.B) * c.Hq * c.T);
+    p.allocate();
+    // For the packed layout q, k, v views overlap their neighbours: fill the whole buffer once.
+    if (c.packed) {
+        p.set(q, randn(q.n, seed));
+    } else {
+        p.set(q, randn(q.n, seed));
+        p.set(k, randn(k.n, seed + 1));
+        p.set(v, randn(v.n, seed + 2));
+    }
+    p.poison(out);
+    p.poison(lse);
+    p.run([&](Ops& o) { o.attention_fwd(out, lse, q, k, v, d); });
+    CHECK(p.err(out) <= 1e-2);
+    CHECK(p.err(lse) <= 1e-3);
+
+    p.set(dout, randn(dout.n, seed + 3));
+    std::vector<float> first[3];
+    for (int rep = 0; rep < 2; ++rep) {
+        if (c.packed) p.poison(dq);
+        else {
+            p.poison(dq);
+            p.poison(dk);
+            p.poison(dv);
+        }
+        p.run([&](Ops& o) { o.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d); });
+        const Ten grads[3] = {dq, dk, dv};
+        for (int gi = 0; gi < 3; ++gi) {
+            if (c.packed && gi > 0) continue;   // dq spans the whole packed buffer: one check
+            CAPTURE(gi);
+            CHECK(p.err(grads[gi]) <= 1e-2);
+            const auto g = Pair::get(*p.gpu, grads[gi]);
+            if (rep == 0) first[gi] = g;
+            else CHECK(std::memcmp(first[gi].data(), g.data(), g.size() * 4) == 0);
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("cuda: attention (64, 64) matches the CPU, T a multiple of the tile and not") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 128, 4, 4, 64, 64, false, 0.f, 0, 0}, 100);
+    check_attention({1, 77, 3, 3, 64, 64, false, 0.f, 0, 0}, 101);
+}
+
+TEST_CASE("cuda: attention (128, 128) multi-query (Hkv = 1, the MLA shape) matches the CPU") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 100, 4, 1, 128, 128, false, 0.f, 0, 0}, 200);
+}
+
+TEST_CASE("cuda: attention (128, 64) RA fold with grouped heads matches the CPU") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 150, 6, 2, 128, 64, false, 0.f, 0, 0}, 300);
+}
+
+TEST_CASE("cuda: attention on packed qkv rows (strided views) matches the CPU") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 96, 3, 3, 64, 64, true, 0.f, 0, 0}, 400);
+}
+
+TEST_CASE("cuda: attention with dropout draws the CPU's mask") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 90, 2, 2, 64, 64, false, 0.1f, 0, 0}, 500);
+    check_attention({1, 70, 4, 2, 128, 64, false, 0.2f, 0, 0}, 501);
+}
+
+TEST_CASE("cuda: attention with the reciprocal band (RA W=16, split 64) matches the CPU") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 200, 2, 2, 128, 64, false, 0.f, 16, 64}, 600);
+    check_attention({1, 130, 2, 1, 128, 128, false, 0.f, 70, 64}, 601);
+}
+
+TEST_CASE("cuda: attention rejects unsupported shapes with a gpt::Error naming the shape") {
+    GPT_REQUIRE_GPU();
+    auto gpu = make_cuda_ops();
+    MemoryPlan plan;
+    plan[Space::Act] = 1 << 20;
+    plan[Space::Stat] = 1 << 12;
+    gpu->allocate(plan);
+    AttnDims d;
+    d.B = 1;
+    d.T = 16;
+    d.Hq = d.Hkv = 1;
+    d.Dqk = d.Dv = 96;
+    d.q_stride = d.k_stride = d.v_stride = 96;
+    d.scale = 0.1f;
+    const Ten t{Space::Act, 0, 16 * 96}, l{Space::Stat, 0, 16};
+    try {
+        gpu->attention_fwd(Ten{Space::Act, 8192, 16 * 96}, l, t, t, t, d);
+        FAIL("Dqk = 96 was accepted");
+    } catch (const gpt::Error& e) {
+        CHECK(std::string(e.what()).find("Dqk=96") != std::string::npos);
+    }
+}

@@ -1,0 +1,279 @@
+// Every CUDA op against the CPU fp32 reference on fresh random inputs (bf16-rounded where the
+// GPU stores bf16). Tolerances: relative L2 <= 1e-2 where bf16 activations are involved, <= 1e-5
+// on fp32-only paths (optimizer, sums). Outputs that are overwritten are poisoned first; outputs
+// that accumulate (+=) start from random non-zero values.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "gpu_test_util.h"
+
+using namespace gpt;
+using gpt::gputest::Pair;
+using gpt::gputest::randn;
+
+namespace {
+constexpr double kBf16Tol = 1e-2;
+constexpr double kF32Tol = 1e-5;
+
+std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
+    Rng rng(seed);
+    std::vector<int32_t> t(n);
+    // Few distinct ids, so many rows of the embedding gradient collide.
+    for (auto& x : t) x = static_cast<int32_t>(rng.next_u64() % std::min(V, 23));
+    t[0] = V - 1;
+    return t;
+}
+
+bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+}  // namespace
+
+TEST_CASE("cuda: embedding forward and deterministic backward match the CPU") {
+    GPT_REQUIRE_GPU();
+    const int B = 3, T = 37, E = 72, V = 101;
+    Pair p;
+    Ten tokens = p.reserve(Space::Index, B * T);
+    Ten wte = p.reserve(Space::Param, V * E), wpe = p.reserve(Space::Param, T * E);
+    Ten out = p.reserve(Space::Act, B * T * E);
+    p.allocate();
+    p.set_index(tokens, random_tokens(B * T, V, 1));
+    p.set(wte, randn(V * E, 2));
+    p.set(wpe, randn(T * E, 3));
+    p.poison(out);
+    p.run([&](Ops& o) { o.embedding_fwd(out, tokens, wte, wpe, B, T, E); });
+    CHECK(p.err(out) <= kBf16Tol);
+
+    const auto dwte0 = randn(V * E, 4), dwpe0 = randn(T * E, 5);
+    Ten dwte = wte.as(Space::Grad), dwpe = wpe.as(Space::Grad);
+    p.set(out, randn(B * T * E, 6));
+    std::vector<float> first;
+    for (int rep = 0; rep < 2; ++rep) {
+        p.set(dwte, dwte0);
+        p.set(dwpe, dwpe0);
+        p.run([&](Ops& o) { o.embedding_bwd(dwte, dwpe, out, tokens, B, T, E); });
+        CHECK(p.err(dwte) <= kF32Tol * 10);
+        CHECK(p.err(dwpe) <= kF32Tol * 10);
+        auto g = Pair::get(*p.gpu, dwte);
+        if (rep == 0) first = g;
+        else CHECK(bit_equal(first, g));
+    }
+}
+
+TEST_CASE("cuda: layernorm forward and deterministic backward match the CPU") {
+    GPT_REQUIRE_GPU();
+    const int N = 67, C = 200;
+    Pair p;
+    Ten in = p.reserve(Space::Act, N * C), out = p.reserve(Space::Act, N * C);
+    Ten din = p.reserve(Space::Act, N * C), dout = p.reserve(Space::Act, N * C);
+    Ten mean = p.reserve(Space::Stat, N), rstd = p.reserve(Space::Stat, N);
+    Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C);
+    p.allocate();
+    auto x = randn(N * C, 10);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = gputest::round_bf16(x[i] * 2.f + 0.5f);
+    p.set(in, x);
+    p.set(w, randn(C, 11, 0.5f));
+    p.set(b, randn(C, 12, 0.5f));
+    p.poison(out);
+    p.poison(mean);
+    p.poison(rstd);
+    p.run([&](Ops& o) { o.layernorm_fwd(out, mean, rstd, in, w, b, N, C); });
+    CHECK(p.err(out) <= kBf16Tol);
+    CHECK(p.err(mean) <= 1e-5);
+    CHECK(p.err(rstd) <= 1e-5);
+
+    const auto din0 = randn(N * C, 13), dw0 = randn(C, 14), db0 = randn(C, 15);
+    p.set(dout, randn(N * C, 16));
+    std::vector<float> first_w, first_in;
+    for (int rep = 0; rep < 2; ++rep) {
+        p.set(din, din0);
+        p.set(w.as(Space::Grad), dw0);
+        p.set(b.as(Space::Grad), db0);
+        p.run([&](Ops& o) {
+            o.layernorm_bwd(din, w.as(Space::Grad), b.as(Space::Grad), dout, in, w, mean, rstd, N, C);
+        });
+        CHECK(p.err(din) <= kBf16Tol);
+        CHECK(p.err(w.as(Space::Grad)) <= kBf16Tol);
+        CHECK(p.err(b.as(Space::Grad)) <= kBf16Tol);
+        auto gw = Pair::get(*p.gpu, w.as(Space::Grad)), gi = Pair::get(*p.gpu, din);
+        if (rep == 0) {
+            first_w = gw;
+            first_in = gi;
+        } else {
+            CHECK(bit_equal(first_w, gw));
+            CHECK(bit_equal(first_in, gi));
+        }
+    }
+}
+
+// Forward with/without bias and fused GELU; backward din (overwrite), dw, dbias (accumulate).
+static void check_matmul(int M, int K, int N, bool bias, bool gelu) {
+    CAPTURE(M);
+    CAPTURE(K);
+    CAPTURE(N);
+    CAPTURE(bias);
+    CAPTURE(gelu);
+    Pair p;
+    Ten in = p.reserve(Space::Act, M * K), out = p.reserve(Space::Act, M * N);
+    Ten gout = gelu ? p.reserve(Space::Act, M * N) : Ten{};
+    Ten dout = p.reserve(Space::Act, M * N), din = p.reserve(Space::Act, M * K);
+    Ten w = p.reserve(Space::Param, N * K);
+    Ten b = bias ? p.reserve(Space::Param, N) : Ten{};
+    p.allocate();
+    p.set(in, randn(M * K, 20));
+    p.set(w, randn(N * K, 21, 0.1f));
+    if (bias) p.set(b, randn(N, 22, 0.5f));
+    p.poison(out);
+    if (gelu) p.poison(gout);
+    p.run([&](Ops& o) { o.matmul_fwd(out, in, w, b, M, K, N, gout); });
+    CHECK(p.err(out) <= kBf16Tol);
+    if (gelu) CHECK(p.err(gout) <= kBf16Tol);
+
+    p.set(dout, randn(M * N, 23));
+    p.set(w.as(Space::Grad), randn(N * K, 24));
+    if (bias) p.set(b.as(Space::Grad), randn(N, 25));
+    p.poison(din);
+    p.run([&](Ops& o) {
+        o.matmul_bwd(din, w.as(Space::Grad), bias ? b.as(Space::Grad) : Ten{}, dout, in, w, M, K, N);
+    });
+    CHECK(p.err(din) <= kBf16Tol);
+    CHECK(p.err(w.as(Space::Grad)) <= kBf16Tol);
+    if (bias) CHECK(p.err(b.as(Space::Grad)) <= kBf16Tol);
+}
+
+TEST_CASE("cuda: matmul forward (bias, fused GELU) and backward match the CPU") {
+    GPT_REQUIRE_GPU();
+    check_matmul(96, 80, 136, true, true);    // fused GELU_AUX_BIAS epilogue
+    check_matmul(64, 48, 40, false, true);    // GELU_AUX without bias
+    check_matmul(77, 64, 96, true, false);    // BIAS epilogue, BGRADB in backward
+    check_matmul(33, 24, 50, true, true);     // N not a multiple of 8: fallback kernels
+}
+
+TEST_CASE("cuda: elementwise ops match the CPU (gelu, add, dropout masks, scale, mul, copy)") {
+    GPT_REQUIRE_GPU();
+    const size_t n = 5003;
+    Pair p;
+    Ten a = p.reserve(Space::Act, n), b = p.reserve(Space::Act, n), c = p.reserve(Space::Act, n);
+    Ten g = p.reserve(Space::Grad, n), mask = p.reserve(Space::Opt, n);
+    p.allocate();
+    p.set(a, randn(n, 30));
+    p.set(b, randn(n, 31));
+    p.poison(c);
+    p.run([&](Ops& o) { o.gelu_fwd(c, a, n); });
+    CHECK(p.err(c) <= kBf16Tol);
+    p.poison(c);
+    p.run([&](Ops& o) { o.gelu_bwd(c, a, b, n); });
+    CHECK(p.err(c) <= kBf16Tol);
+    p.run([&](Ops& o) { o.gelu_bwd(b, a, b, n); });   // din aliases dout
+    CHECK(p.err(b) <= kBf16Tol);
+    p.poison(c);
+    p.run([&](Ops& o) { o.add(c, a, b, n); });
+    CHECK(p.err(c) <= kBf16Tol);
+    p.run([&](Ops& o) { o.add_inplace(c, a, n); });
+    CHECK(p.err(c) <= kBf16Tol);
+
+    // Dropout: the same elements are dropped on both sides (same counter-based RNG).
+    p.set(c, randn(n, 32));
+    p.run([&](Ops& o) { o.dropout(c, n, 0.25f, 777); });
+    const auto gc = Pair::get(*p.gpu, c), cc = Pair::get(*p.cpu, c);
+    size_t zeros = 0, mismatched = 0;
+    for (size_t i = 0; i < n; ++i) {
+        zeros += cc[i] == 0.f;
+        mismatched += (gc[i] == 0.f) != (cc[i] == 0.f);
+    }
+    CHECK(mismatched == 0);
+    CHECK(zeros > n / 8);
+    CHECK(zeros < n / 2);
+    CHECK(gputest::rel_l2(gc, cc) <= kBf16Tol);
+
+    // fp32 spaces: scale, mul_inplace, copy across types.
+    p.set(g, randn(n, 33, 1.f, false));
+    auto m = randn(n, 34, 1.f, false);
+    for (auto& x : m) x = x > 0 ? 1.f : 0.f;
+    p.set(mask, m);
+    p.run([&](Ops& o) {
+        o.scale(g, 0.37f);
+        o.mul_inplace(g, mask, n);
+    });
+    CHECK(p.err(g) <= kF32Tol);
+    p.run([&](Ops& o) { o.copy(c, g); });
+    CHECK(p.err(c) <= kBf16Tol);
+}
+
+TEST_CASE("cuda: fused classifier matches the CPU (loss, dlogits in place, padded columns)") {
+    GPT_REQUIRE_GPU();
+    const int N = 13, V = 1000, Vp = 1024;
+    Pair p;
+    Ten logits = p.reserve(Space::Act, N * Vp), losses = p.reserve(Space::Stat, N);
+    Ten targets = p.reserve(Space::Index, N);
+    p.allocate();
+    std::vector<int32_t> tg(N);
+    for (int i = 0; i < N; ++i) tg[i] = (i * 97 + 5) % V;
+    p.set_index(targets, tg);
+    const auto x = randn(N * Vp, 40, 2.f);
+    p.set(logits, x);
+    p.poison(losses);
+    p.run([&](Ops& o) { o.classifier(losses, logits, targets, N, V, Vp, 0.f); });
+    CHECK(p.err(losses) <= 1e-4);
+    CHECK(gputest::rel_l2(Pair::get(*p.gpu, logits), x) == 0.0);   // forward only: untouched
+    p.run([&](Ops& o) { o.classifier(losses, logits, targets, N, V, Vp, 1.f / N); });
+    CHECK(p.err(losses) <= 1e-4);
+    CHECK(p.err(logits) <= kBf16Tol);
+}
+
+TEST_CASE("cuda: sum_squares and multi-tensor AdamW (AMSGrad, SPAM) match the CPU in fp32") {
+    GPT_REQUIRE_GPU();
+    Pair p;
+    const size_t n1 = 40000, n2 = 777;   // n1 spans several optimizer chunks
+    Ten w1 = p.reserve(Space::Param, n1), w2 = p.reserve(Space::Param, n2);
+    Ten m1 = p.reserve(Space::Opt, n1), v1 = p.reserve(Space::Opt, n1), x1 = p.reserve(Space::Opt, n1);
+    Ten m2 = p.reserve(Space::Opt, n2), v2 = p.reserve(Space::Opt, n2), x2 = p.reserve(Space::Opt, n2);
+    p.allocate();
+    p.set(w1, randn(n1, 50, 0.02f, false));
+    p.set(w2, randn(n2, 51, 0.02f, false));
+    std::vector<AdamWTensor> ts = {{w1, m1, v1, x1, true}, {w2, m2, v2, x2, false}};
+    for (bool amsgrad : {false, true}) {
+        for (int step = 1; step <= 3; ++step) {
+            p.set(w1.as(Space::Grad), randn(n1, 60 + step, 1.f, false));
+            p.set(w2.as(Space::Grad), randn(n2, 70 + step, 1.f, false));
+            const double ref = p.cpu->sum_squares(w1.as(Space::Grad));
+            CHECK(std::abs(p.gpu->sum_squares(w1.as(Space::Grad)) - ref) <= 1e-9 * ref);
+            AdamWHyper h;
+            h.lr = 1e-3f;
+            h.weight_decay = 0.1f;
+            h.step = step;
+            h.grad_scale = 0.5f;
+            h.amsgrad = amsgrad;
+            h.spam_theta = step == 3 ? 0.5f : 0.f;   // small theta: the clip really triggers
+            p.run([&](Ops& o) { o.adamw(ts, h); });
+        }
+        for (Ten t : {w1, w2, m1, v1, m2, v2}) CHECK(p.err(t) <= kF32Tol);
+        if (amsgrad) CHECK(p.err(x1) <= kF32Tol);
+    }
+}
+
+TEST_CASE("cuda: errors are gpt::Error with a clear message (out of memory, bad space)") {
+    GPT_REQUIRE_GPU();
+    auto gpu = make_cuda_ops();
+    MemoryPlan huge;
+    huge[Space::Act] = size_t(1) << 50;
+    try {
+        gpu->allocate(huge);
+        FAIL("allocate of 2 PiB did not throw");
+    } catch (const gpt::Error& e) {
+        const std::string msg = e.what();
+        CHECK(msg.find("out of device memory") != std::string::npos);
+        CHECK(msg.find("free") != std::string::npos);
+    }
+    MemoryPlan small;
+    small[Space::Act] = 64;
+    small[Space::Grad] = 64;
+    gpu->allocate(small);
+    CHECK_THROWS_AS(gpu->matmul_fwd(Ten{Space::Act, 0, 16}, Ten{Space::Grad, 0, 16},
+                                    Ten{Space::Act, 16, 16}, {}, 4, 4, 4),
+                    gpt::Error);
+    CHECK_THROWS_AS(gpu->zero(Ten{Space::Act, 60, 16}), gpt::Error);
+}

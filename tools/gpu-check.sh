@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GPU check, in one run on the GPU machine: configure + build (Release, sm_90a, all cores),
+# the GPU test suite (every CUDA op against the CPU reference), compute-sanitizer memcheck on a
+# subset and racecheck on the attention cases, the attention benchmark and, when present, the
+# PyTorch peer script (.peer/peer_torch_attn.py, copied there by hand, never committed).
+# Prints a summary table last; with $OUT set, the logs are copied there too.
+#
+# Usage: tools/gpu-check.sh [build-dir]         (default: build-gpu)
+#   GPU_CHECK_SKIP="sanitize peer"  skips steps by name (configure build tests sanitize bench peer)
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build-gpu}
+LOGDIR=$BUILD/gpu-check-logs
+mkdir -p "$LOGDIR"
+SKIP=${GPU_CHECK_SKIP:-}
+JOBS=$(nproc 2>/dev/null || echo 4)
+export PATH=/usr/local/cuda/bin:$PATH
+SANITIZER=$(command -v compute-sanitizer || true)
+
+declare -a NAMES STATUS SECS
+run_step() {   # run_step NAME LOGFILE COMMAND...
+    local name=$1 log=$2; shift 2
+    if [[ " $SKIP " == *" $name "* ]]; then
+        NAMES+=("$name"); STATUS+=("skipped"); SECS+=("-"); return 0
+    fi
+    echo "=== $name: $*" | tee -a "$LOGDIR/$log"
+    local t0=$(date +%s)
+    "$@" >>"$LOGDIR/$log" 2>&1
+    local rc=$?
+    local t1=$(date +%s)
+    tail -n 25 "$LOGDIR/$log"
+    NAMES+=("$name"); SECS+=("$((t1 - t0))")
+    if [[ $rc -eq 0 ]]; then STATUS+=("ok"); else STATUS+=("FAILED (rc $rc)"); fi
+    return $rc
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv 2>&1; nvcc --version | tail -2; } \
+    | tee "$LOGDIR/device.log"
+
+run_step configure build.log cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90a
+run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention gpt_tests gpt2
+run_step tests tests.log "$BUILD/gpt_gpu_tests" --duration=true
+
+if [[ -n "$SANITIZER" ]]; then
+    # Small subset: memcheck over the non-attention ops and one attention case, racecheck (shared
+    # memory hazards) over the attention cases only.
+    run_step sanitize sanitize.log "$SANITIZER" --tool memcheck --error-exitcode 9 \
+        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: embedding*,cuda: classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention (64, 64)*,cuda: attention (128, 64)*"
+    run_step racecheck sanitize.log "$SANITIZER" --tool racecheck --error-exitcode 9 \
+        "$BUILD/gpt_gpu_tests" -tc="cuda: attention (64, 64)*,cuda: attention with dropout*,cuda: attention with the reciprocal band*"
+else
+    NAMES+=("sanitize"); STATUS+=("compute-sanitizer not found"); SECS+=("-")
+fi
+
+run_step bench bench.log "$BUILD/bench_attention" 100
+if [[ -f "$ROOT/.peer/peer_torch_attn.py" ]]; then
+    PYTHONUNBUFFERED=1 run_step peer peer.log python3 "$ROOT/.peer/peer_torch_attn.py"
+else
+    NAMES+=("peer"); STATUS+=("no .peer/peer_torch_attn.py"); SECS+=("-")
+fi
+
+echo
+echo "==================== gpu-check summary ===================="
+head -n 2 "$LOGDIR/device.log"
+grep -E "test cases:|assertions:" "$LOGDIR/tests.log" | tail -n 2
+printf "%-12s %-28s %8s\n" step status seconds
+fail=0
+for i in "${!NAMES[@]}"; do
+    printf "%-12s %-28s %8s\n" "${NAMES[$i]}" "${STATUS[$i]}" "${SECS[$i]}"
+    [[ ${STATUS[$i]} == FAILED* ]] && fail=1
+done
+echo "--- attention benchmark (ours) ---"
+grep -A 6 "^shape" "$LOGDIR/bench.log" | head -n 6
+if [[ -f "$LOGDIR/peer.log" ]]; then
+    echo "--- PyTorch peer (same run) ---"
+    grep -E " ms" "$LOGDIR/peer.log" | head -n 16
+fi
+if [[ -n "${OUT:-}" ]]; then
+    cp "$LOGDIR"/*.log "$OUT"/ 2>/dev/null
+    echo "logs copied to \$OUT"
+fi
+exit $fail
