@@ -40,7 +40,8 @@ std::vector<To> convert(const std::vector<From>& v) {
 // A CpuOps with views reserved one after another in each space: reserve everything, allocate(),
 // then put/get. Two threads, like the CI machine, so the OpenMP paths run in parallel.
 struct CpuBench {
-    CpuOps ops{2};
+    explicit CpuBench(int threads = 2) : ops(threads) {}
+    CpuOps ops;
     MemoryPlan plan;
     Ten reserve(Space s, size_t n) {
         Ten t{s, plan[s], n};
