@@ -1,10 +1,12 @@
 // The SPEC §4 ratio ablation as data and the spec-derived parameter counts (src/train/ablation.h).
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <set>
 #include <string>
 
 #include "common/error.h"
+#include "model/gpt.h"
 #include "train/ablation.h"
 #include "train/presets.h"
 
@@ -156,4 +158,39 @@ TEST_CASE("ablation: weight decay on matrices only, M3 needs MLA, every tensor n
     k0.m3 = false;
     CHECK(count_parameters(k) - count_parameters(k0) == Ly * (F * L + 1) + (Ly - 1));
     (void)E;
+}
+
+TEST_CASE("ablation: the model's parameter table equals the spec-derived list (variants wired so far)") {
+    // Every ablation step the model can build today must declare exactly spec_parameters():
+    // same names in the same order, shapes, init, decay. Steps whose variants are not wired yet
+    // are refused by the unit factory and skipped here.
+    const auto steps = ratio_ablation_steps(model_preset("gpt2-tiny"), base_optim());
+    int compared = 0;
+    for (const auto& s : steps) {
+        CAPTURE(s.id);
+        std::unique_ptr<GPT> model;
+        try {
+            model = std::make_unique<GPT>(s.model, 1, 8);
+        } catch (const Error&) {
+            continue;
+        }
+        ++compared;
+        const ParamTable want = spec_parameters(s.model);
+        const auto& got = model->params().specs();
+        REQUIRE(got.size() == want.specs().size());
+        for (size_t i = 0; i < got.size(); ++i) {
+            const ParamSpec& g = got[i];
+            const ParamSpec& w = want.specs()[i];
+            CAPTURE(w.name);
+            CHECK(g.name == w.name);
+            CHECK(g.shape == w.shape);
+            CHECK(g.init == w.init);
+            CHECK(g.value == doctest::Approx(w.value));
+            CHECK(g.decay == w.decay);
+        }
+        int64_t numel = 0;   // (ParamTable::total() includes alignment padding)
+        for (const auto& p : got) numel += int64_t(p.numel());
+        CHECK(numel == count_parameters(s.model));
+    }
+    CHECK(compared >= 3);   // at least steps 0, 1, 2 (baseline widths)
 }
