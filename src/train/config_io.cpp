@@ -165,56 +165,62 @@ void check_range(const std::string& key, Value value, const Range& range, const 
     fail(key + ": " + text + " is out of range; allowed: " + range.describe() + (note.empty() ? "" : " (" + note + ")"));
 }
 
-// Field accessors are generic lambdas so one accessor serves const and non-const configs.
-#define FIELD(path) [](auto& c) -> auto& { return c.path; }
+// Where a key's value lives: a captureless lambda turned into a function pointer, so that all keys
+// of one type share one instantiation of the code below (this file compiles several times faster
+// than with a distinct lambda type per key).
+template <class T>
+using Locate = T* (*)(RunConfig&);
+#define FIELD(path) +[](RunConfig& c) { return &c.path; }
+
+// Reads a field through its locator; the locator only computes the address, nothing is modified.
+template <class T>
+const T& read(Locate<T> locate, const RunConfig& c) {
+    return *locate(const_cast<RunConfig&>(c));
+}
+
+template <class T>
+using Parse = T (*)(const std::string& key, const std::string& text);
+template <class T>
+using Format = std::string (*)(const T&);
 
 // A key read by parse(key, text) and written by format(value).
-template <class Access, class Parse, class Format>
-Key value_key(std::string name, Access access, Parse parse, Format format, Style style = Style::plain) {
+template <class T>
+Key value_key(std::string name, Locate<T> locate, Parse<T> parse, Format<T> format, Style style = Style::plain) {
     Key k(name, style);
-    k.set = [name, access, parse](RunConfig& c, const std::string& t) { access(c) = parse(name, t); };
-    k.get = [access, format](const RunConfig& c) { return format(access(c)); };
+    k.set = [name, locate, parse](RunConfig& c, const std::string& t) { *locate(c) = parse(name, t); };
+    k.get = [locate, format](const RunConfig& c) { return format(read(locate, c)); };
     return k;
 }
 
-template <class Access>
-Key with_range(Key k, Access access, Range range, std::string note) {
-    k.check = [name = k.name, access, range, note](const RunConfig& c) { check_range(name, access(c), range, note); };
+template <class T>
+Key ranged_key(std::string name, Locate<T> locate, Parse<T> parse, Format<T> format, Range range, std::string note) {
+    Key k = value_key(name, locate, parse, format);
+    k.check = [name, locate, range, note](const RunConfig& c) { check_range(name, read(locate, c), range, note); };
     return k;
 }
 
 int parse_int(const std::string& key, const std::string& text) {
     return static_cast<int>(parse_integer(key, text, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
 }
-template <class T>
-std::string format_integer(T value) { return std::to_string(value); }
-std::string format_boolean(bool value) { return value ? "true" : "false"; }
+std::string format_int(const int& value) { return std::to_string(value); }
+std::string format_seed(const uint64_t& value) { return std::to_string(value); }
+std::string format_float(const float& value) { return format_number(value); }
+std::string format_boolean(const bool& value) { return value ? "true" : "false"; }
 std::string parse_text(const std::string&, const std::string& text) { return text; }
 std::string format_text(const std::string& text) { return text; }
 
-template <class Access>
-Key int_key(std::string name, Access access, Range range, std::string note = "") {
-    return with_range(value_key(name, access, parse_int, format_integer<int>), access, range, note);
+Key int_key(std::string name, Locate<int> locate, Range range, std::string note = "") {
+    return ranged_key(name, locate, parse_int, format_int, range, note);
 }
 
-template <class Access>
-Key number_key(std::string name, Access access, Range range, std::string note = "") {
-    return with_range(value_key(name, access, parse_number, format_number), access, range, note);
+Key number_key(std::string name, Locate<float> locate, Range range, std::string note = "") {
+    return ranged_key(name, locate, parse_number, format_float, range, note);
 }
 
-template <class Access>
-Key seed_key(std::string name, Access access) {
-    return value_key(name, access, parse_unsigned, format_integer<uint64_t>);
-}
-
-template <class Access>
-Key bool_key(std::string name, Access access) {
-    return value_key(name, access, parse_boolean, format_boolean);
-}
-
-template <class Access>
-Key string_key(std::string name, Access access) {
-    return value_key(name, access, parse_text, format_text, Style::quoted);
+Key seed_key(std::string name, Locate<uint64_t> locate) { return value_key(name, locate, parse_unsigned, format_seed); }
+Key bool_key(std::string name, Locate<bool> locate) { return value_key(name, locate, parse_boolean, format_boolean); }
+Key string_key(std::string name, Locate<std::string> locate) {
+    return value_key(name, locate, parse_text, format_text, Style::quoted);
 }
 
 [[noreturn]] void not_allowed(const std::string& key, const std::string& value, const std::vector<std::string>& allowed) {
@@ -222,42 +228,40 @@ Key string_key(std::string name, Access access) {
 }
 
 // A string field restricted to a set of words (job, precision, device).
-template <class Access>
-Key word_key(std::string name, Access access, std::vector<std::string> allowed) {
+Key word_key(std::string name, Locate<std::string> locate, std::vector<std::string> allowed) {
     Key k(name);
-    k.set = [name, access, allowed](RunConfig& c, const std::string& raw) {
-        std::string t = trim(raw);
-        if (std::find(allowed.begin(), allowed.end(), t) == allowed.end()) not_allowed(name, t, allowed);
-        access(c) = t;
+    auto require_allowed = [name, allowed](const std::string& word) {
+        if (std::find(allowed.begin(), allowed.end(), word) == allowed.end()) not_allowed(name, word, allowed);
     };
-    k.get = [access](const RunConfig& c) { return access(c); };
-    k.check = [name, access, allowed](const RunConfig& c) {
-        if (std::find(allowed.begin(), allowed.end(), access(c)) == allowed.end()) not_allowed(name, access(c), allowed);
+    k.set = [locate, require_allowed](RunConfig& c, const std::string& raw) {
+        require_allowed(trim(raw));
+        *locate(c) = trim(raw);
     };
+    k.get = [locate](const RunConfig& c) { return read(locate, c); };
+    k.check = [locate, require_allowed](const RunConfig& c) { require_allowed(read(locate, c)); };
     return k;
 }
 
-template <class Enum, class Access>
-Key enum_key(std::string name, Access access, std::vector<std::pair<std::string, Enum>> values) {
+template <class Enum>
+Key enum_key(std::string name, Locate<Enum> locate, std::vector<std::pair<std::string, Enum>> values) {
     Key k(name);
-    k.set = [name, access, values](RunConfig& c, const std::string& raw) {
+    k.set = [name, locate, values](RunConfig& c, const std::string& raw) {
         std::string t = trim(raw);
         for (const auto& [word, value] : values)
-            if (word == t) return void(access(c) = value);
+            if (word == t) return void(*locate(c) = value);
         std::vector<std::string> allowed;
         for (const auto& v : values) allowed.push_back(v.first);
         not_allowed(name, t, allowed);
     };
-    k.get = [access, values](const RunConfig& c) {
+    k.get = [locate, values](const RunConfig& c) {
         for (const auto& [word, value] : values)
-            if (value == access(c)) return word;
+            if (value == read(locate, c)) return word;
         return std::string("?");
     };
     return k;
 }
 
 std::vector<Key> build_keys() {
-    const std::string needs_layers = "block l hands it to block l+1";
     std::vector<Key> keys;
     keys.push_back(word_key("job", FIELD(job), job_names()));
 
