@@ -31,7 +31,8 @@ std::string describe(const Case& c) {
 }
 
 void check_attention(const Case& c, uint64_t seed) {
-    INFO(describe(c));
+    const std::string desc = describe(c);
+    INFO(desc);
     AttnDims d;
     d.B = c.B;
     d.T = c.T;
@@ -111,18 +112,18 @@ void check_attention(const Case& c, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("cuda: attention (64, 64) matches the CPU, T a multiple of the tile and not") {
+TEST_CASE("cuda: attention 64x64 matches the CPU, T a multiple of the tile and not") {
     GPT_REQUIRE_GPU();
     check_attention({2, 128, 4, 4, 64, 64, false, 0.f, 0, 0}, 100);
     check_attention({1, 77, 3, 3, 64, 64, false, 0.f, 0, 0}, 101);
 }
 
-TEST_CASE("cuda: attention (128, 128) multi-query (Hkv = 1, the MLA shape) matches the CPU") {
+TEST_CASE("cuda: attention 128x128 multi-query (Hkv = 1: the MLA shape) matches the CPU") {
     GPT_REQUIRE_GPU();
     check_attention({2, 100, 4, 1, 128, 128, false, 0.f, 0, 0}, 200);
 }
 
-TEST_CASE("cuda: attention (128, 64) RA fold with grouped heads matches the CPU") {
+TEST_CASE("cuda: attention 128x64 RA fold with grouped heads matches the CPU") {
     GPT_REQUIRE_GPU();
     check_attention({2, 150, 6, 2, 128, 64, false, 0.f, 0, 0}, 300);
 }
@@ -138,7 +139,7 @@ TEST_CASE("cuda: attention with dropout draws the CPU's mask") {
     check_attention({1, 70, 4, 2, 128, 64, false, 0.2f, 0, 0}, 501);
 }
 
-TEST_CASE("cuda: attention with the reciprocal band (RA W=16, split 64) matches the CPU") {
+TEST_CASE("cuda: attention with the reciprocal band (RA W=16 and W=70) matches the CPU") {
     GPT_REQUIRE_GPU();
     check_attention({2, 200, 2, 2, 128, 64, false, 0.f, 16, 64}, 600);
     check_attention({1, 130, 2, 1, 128, 128, false, 0.f, 70, 64}, 601);

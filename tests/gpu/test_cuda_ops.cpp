@@ -144,7 +144,7 @@ static void check_matmul(int M, int K, int N, bool bias, bool gelu) {
     if (bias) CHECK(p.err(b.as(Space::Grad)) <= kBf16Tol);
 }
 
-TEST_CASE("cuda: matmul forward (bias, fused GELU) and backward match the CPU") {
+TEST_CASE("cuda: matmul forward (bias; fused GELU) and backward match the CPU") {
     GPT_REQUIRE_GPU();
     check_matmul(96, 80, 136, true, true);    // fused GELU_AUX_BIAS epilogue
     check_matmul(64, 48, 40, false, true);    // GELU_AUX without bias
@@ -152,7 +152,7 @@ TEST_CASE("cuda: matmul forward (bias, fused GELU) and backward match the CPU") 
     check_matmul(33, 24, 50, true, true);     // N not a multiple of 8: fallback kernels
 }
 
-TEST_CASE("cuda: elementwise ops match the CPU (gelu, add, dropout masks, scale, mul, copy)") {
+TEST_CASE("cuda: elementwise ops match the CPU (gelu; add; dropout masks; scale; mul; copy)") {
     GPT_REQUIRE_GPU();
     const size_t n = 5003;
     Pair p;
@@ -203,7 +203,7 @@ TEST_CASE("cuda: elementwise ops match the CPU (gelu, add, dropout masks, scale,
     CHECK(p.err(c) <= kBf16Tol);
 }
 
-TEST_CASE("cuda: fused classifier matches the CPU (loss, dlogits in place, padded columns)") {
+TEST_CASE("cuda: fused classifier matches the CPU (loss; dlogits in place; padded columns)") {
     GPT_REQUIRE_GPU();
     const int N = 13, V = 1000, Vp = 1024;
     Pair p;
@@ -224,7 +224,7 @@ TEST_CASE("cuda: fused classifier matches the CPU (loss, dlogits in place, padde
     CHECK(p.err(logits) <= kBf16Tol);
 }
 
-TEST_CASE("cuda: sum_squares and multi-tensor AdamW (AMSGrad, SPAM) match the CPU in fp32") {
+TEST_CASE("cuda: sum_squares and multi-tensor AdamW (AMSGrad; SPAM) match the CPU in fp32") {
     GPT_REQUIRE_GPU();
     Pair p;
     const size_t n1 = 40000, n2 = 777;   // n1 spans several optimizer chunks
@@ -255,7 +255,7 @@ TEST_CASE("cuda: sum_squares and multi-tensor AdamW (AMSGrad, SPAM) match the CP
     }
 }
 
-TEST_CASE("cuda: errors are gpt::Error with a clear message (out of memory, bad space)") {
+TEST_CASE("cuda: errors are gpt::Error with a clear message (out of memory; bad space)") {
     GPT_REQUIRE_GPU();
     auto gpu = make_cuda_ops();
     MemoryPlan huge;
