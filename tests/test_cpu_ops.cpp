@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 
 #include "common/error.h"
 #include "common/rng.h"
@@ -49,7 +50,8 @@ TEST_CASE("cpu: layernorm forward against two-pass double formula") {
         mean = c.reserve(Space::Stat, N), rstd = c.reserve(Space::Stat, N),
         w = c.reserve(Space::Param, C), b = c.reserve(Space::Param, C);
     c.allocate();
-    const auto x = random_vector(N * C, 4, -3, 5), wv = random_vector(C, 5), bv = random_vector(C, 6);
+    const auto x = random_vector(N * C, 4, -3, 5), wv = random_vector(C, 5),
+               bv = random_vector(C, 6);
     c.put(in, x), c.put(w, wv), c.put(b, bv);
     c.ops.layernorm_fwd(out, mean, rstd, in, w, b, N, C);
     Vec expect(N * C), expect_mean(N), expect_rstd(N);
@@ -71,7 +73,7 @@ TEST_CASE("cpu: layernorm forward against two-pass double formula") {
 
 // 0.5 x (1 + tanh(u)) written as x * sigmoid(2u).
 double gelu_as_sigmoid(double x) {
-    const double u = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+    const double u = std::sqrt(2.0 / std::numbers::pi) * (x + 0.044715 * x * x * x);
     return x / (1.0 + std::exp(-2.0 * u));
 }
 
@@ -353,8 +355,7 @@ TEST_CASE("cpu: float backward kernels agree with the finite-difference-checked 
         db = c.reserve(Space::Act, N), mean = c.reserve(Space::Stat, M),
         rstd = c.reserve(Space::Stat, M), lw = c.reserve(Space::Param, K),
         ldin = c.reserve(Space::Act, M * K), ldw = c.reserve(Space::Act, K),
-        pre = c.reserve(Space::Act, M * N),
-        act = c.reserve(Space::Act, M * N);
+        pre = c.reserve(Space::Act, M * N), act = c.reserve(Space::Act, M * N);
     c.allocate();
     const auto x = random_vector(M * K, 60, -2, 2), wv = random_vector(N * K, 61),
                bv = random_vector(N, 62), g = random_vector(M * N, 63), lwv = random_vector(K, 64),
@@ -366,7 +367,8 @@ TEST_CASE("cpu: float backward kernels agree with the finite-difference-checked 
     c.ops.gelu_bwd(dout, pre, dout, size_t(M) * N);
     c.ops.matmul_bwd(din, dw, db, dout, in, w, M, K, N);
     const Vec xd = convert<double>(x), wd = convert<double>(wv), bd = convert<double>(bv);
-    Vec pred(M * N), actd(M * N), gd = convert<double>(g), dind(M * K), dwd(N * K, 0.0), dbd(N, 0.0);
+    Vec pred(M * N), actd(M * N), gd = convert<double>(g), dind(M * K), dwd(N * K, 0.0),
+                                  dbd(N, 0.0);
     cpu::matmul_fwd(pred.data(), xd.data(), wd.data(), bd.data(), M, K, N, actd.data());
     cpu::gelu_bwd(gd.data(), pred.data(), gd.data(), gd.size());
     cpu::matmul_bwd(dind.data(), dwd.data(), dbd.data(), gd.data(), xd.data(), wd.data(), M, K, N);
@@ -381,9 +383,9 @@ TEST_CASE("cpu: float backward kernels agree with the finite-difference-checked 
     Vec meand(M), rstdd(M), outd(M * K), ldind(M * K, 0.0), ldwd(K, 0.0);
     const Vec lwd = convert<double>(lwv), lgd = convert<double>(lgrad);
     cpu::layernorm_fwd(outd.data(), meand.data(), rstdd.data(), xd.data(), lwd.data(),
-                       (const double*)nullptr, M, K);
-    cpu::layernorm_bwd(ldind.data(), ldwd.data(), (double*)nullptr, lgd.data(), xd.data(),
-                       lwd.data(), meand.data(), rstdd.data(), M, K);
+                       static_cast<const double*>(nullptr), M, K);
+    cpu::layernorm_bwd(ldind.data(), ldwd.data(), static_cast<double*>(nullptr), lgd.data(),
+                       xd.data(), lwd.data(), meand.data(), rstdd.data(), M, K);
     check_close(c.get(pre.sub(0, M * K)), outd, 1e-5, 1e-5, "layernorm out, no bias");
     check_close(c.get(ldin), ldind, 1e-4, 1e-5, "layernorm din");
     check_close(c.get(ldw), ldwd, 1e-4, 1e-5, "layernorm dw");
@@ -538,7 +540,7 @@ TEST_CASE("cpu: bad views and inputs raise gpt::Error naming the call") {
     CHECK_THROWS_WITH_AS(c.ops.gelu_fwd(a, Ten{Space::Act, 4, 8}, 8),
                          doctest::Contains("gelu_fwd in"), Error);   // reaches past the space
     CHECK_THROWS_WITH_AS(c.ops.gelu_fwd(a, a, 9), doctest::Contains("too small"), Error);
-    CHECK_THROWS_AS(c.ops.gelu_fwd(a, tok, 2), Error);               // Index view as float
+    CHECK_THROWS_AS(c.ops.gelu_fwd(a, tok, 2), Error);   // Index view as float
     CHECK_THROWS_AS(c.ops.dropout(a, 8, 1.f, 0), Error);
     CHECK_THROWS_WITH_AS(c.ops.classifier(a.sub(0, 2), a, tok, 2, 3, 4, 1.f),
                          doctest::Contains("target 3"), Error);

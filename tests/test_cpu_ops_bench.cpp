@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 
 #include "test_cpu_ops_util.h"
@@ -31,8 +31,9 @@ Timing median_ms(const std::function<void()>& body, int reps = 5) {
         const std::clock_t c0 = std::clock();
         body();
         cpu.push_back(1e3 * double(std::clock() - c0) / CLOCKS_PER_SEC);
-        wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                           .count());
+        wall.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
     }
     std::sort(wall.begin(), wall.end());
     std::sort(cpu.begin(), cpu.end());
@@ -59,11 +60,13 @@ TEST_CASE("cpu: bench matmul and classifier at the vocabulary projection" * doct
         const auto targets = test::random_tokens(M, V, 3);
         c.ops.upload_index(tgt, targets.data());
         const Timing fwd = median_ms([&] { c.ops.matmul_fwd(out, in, w, Ten{}, M, K, N); });
-        const Timing bwd = median_ms([&] { c.ops.matmul_bwd(din, dw, Ten{}, out, in, w, M, K, N); });
+        const Timing bwd =
+            median_ms([&] { c.ops.matmul_bwd(din, dw, Ten{}, out, in, w, M, K, N); });
         const Timing cls = median_ms([&] { c.ops.classifier(losses, out, tgt, M, V, N, 1e-3f); });
         print("matmul_fwd", threads, fwd);
         print("matmul_bwd (din + dw)", threads, bwd);
-        print("matmul_fwd + matmul_bwd", threads, {fwd.wall_ms + bwd.wall_ms, fwd.cpu_ms + bwd.cpu_ms});
+        print("matmul_fwd + matmul_bwd", threads,
+              {fwd.wall_ms + bwd.wall_ms, fwd.cpu_ms + bwd.cpu_ms});
         print("classifier (loss + gradient)", threads, cls);
         CHECK(fwd.wall_ms > 0);
     }
@@ -84,7 +87,8 @@ TEST_CASE("cpu: bench attention forward and backward" * doctest::skip()) {
         c.allocate();
         c.put(qkv, random_vector(qkv.n, 4)), c.put(dout, random_vector(dout.n, 5));
         Ten q = qkv.sub(0, qkv.n), k = qkv.sub(E, qkv.n - E), v = qkv.sub(2 * E, qkv.n - 2 * E);
-        Ten dq = dqkv.sub(0, qkv.n), dk = dqkv.sub(E, qkv.n - E), dv = dqkv.sub(2 * E, qkv.n - 2 * E);
+        Ten dq = dqkv.sub(0, qkv.n), dk = dqkv.sub(E, qkv.n - E),
+            dv = dqkv.sub(2 * E, qkv.n - 2 * E);
         for (float p : {0.f, 0.1f}) {
             d.dropout = p;
             const Timing fwd = median_ms([&] { c.ops.attention_fwd(out, lse, q, k, v, d); });

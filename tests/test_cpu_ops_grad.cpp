@@ -48,7 +48,8 @@ TEST_CASE("cpu: layernorm backward matches finite differences (din, dw, db)") {
     Vec mean(N), rstd(N);
     auto loss = [&] {
         Vec out(N * C);
-        cpu::layernorm_fwd(out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N, C);
+        cpu::layernorm_fwd(out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N,
+                           C);
         return weighted_sum(out, r);
     };
     loss();   // fills mean, rstd at the unperturbed point
@@ -69,7 +70,8 @@ TEST_CASE("cpu: matmul backward matches finite differences (din, dw, dbias)") {
     const Vec r = random_vector<double>(M * N, 23);
     auto loss = [&] {
         Vec out(M * N);
-        cpu::matmul_fwd(out.data(), in.data(), w.data(), bias.data(), M, K, N, (double*)nullptr);
+        cpu::matmul_fwd(out.data(), in.data(), w.data(), bias.data(), M, K, N,
+                        static_cast<double*>(nullptr));
         return weighted_sum(out, r);
     };
     Vec din(M * K, 99.0);   // overwritten, whatever it held
@@ -137,7 +139,7 @@ void check_attention_gradients(AttnDims d, uint32_t seed) {
                        qkv.data(), qkv.data() + qw, qkv.data() + qw + kw, d);
     for (size_t t = 0; t < rows; ++t) {
         CHECK(dqkv[t * W + W - 1] == garbage);   // pad column: not ours, not written
-        dqkv[t * W + W - 1] = 0;                  // the loss does not depend on it either
+        dqkv[t * W + W - 1] = 0;                 // the loss does not depend on it either
     }
     check_gradient(qkv, dqkv, loss, "dqkv");
 }

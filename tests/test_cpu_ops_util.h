@@ -64,8 +64,8 @@ struct CpuBench {
 // Central differences of a scalar loss over every element of x, compared with `analytic`:
 // |numeric - analytic| <= tol * max(1, |analytic|). x is restored afterwards.
 inline void check_gradient(std::vector<double>& x, const std::vector<double>& analytic,
-                           const std::function<double()>& loss, const char* what,
-                           double eps = 1e-5, double tol = 1e-6) {
+                           const std::function<double()>& loss, const char* what, double eps = 1e-5,
+                           double tol = 1e-6) {
     REQUIRE(x.size() == analytic.size());
     int bad = 0;
     for (size_t i = 0; i < x.size(); ++i) {
@@ -78,10 +78,11 @@ inline void check_gradient(std::vector<double>& x, const std::vector<double>& an
         const double numeric = (up - down) / (2 * eps);
         if (std::abs(numeric - analytic[i]) > tol * std::max(1.0, std::abs(analytic[i])) &&
             bad++ < 5)
-            FAIL_CHECK(std::string(what) << "[" << i << "]: numeric " << numeric
-                                         << " vs analytic " << analytic[i]);
+            FAIL_CHECK(std::string(what)
+                       << "[" << i << "]: numeric " << numeric << " vs analytic " << analytic[i]);
     }
-    CHECK_MESSAGE(bad == 0, std::string(what) << ": " << bad << " of " << x.size() << " elements differ");
+    CHECK_MESSAGE(bad == 0, std::string(what)
+                                << ": " << bad << " of " << x.size() << " elements differ");
 }
 
 // sum(out * r): the scalar loss whose gradient with respect to out is r.
@@ -102,7 +103,8 @@ void check_close(const std::vector<A>& a, const std::vector<B>& b, double rtol, 
         if (!(std::abs(x - y) <= atol + rtol * std::abs(y)) && bad++ < 5)
             FAIL_CHECK(std::string(what) << "[" << i << "]: " << x << " vs " << y);
     }
-    CHECK_MESSAGE(bad == 0, std::string(what) << ": " << bad << " of " << a.size() << " elements differ");
+    CHECK_MESSAGE(bad == 0, std::string(what)
+                                << ": " << bad << " of " << a.size() << " elements differ");
 }
 
 }  // namespace gpt::test

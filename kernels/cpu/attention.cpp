@@ -145,10 +145,10 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
     }
 }
 
-#define GPT_INSTANTIATE(S)                                                                      \
-    template void attention_fwd<S>(S*, S*, const S*, const S*, const S*, const AttnDims&);     \
-    template void attention_bwd<S>(S*, S*, S*, const S*, const S*, const S*, const S*,          \
-                                   const S*, const AttnDims&);
+#define GPT_INSTANTIATE(S)                                                                       \
+    template void attention_fwd<S>(S*, S*, const S*, const S*, const S*, const AttnDims&);       \
+    template void attention_bwd<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*, \
+                                   const AttnDims&);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

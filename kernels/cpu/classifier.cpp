@@ -57,8 +57,7 @@ void classifier(S* losses, S* logits, const int32_t* targets, int N, int V, int 
     }
 }
 
-#define GPT_INSTANTIATE(S) \
-    template void classifier<S>(S*, S*, const int32_t*, int, int, int, S);
+#define GPT_INSTANTIATE(S) template void classifier<S>(S*, S*, const int32_t*, int, int, int, S);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

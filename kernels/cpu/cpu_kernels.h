@@ -3,13 +3,13 @@
 // gradient checks tight (1e-6) instead of fp32-noisy. Each function is instantiated for float and
 // double in its own .cpp file. Absent optional tensors are passed as nullptr.
 #pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <bit>
-#include <algorithm>
-
-#include <omp.h>
 
 #include "model/ops.h"
 
@@ -86,13 +86,20 @@ template <class S>
 void embedding_fwd(S* out, const int32_t* tokens, const S* wte, const S* wpe, int B, int T, int E);
 template <class S>
 void embedding_bwd(S* dwte, S* dwpe, const S* dout, const int32_t* tokens, int B, int T, int E);
-template <class S> void gelu_fwd(S* out, const S* in, size_t n);
-template <class S> void gelu_bwd(S* din, const S* in, const S* dout, size_t n);   // din may == dout
-template <class S> void add(S* out, const S* a, const S* b, size_t n);
-template <class S> void add_inplace(S* acc, const S* x, size_t n);
-template <class S> void scale(S* x, S s, size_t n);
-template <class S> void mul_inplace(S* x, const S* mask, size_t n);
-template <class S> void dropout(S* x, size_t n, float p, uint64_t seed);
+template <class S>
+void gelu_fwd(S* out, const S* in, size_t n);
+template <class S>
+void gelu_bwd(S* din, const S* in, const S* dout, size_t n);   // din may == dout
+template <class S>
+void add(S* out, const S* a, const S* b, size_t n);
+template <class S>
+void add_inplace(S* acc, const S* x, size_t n);
+template <class S>
+void scale(S* x, S s, size_t n);
+template <class S>
+void mul_inplace(S* x, const S* mask, size_t n);
+template <class S>
+void dropout(S* x, size_t n, float p, uint64_t seed);
 
 // layernorm.cpp; b/db may be nullptr (no bias); dw/db accumulate, din accumulates.
 template <class S>
@@ -123,6 +130,7 @@ void classifier(S* losses, S* logits, const int32_t* targets, int N, int V, int 
 template <class S>
 void adamw_update(S* param, const S* grad, S* m, S* v, S* vmax, size_t n, bool decay,
                   const AdamWHyper& h);
-template <class S> double sum_squares(const S* x, size_t n);
+template <class S>
+double sum_squares(const S* x, size_t n);
 
 }  // namespace gpt::cpu

@@ -1,11 +1,11 @@
 // CpuOps: the memory of the six spaces, checks on every view, and dispatch to the kernels.
 #include "cpu/cpu_ops.h"
 
-#include <algorithm>
-#include <cstring>
-
 #include <fmt/format.h>
 #include <omp.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "common/error.h"
 #include "cpu/cpu_kernels.h"
@@ -27,14 +27,16 @@ std::string describe(Ten t) {
 void check_positive(const char* what, std::initializer_list<long long> dims) {
     for (long long x : dims)
         GPT_CHECK(x > 0, fmt::format("cpu backend: {}: every dimension must be positive, got {}; "
-                                     "fix the shapes the model passes", what, x));
+                                     "fix the shapes the model passes",
+                                     what, x));
 }
 
 }  // namespace
 
 CpuOps::CpuOps(int threads) {
     GPT_CHECK(threads >= 0, fmt::format("cpu backend: threads = {} is negative; use 0 for all "
-                                        "cores or a positive count", threads));
+                                        "cores or a positive count",
+                                        threads));
     if (threads > 0) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
@@ -48,7 +50,8 @@ std::unique_ptr<Ops> make_cpu_ops(int threads) { return std::make_unique<CpuOps>
 float* CpuOps::f32_extent(Ten t, size_t extent, const char* what) {
     GPT_CHECK(t.space != Space::Index,
               fmt::format("cpu backend: {}: got an Index (int32) view where a float tensor is "
-                          "expected; pass a Param/Grad/Opt/Act/Stat view", what));
+                          "expected; pass a Param/Grad/Opt/Act/Stat view",
+                          what));
     std::vector<float>& mem = spaces_[static_cast<int>(t.space)];
     GPT_CHECK(t.off <= mem.size() && extent <= mem.size() - t.off,
               fmt::format("cpu backend: {}: {} reaches element {} but the {} space holds {}; "
@@ -59,7 +62,8 @@ float* CpuOps::f32_extent(Ten t, size_t extent, const char* what) {
 
 float* CpuOps::f32(Ten t, size_t need, const char* what) {
     GPT_CHECK(t.present(), fmt::format("cpu backend: {}: the tensor is absent (n = 0) but this "
-                                       "operation needs it; pass a view", what));
+                                       "operation needs it; pass a view",
+                                       what));
     GPT_CHECK(need <= t.n, fmt::format("cpu backend: {}: {} is too small, the operation needs {} "
                                        "elements; fix the view or the dimensions",
                                        what, describe(t), need));
@@ -73,7 +77,8 @@ float* CpuOps::f32_optional(Ten t, size_t need, const char* what) {
 int32_t* CpuOps::i32(Ten t, size_t need, const char* what) {
     GPT_CHECK(t.space == Space::Index,
               fmt::format("cpu backend: {}: expected an Index (int32) view, got {}; token ids "
-                          "live in the Index space", what, describe(t)));
+                          "live in the Index space",
+                          what, describe(t)));
     GPT_CHECK(need <= t.n && t.off <= index_.size() && need <= index_.size() - t.off,
               fmt::format("cpu backend: {}: {} needs {} elements but the Index space holds {}; "
                           "fix the view or the MemoryPlan",
@@ -99,9 +104,7 @@ void CpuOps::upload_index(Ten dst, const int32_t* src) {
     std::copy_n(src, dst.n, i32(dst, dst.n, "upload_index"));
 }
 
-void CpuOps::download(Ten src, float* dst) {
-    std::copy_n(f32(src, src.n, "download"), src.n, dst);
-}
+void CpuOps::download(Ten src, float* dst) { std::copy_n(f32(src, src.n, "download"), src.n, dst); }
 
 void CpuOps::zero(Ten t) {
     if (t.space == Space::Index)
@@ -134,8 +137,8 @@ void CpuOps::embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, 
     for (size_t i = 0; i < bt; ++i)
         GPT_CHECK(tok[i] >= 0 && size_t(tok[i]) < rows,
                   fmt::format("cpu backend: embedding_fwd: token {} at position {} is outside the "
-                              "embedding table of {} rows; check the data's vocabulary", tok[i], i,
-                              rows));
+                              "embedding table of {} rows; check the data's vocabulary",
+                              tok[i], i, rows));
     cpu::embedding_fwd(f32(out, bt * E, "embedding_fwd out"), tok, f32(wte, rows * E, "wte"),
                        f32(wpe, size_t(T) * E, "embedding_fwd wpe"), B, T, E);
 }
@@ -148,7 +151,8 @@ void CpuOps::embedding_bwd(Ten dwte, Ten dwpe, Ten dout, Ten tokens, int B, int 
     for (size_t i = 0; i < bt; ++i)
         GPT_CHECK(tok[i] >= 0 && size_t(tok[i]) < rows,
                   fmt::format("cpu backend: embedding_bwd: token {} at position {} is outside the "
-                              "embedding table of {} rows", tok[i], i, rows));
+                              "embedding table of {} rows",
+                              tok[i], i, rows));
     cpu::embedding_bwd(f32(dwte, rows * E, "embedding_bwd dwte"),
                        f32(dwpe, size_t(T) * E, "embedding_bwd dwpe"),
                        f32(dout, bt * E, "embedding_bwd dout"), tok, B, T, E);
@@ -183,12 +187,11 @@ void CpuOps::matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, T
 
 void CpuOps::matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K, int N) {
     check_positive("matmul_bwd", {M, K, N});
-    cpu::matmul_bwd(f32_optional(din, size_t(M) * K, "matmul_bwd din"),
-                    f32_optional(dw, size_t(N) * K, "matmul_bwd dw"),
-                    f32_optional(dbias, N, "matmul_bwd dbias"),
-                    f32(dout, size_t(M) * N, "matmul_bwd dout"),
-                    f32(in, size_t(M) * K, "matmul_bwd in"), f32(w, size_t(N) * K, "matmul_bwd w"),
-                    M, K, N);
+    cpu::matmul_bwd(
+        f32_optional(din, size_t(M) * K, "matmul_bwd din"),
+        f32_optional(dw, size_t(N) * K, "matmul_bwd dw"),
+        f32_optional(dbias, N, "matmul_bwd dbias"), f32(dout, size_t(M) * N, "matmul_bwd dout"),
+        f32(in, size_t(M) * K, "matmul_bwd in"), f32(w, size_t(N) * K, "matmul_bwd w"), M, K, N);
 }
 
 void CpuOps::gelu_fwd(Ten out, Ten in, size_t n) {
@@ -210,7 +213,8 @@ void CpuOps::add_inplace(Ten acc, Ten x, size_t n) {
 
 void CpuOps::dropout(Ten x, size_t n, float p, uint64_t seed) {
     GPT_CHECK(p >= 0.f && p < 1.f, fmt::format("cpu backend: dropout: p = {} must lie in [0, 1); "
-                                               "fix model.dropout", p));
+                                               "fix model.dropout",
+                                               p));
     cpu::dropout(f32(x, n, "dropout x"), n, p, seed);
 }
 
@@ -220,16 +224,18 @@ void check_attention(const AttnDims& d, const char* what) {
     check_positive(what, {d.B, d.T, d.Hq, d.Hkv, d.Dqk, d.Dv});
     GPT_CHECK(d.Hq % d.Hkv == 0,
               fmt::format("cpu backend: {}: Hkv = {} does not divide Hq = {}; grouped heads need "
-                          "a whole number of query heads per key/value head", what, d.Hkv, d.Hq));
-    GPT_CHECK(d.q_stride >= d.Hq * d.Dqk && d.k_stride >= d.Hkv * d.Dqk &&
-                  d.v_stride >= d.Hkv * d.Dv,
-              fmt::format("cpu backend: {}: token strides q {} k {} v {} are narrower than the "
-                          "heads they hold (Hq*Dqk = {}, Hkv*Dqk = {}, Hkv*Dv = {})", what,
-                          d.q_stride, d.k_stride, d.v_stride, d.Hq * d.Dqk, d.Hkv * d.Dqk,
-                          d.Hkv * d.Dv));
+                          "a whole number of query heads per key/value head",
+                          what, d.Hkv, d.Hq));
+    GPT_CHECK(
+        d.q_stride >= d.Hq * d.Dqk && d.k_stride >= d.Hkv * d.Dqk && d.v_stride >= d.Hkv * d.Dv,
+        fmt::format("cpu backend: {}: token strides q {} k {} v {} are narrower than the "
+                    "heads they hold (Hq*Dqk = {}, Hkv*Dqk = {}, Hkv*Dv = {})",
+                    what, d.q_stride, d.k_stride, d.v_stride, d.Hq * d.Dqk, d.Hkv * d.Dqk,
+                    d.Hkv * d.Dv));
     GPT_CHECK(d.band >= 0 && (d.band == 0 || (d.band_split >= 0 && d.band_split <= d.Dqk)),
               fmt::format("cpu backend: {}: band {} / band_split {} invalid; band >= 0 and "
-                          "0 <= band_split <= Dqk = {}", what, d.band, d.band_split, d.Dqk));
+                          "0 <= band_split <= Dqk = {}",
+                          what, d.band, d.band_split, d.Dqk));
     GPT_CHECK(d.dropout >= 0.f && d.dropout < 1.f,
               fmt::format("cpu backend: {}: dropout {} must lie in [0, 1)", what, d.dropout));
 }
@@ -259,25 +265,25 @@ void CpuOps::attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, T
     const size_t q_ext = extent(d, d.q_stride, d.Hq * d.Dqk);
     const size_t k_ext = extent(d, d.k_stride, d.Hkv * d.Dqk);
     const size_t v_ext = extent(d, d.v_stride, d.Hkv * d.Dv);
-    cpu::attention_bwd(f32_extent(dq, q_ext, "attention_bwd dq"),
-                       f32_extent(dk, k_ext, "attention_bwd dk"),
-                       f32_extent(dv, v_ext, "attention_bwd dv"),
-                       f32(dout, rows * d.Hq * d.Dv, "attention_bwd dout"),
-                       f32(lse, rows * d.Hq, "attention_bwd lse"),
-                       f32_extent(q, q_ext, "attention_bwd q"),
-                       f32_extent(k, k_ext, "attention_bwd k"),
-                       f32_extent(v, v_ext, "attention_bwd v"), d);
+    cpu::attention_bwd(
+        f32_extent(dq, q_ext, "attention_bwd dq"), f32_extent(dk, k_ext, "attention_bwd dk"),
+        f32_extent(dv, v_ext, "attention_bwd dv"),
+        f32(dout, rows * d.Hq * d.Dv, "attention_bwd dout"),
+        f32(lse, rows * d.Hq, "attention_bwd lse"), f32_extent(q, q_ext, "attention_bwd q"),
+        f32_extent(k, k_ext, "attention_bwd k"), f32_extent(v, v_ext, "attention_bwd v"), d);
 }
 
 void CpuOps::classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp, float dloss) {
     check_positive("classifier", {N, V, Vp});
     GPT_CHECK(V <= Vp, fmt::format("cpu backend: classifier: V = {} real columns exceed the padded "
-                                   "row width Vp = {}; Vp must be >= V", V, Vp));
+                                   "row width Vp = {}; Vp must be >= V",
+                                   V, Vp));
     const int32_t* tgt = i32(targets, N, "classifier targets");
     for (int i = 0; i < N; ++i)
         GPT_CHECK(tgt[i] >= 0 && tgt[i] < V,
                   fmt::format("cpu backend: classifier: target {} of row {} is outside the "
-                              "vocabulary [0, {}); check the data's token ids", tgt[i], i, V));
+                              "vocabulary [0, {}); check the data's token ids",
+                              tgt[i], i, V));
     cpu::classifier(f32(losses, N, "classifier losses"),
                     f32(logits, size_t(N) * Vp, "classifier logits"), tgt, N, V, Vp, dloss);
 }
@@ -288,16 +294,19 @@ double CpuOps::sum_squares(Ten t) { return cpu::sum_squares(f32(t, t.n, "sum_squ
 
 void CpuOps::adamw(const std::vector<AdamWTensor>& ts, const AdamWHyper& h) {
     GPT_CHECK(h.step >= 1, fmt::format("cpu backend: adamw: step {} must be >= 1 (1-based, for "
-                                       "bias correction)", h.step));
+                                       "bias correction)",
+                                       h.step));
     for (const AdamWTensor& t : ts) {
         const size_t n = t.param.n;
         GPT_CHECK(t.param.space == Space::Param && t.m.space == Space::Opt &&
                       t.v.space == Space::Opt && (!h.amsgrad || t.vmax.space == Space::Opt),
                   fmt::format("cpu backend: adamw: parameter {} must be a Param view and m, v, "
-                              "vmax Opt views", describe(t.param)));
+                              "vmax Opt views",
+                              describe(t.param)));
         GPT_CHECK(!h.amsgrad || t.vmax.present(),
                   fmt::format("cpu backend: adamw: AMSGrad is on but parameter {} has no vmax "
-                              "state; plan a vmax Opt tensor for it", describe(t.param)));
+                              "state; plan a vmax Opt tensor for it",
+                              describe(t.param)));
         cpu::adamw_update(f32(t.param, n, "adamw param"),
                           f32(t.param.as(Space::Grad), n, "adamw grad"), f32(t.m, n, "adamw m"),
                           f32(t.v, n, "adamw v"),

@@ -79,15 +79,15 @@ void dropout(S* x, size_t n, float p, uint64_t seed) {
     for (size_t i = 0; i < n; ++i) x[i] = dropout_keep(seed, i, p) ? x[i] * keep_scale : S(0);
 }
 
-#define GPT_INSTANTIATE(S)                                                                    \
-    template void embedding_fwd<S>(S*, const int32_t*, const S*, const S*, int, int, int);    \
-    template void embedding_bwd<S>(S*, S*, const S*, const int32_t*, int, int, int);          \
-    template void gelu_fwd<S>(S*, const S*, size_t);                                          \
-    template void gelu_bwd<S>(S*, const S*, const S*, size_t);                                \
-    template void add<S>(S*, const S*, const S*, size_t);                                     \
-    template void add_inplace<S>(S*, const S*, size_t);                                       \
-    template void scale<S>(S*, S, size_t);                                                    \
-    template void mul_inplace<S>(S*, const S*, size_t);                                       \
+#define GPT_INSTANTIATE(S)                                                                 \
+    template void embedding_fwd<S>(S*, const int32_t*, const S*, const S*, int, int, int); \
+    template void embedding_bwd<S>(S*, S*, const S*, const int32_t*, int, int, int);       \
+    template void gelu_fwd<S>(S*, const S*, size_t);                                       \
+    template void gelu_bwd<S>(S*, const S*, const S*, size_t);                             \
+    template void add<S>(S*, const S*, const S*, size_t);                                  \
+    template void add_inplace<S>(S*, const S*, size_t);                                    \
+    template void scale<S>(S*, S, size_t);                                                 \
+    template void mul_inplace<S>(S*, const S*, size_t);                                    \
     template void dropout<S>(S*, size_t, float, uint64_t);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)

@@ -23,7 +23,7 @@ template <class S>
 void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, int N, S* gelu_out) {
     gemm(CblasNoTrans, CblasTrans, M, N, K, in, K, w, K, S(0), out, N);
     if (!bias && !gelu_out) return;
-    // Epilogue in one pass: bias, then GELU into gelu_out (out keeps the pre-activation).
+        // Epilogue in one pass: bias, then GELU into gelu_out (out keeps the pre-activation).
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < M; ++i) {
         S* o = out + static_cast<size_t>(i) * N;
@@ -52,8 +52,8 @@ void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w,
     }
 }
 
-#define GPT_INSTANTIATE(S)                                                                     \
-    template void matmul_fwd<S>(S*, const S*, const S*, const S*, int, int, int, S*);          \
+#define GPT_INSTANTIATE(S)                                                            \
+    template void matmul_fwd<S>(S*, const S*, const S*, const S*, int, int, int, S*); \
     template void matmul_bwd<S>(S*, S*, S*, const S*, const S*, const S*, int, int, int);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
