@@ -61,6 +61,25 @@ TEST_CASE("progress: on a terminal, redraws one line at most ~10 times a second"
     CHECK(out.find("loss 3.1") != std::string::npos);
 }
 
+TEST_CASE("progress: a resumed loop's rate counts from its first update") {
+    std::FILE* f = std::tmpfile();
+    REQUIRE(f);
+    {
+        Progress p("train", 1000, f, false, 100);  // plain lines only at 100%: just the final one
+        p.update(900);                             // resumed at 90%
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        p.update(1000);
+    }
+    std::string out = contents(f);
+    std::fclose(f);
+    // 100 units in ~0.2 s is ~500/s; counting from zero would claim ~5000/s.
+    auto bar = out.find("| ");
+    REQUIRE(bar != std::string::npos);
+    double rate = std::stod(out.substr(bar + 2));
+    CHECK(rate > 150);
+    CHECK(rate < 700);
+}
+
 TEST_CASE("progress: unknown totals and durations are formatted sensibly") {
     CHECK(Progress::format_duration(42.2) == "42s");
     CHECK(Progress::format_duration(187) == "3:07");

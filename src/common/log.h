@@ -13,4 +13,10 @@ void init_logging(const std::string& run_dir, bool verbose);
 // Path of the current log file ("" when console only).
 const std::string& log_file_path();
 
+// A live progress line on the terminal (train/progress.h) registers here, so that a log message
+// first erases it instead of being glued to its end; take_console_line_cleared() then tells the
+// progress display to redraw at its next update.
+void set_console_live_line(bool active);
+bool take_console_line_cleared();
+
 }  // namespace gpt

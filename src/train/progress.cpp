@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
+
+#include "common/log.h"
 
 namespace gpt {
 namespace {
@@ -52,15 +55,20 @@ std::string Progress::format_duration(double seconds) {
 }
 
 std::string Progress::render(int64_t done, const std::string& suffix, bool final) const {
-    double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
-    double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+    auto now = Clock::now();
+    double elapsed = std::chrono::duration<double>(now - start_).count();
+    // The rate counts from the first update, not from zero: a resumed run starts part-way.
+    double since_first = std::chrono::duration<double>(now - first_time_).count();
+    double rate = (first_done_ >= 0 && done > first_done_ && since_first > 0)
+                      ? static_cast<double>(done - first_done_) / since_first
+                      : std::numeric_limits<double>::quiet_NaN();
     std::string line = label_;
     if (total_ > 0)
         line += fmt::format(" {:5.1f}% {}/{}", 100.0 * static_cast<double>(done) / static_cast<double>(total_), done,
                             total_);
     else
         line += fmt::format(" {}", done);
-    line += fmt::format(" | {}/s", si(rate));
+    line += " | " + (std::isfinite(rate) ? si(rate) : std::string("?")) + "/s";
     if (final)
         line += " | took " + format_duration(elapsed);
     else if (total_ > 0)
@@ -71,6 +79,7 @@ std::string Progress::render(int64_t done, const std::string& suffix, bool final
 
 void Progress::emit(const std::string& line) {
     if (live_) {
+        set_console_live_line(out_ == stderr);
         // Pad with spaces to wipe a longer previous line (no terminal escape codes needed).
         std::string padded = line;
         if (padded.size() < last_width_) padded.append(last_width_ - padded.size(), ' ');
@@ -88,8 +97,13 @@ void Progress::update(int64_t done, const std::string& suffix) {
     done_ = done;
     suffix_ = suffix;
     auto now = Clock::now();
+    if (first_done_ < 0) {
+        first_done_ = done;
+        first_time_ = now;
+    }
     if (live_) {
-        if (drawn_ && now - last_draw_ < kRedrawInterval) return;
+        if (take_console_line_cleared()) last_width_ = 0;  // a log message erased the line: redraw now
+        else if (drawn_ && now - last_draw_ < kRedrawInterval) return;
         last_draw_ = now;
         emit(render(done, suffix, false));
         return;
@@ -110,6 +124,7 @@ void Progress::finish() {
     finished_ = true;
     emit(render(done_, suffix_, true));
     if (live_) {
+        set_console_live_line(false);
         std::fputc('\n', out_);
         std::fflush(out_);
     }

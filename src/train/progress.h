@@ -35,7 +35,8 @@ private:
     std::FILE* out_;
     bool live_;
     int every_percent_;
-    Clock::time_point start_, last_draw_;
+    Clock::time_point start_, last_draw_, first_time_;
+    int64_t first_done_ = -1;         // `done` at the first update: the rate counts from there
     int64_t done_ = 0;
     std::string suffix_;
     int64_t next_plain_percent_;
