@@ -1,32 +1,91 @@
-// `gpt2 check` (make check): the dry run of the configured model, then the plan of the real run.
+// `gpt2 check` (make check): validate the config; for every model the job would build (each
+// selected ablation step, or the one configured model) build it, print its description and
+// parameter count, train it 3 optimizer steps with gradient accumulation 2 on tiny shapes and
+// check the loss is finite and every parameter got a gradient; then the plan of the real run.
+#include <chrono>
 #include <iostream>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "common/error.h"
+#include "model/backend.h"
 #include "model/gpt.h"
+#include "train/ablation_runner.h"
+#include "train/config_io.h"
 #include "train/dry_run.h"
+#include "train/session.h"
+#include "train/train_step.h"
 
 namespace gpt {
 
+namespace {
+
+// Seconds per token of the real model on this machine, measured on one short micro-batch
+// (B = 1, T <= 128): an estimate, stated as such.
+double measure_seconds_per_token(const RunConfig& cfg) {
+    RunConfig c = cfg;
+    c.train.batch_size = 1;
+    c.train.seq_len = std::min(cfg.train.seq_len, 128);
+    c.train.grad_accum = 1;
+    Session s(c, 1, c.train.seq_len, true);
+    auto batch = [&](int32_t* in, int32_t* tg) {
+        for (int i = 0; i < c.train.seq_len; ++i) in[i] = tg[i] = (i * 7919) % cfg.model.vocab_size;
+    };
+    train_step(s, 1, batch);   // warm-up
+    s.ops().synchronize();
+    auto t0 = std::chrono::steady_clock::now();
+    train_step(s, 2, batch);
+    s.ops().synchronize();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / c.train.seq_len;
+}
+
+}  // namespace
+
 int cmd_check(const RunConfig& cfg) {
-    std::cout << "config: valid\n";
-    const DryRunResult r = dry_run(cfg);
-    std::cout << fmt::format("{} {}\n", r.pass ? "PASS" : "FAIL", r.description);
-    for (const auto& p : r.problems) std::cout << "  problem: " << p << "\n";
-    if (!r.losses.empty())
-        std::cout << fmt::format("  losses over 3 steps (accumulation 2): {:.4f} {:.4f} {:.4f}\n", r.losses[0],
-                                 r.losses.size() > 1 ? r.losses[1] : 0.0, r.losses.size() > 2 ? r.losses[2] : 0.0);
-    // The real run's plan.
-    GPT model(cfg.model, cfg.train.batch_size, cfg.train.seq_len);
-    const double tokens = double(cfg.train.max_iters) * cfg.train.batch_size * cfg.train.seq_len *
-                          cfg.train.grad_accum;
-    std::cout << fmt::format("plan: {} steps x {} tokens = {:.3g} tokens; {:.3g} PFLOP of training\n",
-                             cfg.train.max_iters,
-                             cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum, tokens,
-                             tokens * model.flops_per_token(cfg.train.seq_len) / 1e15);
-    std::cout << (r.pass ? "1 passed, 0 failed\n" : "0 passed, 1 failed\n");
-    return r.pass ? 0 : 1;
+    std::cout << "config: valid (job " << cfg.job << ")\n";
+    std::vector<std::pair<std::string, RunConfig>> models;
+    if (cfg.job == "ablation") {
+        for (const auto& [st, c] : ablation_step_configs(cfg)) models.emplace_back(fmt::format("step {:>2}", st.id), c);
+    } else {
+        models.emplace_back("model", cfg);
+    }
+    int passed = 0, failed = 0;
+    for (const auto& [label, c] : models) {
+        const DryRunResult r = dry_run(c);
+        std::cout << fmt::format("{} {}: {}\n", r.pass ? "PASS" : "FAIL", label, r.description);
+        if (!r.losses.empty())
+            std::cout << fmt::format("         3 steps x 2 micro-batches of 2x16: loss {:.4f} -> {:.4f}\n", r.losses.front(),
+                                     r.losses.back());
+        for (const auto& p : r.problems) std::cout << "         problem: " << p << "\n";
+        (r.pass ? passed : failed)++;
+        std::cout.flush();
+    }
+
+    // The plan of the real run.
+    const Backend be = make_backend(cfg.train.device, cfg.train.threads);
+    const double tokens_per_step = double(cfg.train.batch_size) * cfg.train.seq_len * cfg.train.grad_accum;
+    const double tokens = tokens_per_step * cfg.train.max_iters;
+    std::cout << fmt::format("plan: {} model(s) x {} steps x {:.0f} tokens = {:.3g} tokens per model, on {}\n",
+                             models.size(), cfg.train.max_iters, tokens_per_step, tokens, be.description);
+    try {
+        const RunConfig& first = models.front().second;
+        GPT model(first.model, first.train.batch_size, first.train.seq_len);
+        MemoryPlan plan = model.memory_plan();
+        plan[Space::Opt] = model.params().total() * (first.train.optim.amsgrad ? 3 : 2);   // m, v (, vmax)
+        double bytes = 0;
+        for (int s = 0; s < kNumSpaces; ++s) bytes += double(plan.elems[s]) * double(be.bytes.bytes[s]);
+        const double spt = measure_seconds_per_token(first);
+        std::cout << fmt::format("  memory per model (first): {:.2f} GiB planned\n", bytes / (1 << 30));
+        std::cout << fmt::format("  time: about {:.1f} h per model, {:.1f} h in all (from one {}-token step "
+                                 "measured here; a rough, usually pessimistic estimate)\n",
+                                 spt * tokens / 3600, spt * tokens * double(models.size()) / 3600,
+                                 std::min(first.train.seq_len, 128));
+    } catch (const Error& e) {
+        std::cout << "  plan: cannot estimate on this machine: " << e.what() << "\n";
+    }
+    std::cout << fmt::format("{} passed, {} failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
 }
 
 }  // namespace gpt

@@ -20,6 +20,8 @@ struct CommandArgs {
     std::string name = "data";
     double val_fraction = 0.05;
     std::string tokenizer_dir;
+    std::vector<int> batches;   // bench
+    int warmup = 3, steps = 10;
 };
 
 int cmd_run(const RunConfig& cfg, const CommandArgs& args);
@@ -29,5 +31,6 @@ int cmd_sample(const RunConfig& cfg, const CommandArgs& args);
 int cmd_prepare(const RunConfig& cfg, const CommandArgs& args);
 int cmd_check(const RunConfig& cfg);
 int cmd_info(const RunConfig& cfg);
+int cmd_bench(const RunConfig& cfg, const CommandArgs& args);
 
 }  // namespace gpt

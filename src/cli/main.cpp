@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
     prepare->add_option("--val-fraction", args.val_fraction, "fraction of documents for validation");
     prepare->add_option("--tokenizer", args.tokenizer_dir, "directory with encoder.json and vocab.bpe");
     auto* check = app.add_subcommand("check", "dry run: validate the config, build and briefly train every step");
+    auto* bench = app.add_subcommand("bench", "time the training step of the configured model");
+    bench->add_option("-b,--batch", args.batches, "micro-batch sizes to time (default: train.batch_size)");
+    bench->add_option("--warmup", args.warmup, "untimed steps first");
+    bench->add_option("--steps", args.steps, "timed steps (the median is reported)");
     auto* info = app.add_subcommand("info", "print the model, its parameters and the memory plan");
 
     // Global options (--config, --set) may also follow the subcommand.
@@ -63,6 +67,7 @@ int main(int argc, char** argv) {
         validate(cfg);
         if (info->parsed()) return cmd_info(cfg);
         if (check->parsed()) return cmd_check(cfg);
+        if (bench->parsed()) return cmd_bench(cfg, args);
         if (eval->parsed()) return cmd_eval(cfg, args);
         if (sample->parsed()) return cmd_sample(cfg, args);
         if (train->parsed()) return cmd_train(cfg);

@@ -87,6 +87,9 @@ public:
     virtual void scale(Ten t, float s) = 0;                      // t *= s (fp32 spaces)
     virtual void params_changed() {}                             // refresh low-precision copies
     virtual void synchronize() {}
+    // Device memory the backend holds right now and at most so far, in bytes (0: not tracked).
+    virtual size_t memory_in_use() const { return 0; }
+    virtual size_t memory_peak() const { return 0; }
 
     // --- layers (dX = gradient w.r.t. X) -------------------------------------------------------
     // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]

@@ -7,8 +7,8 @@
 
 #include "common/error.h"
 #include "common/rng.h"
-#include "train/schedule.h"
 #include "train/session.h"
+#include "train/train_step.h"
 
 namespace gpt {
 
@@ -24,24 +24,18 @@ DryRunResult dry_run(const RunConfig& base, int steps, int grad_accum, int B, in
         r.description = s.model().describe();
         for (const auto& p : s.model().params().specs()) r.parameters += p.numel();
         Rng rng(cfg.train.seed);
-        std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
+        const size_t n = size_t(B) * T;
         std::vector<bool> touched(s.model().params().specs().size(), false);
         for (int step = 1; step <= steps; ++step) {
-            s.ops().zero(Ten{Space::Grad, 0, s.param_elems()});
-            double loss = 0;
-            for (int m = 0; m < grad_accum; ++m) {
-                for (size_t i = 0; i < x.size(); ++i) {
-                    x[i] = int32_t(rng.next_u64() % uint64_t(cfg.model.vocab_size));
-                    y[i] = int32_t(rng.next_u64() % uint64_t(cfg.model.vocab_size));
+            const StepOutcome o = train_step(s, step, [&](int32_t* in, int32_t* tg) {
+                for (size_t i = 0; i < n; ++i) {
+                    in[i] = int32_t(rng.next_u64() % uint64_t(cfg.model.vocab_size));
+                    tg[i] = int32_t(rng.next_u64() % uint64_t(cfg.model.vocab_size));
                 }
-                s.model().set_batch(s.ops(), x.data(), y.data(), B, T);
-                StepContext c{&s.ops(), B, T, true, mix64(uint64_t(step) * 16 + m)};
-                loss += s.model().forward(c, 1.f / float(B * T * grad_accum));
-                s.model().backward(c);
-            }
-            r.losses.push_back(loss / grad_accum);
-            if (!std::isfinite(r.losses.back()))
-                r.problems.push_back(fmt::format("loss is {} at step {}", r.losses.back(), step));
+            });
+            r.losses.push_back(o.loss);
+            if (!std::isfinite(o.loss)) r.problems.push_back(fmt::format("loss is {} at step {}", o.loss, step));
+            // The optimizer leaves the accumulated gradients in place: inspect them.
             const auto grads = s.download(Space::Grad, s.param_elems());
             const auto& specs = s.model().params().specs();
             for (size_t i = 0; i < specs.size(); ++i) {
@@ -54,8 +48,6 @@ DryRunResult dry_run(const RunConfig& base, int steps, int grad_accum, int B, in
                 if (!finite) r.problems.push_back("non-finite gradient in " + specs[i].name);
                 if (nonzero) touched[i] = true;
             }
-            s.optimizer().step(s.ops(), step, learning_rate(cfg.train.optim, step, cfg.train.max_iters));
-            s.ops().params_changed();
         }
         const auto& specs = s.model().params().specs();
         for (size_t i = 0; i < specs.size(); ++i)

@@ -17,8 +17,8 @@
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/sampler.h"
-#include "train/schedule.h"
 #include "train/session.h"
+#include "train/train_step.h"
 
 namespace gpt {
 
@@ -143,8 +143,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
 
     TrainResult result;
     result.first_step = start + 1;
-    std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
-    const float dloss = 1.0f / float(size_t(B) * T * accum);
+    result.planned_gib = s.planned_gib();
     const double tokens_per_step = double(B) * T * accum;
     const double flops_per_token = s.model().flops_per_token(T);
     std::optional<Progress> progress;
@@ -154,23 +153,14 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
 
     for (int64_t step = start + 1; step <= tc.max_iters; ++step) {
         auto t0 = std::chrono::steady_clock::now();
-        s.ops().zero(Ten{Space::Grad, 0, s.param_elems()});
-        double loss = 0;
-        for (int micro = 0; micro < accum; ++micro) {
-            train_data.next_batch(x.data(), y.data());
-            s.model().set_batch(s.ops(), x.data(), y.data(), B, T);
-            StepContext c{&s.ops(), B, T, true, mix64(tc.seed ^ mix64(uint64_t(step) * 1024 + micro))};
-            loss += s.model().forward(c, dloss);
-            s.model().backward(c);
-        }
-        loss /= accum;
+        const StepOutcome o =
+            train_step(s, step, [&](int32_t* in, int32_t* tg) { train_data.next_batch(in, tg); });
+        const double loss = o.loss;
+        const OptimizerStepInfo& info = o.info;
         if (!std::isfinite(loss))
             fail(fmt::format("training diverged at step {}: the loss is {}. Lower train.optim.lr or "
                              "raise warmup; the last checkpoint in {}/checkpoints is intact",
                              step, loss, tc.out_dir));
-        const float lr = learning_rate(tc.optim, int(step), tc.max_iters);
-        const OptimizerStepInfo info = s.optimizer().step(s.ops(), int(step), lr);
-        s.ops().params_changed();
         s.ops().synchronize();
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (step > start + 1) {   // the first step carries one-time warm-up costs

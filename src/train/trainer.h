@@ -16,6 +16,7 @@ struct TrainResult {
     std::vector<std::pair<int64_t, double>> val_losses;
     double seconds = 0;
     double tokens_per_s = 0;
+    double planned_gib = 0;            // the memory plan of this run
     std::string sample;                // the last generated sample, if any
 };
 

@@ -1,0 +1,77 @@
+#include "train/benchmark.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/rng.h"
+#include "train/session.h"
+#include "train/train_step.h"
+
+namespace gpt {
+
+std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const std::vector<int>& batches,
+                                                 int warmup, int steps) {
+    std::vector<StepBenchResult> out;
+    for (int B : batches) {
+        StepBenchResult r;
+        r.batch = B;
+        r.seq = base.train.seq_len;
+        RunConfig cfg = base;
+        cfg.train.batch_size = B;
+        cfg.train.grad_accum = 1;
+        try {
+            Session s(cfg, B, cfg.train.seq_len, true);
+            Rng rng(1);
+            const size_t n = size_t(B) * cfg.train.seq_len;
+            // Random tokens (never zeros: they can run faster than real data).
+            std::vector<int32_t> xs(n * 2);
+            for (auto& t : xs) t = int32_t(rng.next_u64() % uint64_t(cfg.model.vocab_size));
+            auto batch = [&](int32_t* in, int32_t* tg) {
+                std::copy(xs.begin(), xs.begin() + long(n), in);
+                std::copy(xs.begin() + long(n), xs.end(), tg);
+            };
+            std::vector<double> ms;
+            for (int i = 0; i < warmup + steps; ++i) {
+                s.ops().synchronize();
+                auto t0 = std::chrono::steady_clock::now();
+                train_step(s, i + 1, batch);
+                s.ops().synchronize();
+                double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+                if (i >= warmup) ms.push_back(dt);
+            }
+            std::sort(ms.begin(), ms.end());
+            r.ms_median = ms[ms.size() / 2];
+            r.ms_min = ms.front();
+            r.tokens_per_s = double(n) / (r.ms_median / 1e3);
+            const double peak = s.backend().is_cuda ? 989.4e12 : std::nan("");
+            r.mfu = s.model().flops_per_token(cfg.train.seq_len) * r.tokens_per_s / peak;
+            r.planned_gib = s.planned_gib();
+            r.peak_gib = double(s.ops().memory_peak()) / (1024.0 * 1024.0 * 1024.0);
+        } catch (const Error& e) {
+            r.error = e.what();
+        }
+        out.push_back(r);
+    }
+    return out;
+}
+
+std::string format_bench_table(const std::string& title, const std::vector<StepBenchResult>& rows) {
+    std::string s = title + "\n";
+    s += fmt::format("  {:>5} {:>6} {:>10} {:>10} {:>12} {:>7} {:>10} {:>10}\n", "B", "T", "ms/step", "min ms",
+                     "tokens/s", "MFU", "plan GiB", "peak GiB");
+    for (const auto& r : rows) {
+        if (!r.error.empty()) {
+            s += fmt::format("  {:>5} {:>6}  failed: {}\n", r.batch, r.seq, r.error);
+            continue;
+        }
+        s += fmt::format("  {:>5} {:>6} {:>10.2f} {:>10.2f} {:>12.0f} {:>6.1f}% {:>10.2f} {:>10.2f}\n", r.batch,
+                         r.seq, r.ms_median, r.ms_min, r.tokens_per_s, 100.0 * r.mfu, r.planned_gib, r.peak_gib);
+    }
+    return s;
+}
+
+}  // namespace gpt
