@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -187,7 +188,7 @@ TEST_CASE("metrics: a reader holding metrics.h5 open (with HDF5 locking) does no
         hid_t f = H5Fopen(log.h5_path().c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
         char byte = f >= 0 ? 'y' : 'n';
         if (write(ready[1], &byte, 1) != 1) _exit(2);
-        usleep(500 * 1000);
+        usleep(10 * 1000 * 1000);  // killed by the parent long before this ends
         _exit(0);
     }
     char byte = 0;
@@ -196,6 +197,7 @@ TEST_CASE("metrics: a reader holding metrics.h5 open (with HDF5 locking) does no
     log.log_step(step_row(2));
     log.flush();
     CHECK(raw_read_doubles(log.h5_path(), "/train/loss").size() == 2);  // written while the reader held it
+    kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);
     close(ready[0]);
