@@ -66,8 +66,10 @@ install_carried_deps 2>&1 | tee "$LOGDIR/deps.log"
   cat "$LOGDIR/deps.log"; } | tee "$LOGDIR/device.log"
 rm -f "$LOGDIR/deps.log"
 
+# GPT_WERROR=OFF: CI (g++ 12) enforces -Werror; a newer compiler's new warnings here must not
+# stop the GPU check (they still print in build.log).
 run_step configure build.log cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90a
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DGPT_WERROR=OFF
 run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention
 run_step tests tests.log "$BUILD/gpt_gpu_tests" --duration=true
 

@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic, j = jrow[e / 2];
-                const float pr = i >= j ? exp2f(st[nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
+                const float pr = i >= j ? fast_exp2(st[nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
                 const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
                 dpt[nt][e] = pr * (z * dpt[nt][e] - d_s[ic]);
                 st[nt][e] = pr * z;
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int i = row[e / 2], j = k0 + nt * 8 + 2 * t + (e & 1);
-                const float pr = j <= i ? exp2f(s[nt][e] * p.scale_log2 - lse2[e / 2]) : 0.f;
+                const float pr = j <= i ? fast_exp2(s[nt][e] * p.scale_log2 - lse2[e / 2]) : 0.f;
                 const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
                 dp[nt][e] = pr * (z * dp[nt][e] - del[e / 2]);
             }

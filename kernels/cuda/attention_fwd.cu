@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             const float m_new = fmaxf(m[r], mx[r]);
-            corr[r] = m[r] == -INFINITY ? 0.f : exp2f(m[r] - m_new);
+            corr[r] = m[r] == -INFINITY ? 0.f : fast_exp2(m[r] - m_new);
             m[r] = m_new;
             l[r] *= corr[r];
         }
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const float mr = m[e / 2] == -INFINITY ? 0.f : m[e / 2];
-                float pr = exp2f(s[nt][e] - mr);
+                float pr = fast_exp2(s[nt][e] - mr);
                 l[e / 2] += pr;
                 if (p.dropout > 0.f) pr *= drop_factor(p, b, h, row[e / 2], k0 + nt * 8 + 2 * t + (e & 1));
                 s[nt][e] = pr;
@@ -217,14 +217,13 @@ Params make_params(const AttnDims& d) {
 }  // namespace attn
 
 void attention_check(const AttnDims& d) {
-    const std::string shape = "B=" + std::to_string(d.B) + " T=" + std::to_string(d.T) +
-                              " Hq=" + std::to_string(d.Hq) + " Hkv=" + std::to_string(d.Hkv) +
-                              " Dqk=" + std::to_string(d.Dqk) + " Dv=" + std::to_string(d.Dv) +
-                              " strides q/k/v=" + std::to_string(d.q_stride) + "/" +
-                              std::to_string(d.k_stride) + "/" + std::to_string(d.v_stride) +
-                              " band=" + std::to_string(d.band) + "/" + std::to_string(d.band_split);
-    auto bad = [&](const std::string& why) {
-        fail("cuda-bf16 attention: unsupported shape (" + shape + "): " + why);
+    auto bad = [&](const char* why) {
+        fail("cuda-bf16 attention: unsupported shape (B=" + std::to_string(d.B) +
+             " T=" + std::to_string(d.T) + " Hq=" + std::to_string(d.Hq) +
+             " Hkv=" + std::to_string(d.Hkv) + " Dqk=" + std::to_string(d.Dqk) +
+             " Dv=" + std::to_string(d.Dv) + " strides q/k/v=" + std::to_string(d.q_stride) + "/" +
+             std::to_string(d.k_stride) + "/" + std::to_string(d.v_stride) +
+             " band=" + std::to_string(d.band) + "/" + std::to_string(d.band_split) + "): " + why);
     };
     const bool dims_ok = (d.Dqk == 64 && d.Dv == 64) || (d.Dqk == 128 && d.Dv == 128) ||
                          (d.Dqk == 128 && d.Dv == 64);
