@@ -17,11 +17,6 @@
 namespace gpt {
 namespace cuda {
 
-void fail_cuda(cudaError_t err, const char* call, const char* file, int line) {
-    fail(std::string("cuda-bf16: CUDA call failed: ") + call + " -> " + cudaGetErrorName(err) +
-         ": " + cudaGetErrorString(err) + " (" + file + ":" + std::to_string(line) + ")");
-}
-
 namespace {
 
 const char* space_name(Space s) {
