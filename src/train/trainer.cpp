@@ -121,7 +121,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
             spdlog::info("resumed from {} (step {})", *path, start);
         }
     }
-    MetricsLog metrics(tc.out_dir, start > 0);
+    MetricsLog metrics(tc.out_dir, start > 0, start);   // drops rows a killed run logged past its checkpoint
 
     std::optional<Tokenizer> tokenizer;
     auto sample_text = [&](int64_t step) -> std::string {
