@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/fs_atomic.h"
 
 namespace gpt {
 
@@ -32,51 +34,16 @@ std::string read_whole_file(const std::string& path, const std::string& what) {
 }
 
 void write_file_atomically(const std::string& path, std::initializer_list<std::string_view> chunks) {
-    namespace fs = std::filesystem;
-    const fs::path target(path);
-    const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) fail("cannot create directory " + dir.string() + " for " + path + ": " + ec.message());
-
-    // (append() rather than operator+: g++ 12 misreports a -Wrestrict overlap for the latter)
-    std::string tmp = (dir / std::string(".").append(target.filename().string()).append(".tmpXXXXXX")).string();
-    int fd = ::mkstemp(tmp.data());
-    if (fd < 0) fail("cannot create a temporary file next to " + path + " (" + errno_text() + ")");
-    auto abandon = [&](const std::string& why) {
-        const std::string detail = errno_text();
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        fail("writing " + path + " failed: " + why + " (" + detail + ")");
-    };
-    for (std::string_view chunk : chunks) {
-        const char* p = chunk.data();
-        size_t left = chunk.size();
-        while (left > 0) {
-            ssize_t n = ::write(fd, p, left);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) abandon("write error (disk full?)");
-            p += n;
-            left -= static_cast<size_t>(n);
-        }
-    }
-    if (::fchmod(fd, 0644) != 0) abandon("fchmod");
-    if (::fsync(fd) != 0) abandon("fsync");
-    if (::close(fd) != 0) {
-        ::unlink(tmp.c_str());
-        fail("writing " + path + " failed: close (" + errno_text() + ")");
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-        const std::string detail = errno_text();
-        ::unlink(tmp.c_str());
-        fail("writing " + path + " failed: rename (" + detail + ")");
-    }
-    // Make the rename itself durable (best effort: some file systems refuse fsync on directories).
-    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-        ::fsync(dir_fd);
-        ::close(dir_fd);
-    }
+    // The temp+fsync+rename protocol lives in common/fs_atomic; this adds writing the chunks.
+    write_file_atomically(path, [&](const std::string& tmp) {
+        std::FILE* f = std::fopen(tmp.c_str(), "wb");
+        if (!f) fail("cannot create a temporary file next to " + path + " (" + errno_text() + ")");
+        bool ok = true;
+        for (std::string_view chunk : chunks) ok = ok && std::fwrite(chunk.data(), 1, chunk.size(), f) == chunk.size();
+        ok = std::fflush(f) == 0 && ok;
+        ok = std::fclose(f) == 0 && ok;
+        if (!ok) fail("writing " + path + " failed: write error (disk full?)");
+    });
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
