@@ -4,6 +4,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -71,7 +72,8 @@ struct Pair {
         plan[s] += (n + 7) / 8 * 8;
         return t;
     }
-    void allocate() {
+    void allocate() {   // Grad and Opt views use Param's offsets: cover them
+        plan[Space::Grad] = std::max(plan[Space::Grad], plan[Space::Param]);
         cpu->allocate(plan);
         gpu->allocate(plan);
     }
