@@ -197,6 +197,9 @@ TEST_CASE("config: an unknown key names the closest known key") {
     CHECK(contains(e, "train.optim.lr"));
     CHECK(contains(override_error("model.n_layers", "3"), "model.n_layer"));
     CHECK(contains(override_error("modle.attention", "ra"), "model.attention"));
+    e = parse_error("model: gpt2\n");
+    CHECK(contains(e, "'model' is a section"));
+    CHECK(contains(e, "model.preset"));
 }
 
 TEST_CASE("config: a value of the wrong type names the key, the type and the text") {

@@ -427,6 +427,9 @@ std::string closest_key(const std::string& key) {
 const Key& find_key(const std::string& key) {
     for (const auto& k : all_keys())
         if (k.name == key) return k;
+    for (const auto& k : all_keys())
+        if (k.name.rfind(key + ".", 0) == 0)
+            fail("'" + key + "' is a section, not a value: write its keys below it (e.g. " + k.name + ")");
     fail("unknown key '" + key + "'; did you mean '" + closest_key(key) +
          "'? (docs/configuration.md lists every key)");
 }
@@ -525,7 +528,13 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     }
     KeyValues from_file;
     if (root.IsMap()) {
-        flatten(root, "", from_file);
+        try {
+            flatten(root, "", from_file);
+        } catch (const YAML::Exception& e) {
+            fail(source_name + ": unreadable entry at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+        } catch (const Error& e) {
+            fail(source_name + ": " + e.what());
+        }
     } else if (!root.IsNull()) {
         fail(source_name + ": expected a YAML mapping of keys (job:, model:, train:, ...) at the top level");
     }
