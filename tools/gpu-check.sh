@@ -85,6 +85,11 @@ else
 fi
 
 run_step bench bench.log "$BUILD/bench_attention" 100
+if [[ -n "${GPU_CHECK_PROFILE:-}" ]] && command -v ncu >/dev/null; then
+    # Nsight Compute on the second fwd+bwd of the base shape (the first warms up).
+    run_step profile ncu.log ncu --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        --section LaunchStats -k regex:attn_ --launch-skip 4 --launch-count 4 "$BUILD/bench_attention" 0
+fi
 if [[ -f "$ROOT/.peer/peer_torch_attn.py" ]]; then
     PYTHONUNBUFFERED=1 run_step peer peer.log python3 "$ROOT/.peer/peer_torch_attn.py"
 else

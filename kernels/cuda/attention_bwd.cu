@@ -10,7 +10,7 @@ namespace gpt::cuda {
 namespace attn {
 namespace {
 
-constexpr int kWarps = 4, kThreads = 32 * kWarps, kBC = 64, kBR = 64;
+constexpr int kWarps = 4, kThreads = 32 * kWarps;
 
 __global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const __nv_bfloat16* dout,
                                   int B, int T, int Hq, int DV) {
@@ -32,60 +32,88 @@ __global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const 
     }
 }
 
-// acc (16 x 8*NT) += A (16 x 16*KS rows of this warp in `sa`, k-steps [kk_begin, kk_end)) times
-// the transposed [n][k] tile `sb`.
-template <int NT, int KS>
-__device__ __forceinline__ void mma_rows_nk(float (&acc)[NT][4], const __nv_bfloat16* sa, int lda,
+// acc[mt] (16 x 8*NT) += A[mt] (rows a_row0 + 16 mt of `sa`, k-steps [kk_begin, kk_end)) times
+// the [n][k] tile `sb`; each B fragment serves all MT m-tiles.
+template <int MT, int NT, int KS>
+__device__ __forceinline__ void mma_rows_nk(float (&acc)[MT][NT][4], const __nv_bfloat16* sa, int lda,
                                             int a_row0, const __nv_bfloat16* sb, int ldb,
                                             int kk_begin, int kk_end, int lane) {
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
         if (kk < kk_begin || kk >= kk_end) continue;
-        uint32_t a[4];
-        load_a(a, sa, lda, a_row0, kk * 16, lane);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) load_a(a[mt], sa, lda, a_row0 + mt * 16, kk * 16, lane);
 #pragma unroll
         for (int np = 0; np < NT / 2; ++np) {
             uint32_t b[4];
             load_b_nk(b, sb, ldb, np * 16, kk * 16, lane);
-            mma16816(acc[2 * np], a, b[0], b[1]);
-            mma16816(acc[2 * np + 1], a, b[2], b[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                mma16816(acc[mt][2 * np], a[mt], b[0], b[1]);
+                mma16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
         }
     }
 }
 
-// acc (16 x 8*NT, n-tile pairs [np_begin, np_end)) += C (16 x 8*CT, in registers, as A) times
-// the [k][n] tile `sb`.
-template <int NT, int CT>
-__device__ __forceinline__ void mma_regs_kn(float (&acc)[NT][4], const float (&c)[CT][4],
+// acc[mt] (16 x 8*NT, n-tile pairs [np_begin, np_end)) += C[mt] (16 x 8*CT, registers, as A)
+// times the [k][n] tile `sb`.
+template <int MT, int NT, int CT>
+__device__ __forceinline__ void mma_regs_kn(float (&acc)[MT][NT][4], const float (&c)[MT][CT][4],
                                             const __nv_bfloat16* sb, int ldb, int np_begin,
                                             int np_end, int lane) {
 #pragma unroll
     for (int j = 0; j < CT / 2; ++j) {
-        uint32_t a[4];
-        c_to_a<CT>(a, c, j);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) c_to_a<CT>(a[mt], c[mt], j);
 #pragma unroll
         for (int np = 0; np < NT / 2; ++np) {
             if (np < np_begin || np >= np_end) continue;
             uint32_t b[4];
             load_b_kn(b, sb, ldb, np * 16, j * 16, lane);
-            mma16816(acc[2 * np], a, b[0], b[1]);
-            mma16816(acc[2 * np + 1], a, b[2], b[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                mma16816(acc[mt][2 * np], a[mt], b[0], b[1]);
+                mma16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
         }
     }
 }
 
-template <int NT>
-__device__ __forceinline__ void zero(float (&x)[NT][4]) {
+template <int MT, int NT>
+__device__ __forceinline__ void zero(float (&x)[MT][NT][4]) {
 #pragma unroll
-    for (int i = 0; i < NT; ++i) x[i][0] = x[i][1] = x[i][2] = x[i][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < NT; ++i) x[mt][i][0] = x[mt][i][1] = x[mt][i][2] = x[mt][i][3] = 0.f;
 }
 
-// ---- dK, dV: one block per (64-key tile, batch, kv head) ----------------------------------------
+// Zero the entries of a [rows x cols] accumulator whose pair lies outside the band: i - j > band,
+// with i the query and j the key of the entry (rows are queries unless KEY_ROWS).
+template <bool KEY_ROWS, int MT, int NT>
+__device__ __forceinline__ void band_mask(float (&x)[MT][NT][4], int row0, int col0, int band, int g,
+                                          int t) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = row0 + mt * 16 + g + 8 * (e / 2), c = col0 + nt * 8 + 2 * t + (e & 1);
+                if ((KEY_ROWS ? c - r : r - c) > band) x[mt][nt][e] = 0.f;
+            }
+}
+
+// ---- dK, dV: one block per (key tile, batch, kv head) --------------------------------------------
 template <int DQK, int DV>
 struct KvCfg {
-    static constexpr int BRB = (DQK == 128 && DV == 128) ? 32 : 64;   // query rows per step
+    static constexpr int MT = DQK == 64 ? 2 : 1;                  // 16-key m-tiles per warp
+    static constexpr int BCK = 16 * MT * kWarps;                  // keys per block
+    static constexpr int BRB = (MT == 2 || DV == 128) ? 32 : 64;  // query rows per step
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
-    static constexpr int kK = kBC * SQ, kV = kBC * SV, kQ = BRB * SQ, kO = BRB * SV;
+    static constexpr int kK = BCK * SQ, kV = BCK * SV, kQ = BRB * SQ, kO = BRB * SV;
     static constexpr size_t bytes =
         size_t(kK + kV + 2 * kQ + 2 * kO) * sizeof(__nv_bfloat16) + 2 * 2 * BRB * sizeof(float);
 };
@@ -93,7 +121,7 @@ struct KvCfg {
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
     using C = KvCfg<DQK, DV>;
-    constexpr int BRB = C::BRB, NQ = BRB / 8;
+    constexpr int MT = C::MT, BRB = C::BRB, NQ = BRB / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);
     __nv_bfloat16* sV = sK + C::kK;
@@ -102,16 +130,17 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
     float* sL = reinterpret_cast<float*>(sO + 2 * C::kO);   // lse * log2(e), two buffers
     float* sD = sL + 2 * BRB;                               // delta, two buffers
 
-    const int kv0 = blockIdx.x * kBC;
+    const int kv0 = blockIdx.x * C::BCK;
     const int b = blockIdx.y / p.Hkv, hk = blockIdx.y % p.Hkv, G = p.Hq / p.Hkv;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wrow0 = warp * 16 * MT, kw0 = kv0 + wrow0;   // this warp's first key
     const int qt0 = kv0 / BRB, nqt = (p.T + BRB - 1) / BRB - qt0, iters = G * nqt;
     const int dout_stride = p.Hq * DV;
 
-    load_tile<kBC, DQK, kThreads>(sK, p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK,
-                                  p.k_stride, kv0, p.T);
-    load_tile<kBC, DV, kThreads>(sV, p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV,
-                                 p.v_stride, kv0, p.T);
+    load_tile<C::BCK, DQK, kThreads>(sK, p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK,
+                                     p.k_stride, kv0, p.T);
+    load_tile<C::BCK, DV, kThreads>(sV, p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV,
+                                    p.v_stride, kv0, p.T);
     auto prefetch = [&](int it, int buf) {
         const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
         load_tile<BRB, DQK, kThreads>(sQ + buf * C::kQ,
@@ -130,11 +159,10 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
     prefetch(0, 0);
     cp_async_commit();
 
-    float dk[DQK / 8][4], dv[DV / 8][4];
+    float dk[MT][DQK / 8][4], dv[MT][DV / 8][4];
     zero(dk);
     zero(dv);
     const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
-    const int jrow[2] = {kv0 + warp * 16 + g, kv0 + warp * 16 + g + 8};
 
     for (int it = 0; it < iters; ++it) {
         const int buf = it & 1;
@@ -147,84 +175,84 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
         }
         __syncthreads();
         const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
-        const __nv_bfloat16* q_s = sQ + buf * C::kQ;
-        const __nv_bfloat16* o_s = sO + buf * C::kO;
-        const float* l_s = sL + buf * BRB;
-        const float* d_s = sD + buf * BRB;
+        // Queries of this step all precede this warp's keys: nothing to add.
+        if (q0 + BRB - 1 >= kw0) {
+            const __nv_bfloat16* q_s = sQ + buf * C::kQ;
+            const __nv_bfloat16* o_s = sO + buf * C::kO;
+            const float* l_s = sL + buf * BRB;
+            const float* d_s = sD + buf * BRB;
 
-        // S^T = K Q^T (rows: this warp's keys; columns: the step's queries).
-        float st[NQ][4];
-        zero(st);
-        const int mode = band_mode(p, q0, BRB, kv0, kBC);
-        if (mode != kBandNone)
-            mma_rows_nk<NQ, DQK / 16>(st, sK, C::SQ, warp * 16, q_s, C::SQ, split_steps, DQK / 16, lane);
-        if (mode == kBandMixed) {
+            // S^T = K Q^T (rows: this warp's keys; columns: the step's queries).
+            float st[MT][NQ][4];
+            zero(st);
+            const int mode = band_mode(p, q0, BRB, kw0, 16 * MT);
+            if (mode != kBandNone)
+                mma_rows_nk<MT, NQ, DQK / 16>(st, sK, C::SQ, wrow0, q_s, C::SQ, split_steps, DQK / 16, lane);
+            if (mode == kBandMixed) band_mask<true>(st, kw0, q0, p.band, g, t);
+            mma_rows_nk<MT, NQ, DQK / 16>(st, sK, C::SQ, wrow0, q_s, C::SQ, 0, split_steps, lane);
+            // dP^T = V dO^T
+            float dpt[MT][NQ][4];
+            zero(dpt);
+            mma_rows_nk<MT, NQ, DV / 16>(dpt, sV, C::SV, wrow0, o_s, C::SV, 0, DV / 16, lane);
+            // P^T, then dS^T = P^T (Z dP^T - delta) into dpt and Z P^T into st.
 #pragma unroll
-            for (int nt = 0; nt < NQ; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (q0 + nt * 8 + 2 * t + (e & 1) - jrow[e / 2] > p.band) st[nt][e] = 0.f;
-        }
-        mma_rows_nk<NQ, DQK / 16>(st, sK, C::SQ, warp * 16, q_s, C::SQ, 0, split_steps, lane);
-        // dP^T = V dO^T
-        float dpt[NQ][4];
-        zero(dpt);
-        mma_rows_nk<NQ, DV / 16>(dpt, sV, C::SV, warp * 16, o_s, C::SV, 0, DV / 16, lane);
-        // P^T, then dS^T = P^T (Z dP^T - delta) into dpt and Z P^T into st.
-#pragma unroll
-        for (int nt = 0; nt < NQ; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic, j = jrow[e / 2];
-                const float pr = i >= j ? fast_exp2(st[nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
-                const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
-                dpt[nt][e] = pr * (z * dpt[nt][e] - d_s[ic]);
-                st[nt][e] = pr * z;
-            }
-        // dV += (Z P)^T dO ; dK += dS^T Q (plain dims, then the banded dims inside the band).
-        mma_regs_kn<DV / 8, NQ>(dv, st, o_s, C::SV, 0, DV / 16, lane);
-        mma_regs_kn<DQK / 8, NQ>(dk, dpt, q_s, C::SQ, 0, split_steps, lane);
-        if (mode != kBandNone && split_steps < DQK / 16) {
-            if (mode == kBandMixed) {
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                 for (int nt = 0; nt < NQ; ++nt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        if (q0 + nt * 8 + 2 * t + (e & 1) - jrow[e / 2] > p.band) dpt[nt][e] = 0.f;
+                    for (int e = 0; e < 4; ++e) {
+                        const int ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic;
+                        const int j = kw0 + mt * 16 + g + 8 * (e / 2);
+                        const float pr = i >= j ? fast_exp2(st[mt][nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
+                        const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
+                        dpt[mt][nt][e] = pr * (z * dpt[mt][nt][e] - d_s[ic]);
+                        st[mt][nt][e] = pr * z;
+                    }
+            // dV += (Z P)^T dO ; dK += dS^T Q (plain dims, then the banded dims inside the band).
+            mma_regs_kn<MT, DV / 8, NQ>(dv, st, o_s, C::SV, 0, DV / 16, lane);
+            mma_regs_kn<MT, DQK / 8, NQ>(dk, dpt, q_s, C::SQ, 0, split_steps, lane);
+            if (mode != kBandNone && split_steps < DQK / 16) {
+                if (mode == kBandMixed) band_mask<true>(dpt, kw0, q0, p.band, g, t);
+                mma_regs_kn<MT, DQK / 8, NQ>(dk, dpt, q_s, C::SQ, split_steps, DQK / 16, lane);
             }
-            mma_regs_kn<DQK / 8, NQ>(dk, dpt, q_s, C::SQ, split_steps, DQK / 16, lane);
         }
         __syncthreads();
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if (jrow[r] >= p.T) continue;
-        __nv_bfloat16* dkr = p.dk + (size_t(b) * p.T + jrow[r]) * p.k_stride + size_t(hk) * DQK;
-        __nv_bfloat16* dvr = p.dv + (size_t(b) * p.T + jrow[r]) * p.v_stride + size_t(hk) * DV;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < DQK / 8; ++nt)
-            *reinterpret_cast<__nv_bfloat162*>(dkr + nt * 8 + 2 * t) =
-                __floats2bfloat162_rn(dk[nt][2 * r] * p.scale, dk[nt][2 * r + 1] * p.scale);
+        for (int r = 0; r < 2; ++r) {
+            const int j = kw0 + mt * 16 + g + 8 * r;
+            if (j >= p.T) continue;
+            __nv_bfloat16* dkr = p.dk + (size_t(b) * p.T + j) * p.k_stride + size_t(hk) * DQK;
+            __nv_bfloat16* dvr = p.dv + (size_t(b) * p.T + j) * p.v_stride + size_t(hk) * DV;
 #pragma unroll
-        for (int nt = 0; nt < DV / 8; ++nt)
-            *reinterpret_cast<__nv_bfloat162*>(dvr + nt * 8 + 2 * t) =
-                __floats2bfloat162_rn(dv[nt][2 * r], dv[nt][2 * r + 1]);
-    }
+            for (int nt = 0; nt < DQK / 8; ++nt)
+                *reinterpret_cast<__nv_bfloat162*>(dkr + nt * 8 + 2 * t) = __floats2bfloat162_rn(
+                    dk[mt][nt][2 * r] * p.scale, dk[mt][nt][2 * r + 1] * p.scale);
+#pragma unroll
+            for (int nt = 0; nt < DV / 8; ++nt)
+                *reinterpret_cast<__nv_bfloat162*>(dvr + nt * 8 + 2 * t) =
+                    __floats2bfloat162_rn(dv[mt][nt][2 * r], dv[mt][nt][2 * r + 1]);
+        }
 }
 
-// ---- dQ: one block per (64-query tile, batch, query head) ---------------------------------------
+// ---- dQ: one block per (query tile, batch, query head) -------------------------------------------
 template <int DQK, int DV>
 struct QCfg {
+    static constexpr int MT = DQK == 64 ? 2 : 1;      // 16-query m-tiles per warp
+    static constexpr int BRQ = 16 * MT * kWarps;      // queries per block
+    static constexpr int BCQ = MT == 2 ? 32 : 64;     // keys per step
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
-    static constexpr int kQ = kBR * SQ, kO = kBR * SV, kK = kBC * SQ, kV = kBC * SV;
+    static constexpr int kQ = BRQ * SQ, kO = BRQ * SV, kK = BCQ * SQ, kV = BCQ * SV;
     static constexpr size_t bytes = size_t(kQ + kO + 2 * kK + 2 * kV) * sizeof(__nv_bfloat16);
 };
 
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     using C = QCfg<DQK, DV>;
-    constexpr int NK = kBC / 8;
+    constexpr int MT = C::MT, BCQ = C::BCQ, NK = BCQ / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
     __nv_bfloat16* sO = sQ + C::kQ;
@@ -234,95 +262,93 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     const int q_tile = gridDim.x - 1 - blockIdx.x;
     const int b = blockIdx.y / p.Hq, h = blockIdx.y % p.Hq, hk = h / (p.Hq / p.Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int q0 = q_tile * kBR;
+    const int q0 = q_tile * C::BRQ, wrow0 = warp * 16 * MT, qw0 = q0 + wrow0;
     const int dout_stride = p.Hq * DV;
     const __nv_bfloat16* kg = p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK;
     const __nv_bfloat16* vg = p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV;
-    const int n_tiles = (min(q0 + kBR, p.T) - 1) / kBC + 1;
+    const int n_tiles = (min(q0 + C::BRQ, p.T) - 1) / BCQ + 1;
 
-    load_tile<kBR, DQK, kThreads>(sQ, p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
-                                  p.q_stride, q0, p.T);
-    load_tile<kBR, DV, kThreads>(sO, p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
-                                 dout_stride, q0, p.T);
-    load_tile<kBC, DQK, kThreads>(sK, kg, p.k_stride, 0, p.T);
-    load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
+    load_tile<C::BRQ, DQK, kThreads>(sQ, p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
+                                     p.q_stride, q0, p.T);
+    load_tile<C::BRQ, DV, kThreads>(sO, p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
+                                    dout_stride, q0, p.T);
+    load_tile<BCQ, DQK, kThreads>(sK, kg, p.k_stride, 0, p.T);
+    load_tile<BCQ, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
     cp_async_commit();
 
-    const int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    float lse2[2], del[2];
+    float lse2[MT][2], del[MT][2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const size_t li = (size_t(b) * p.Hq + h) * p.T + row[r];
-        lse2[r] = row[r] < p.T ? p.lse[li] * kLog2e : INFINITY;
-        del[r] = row[r] < p.T ? p.delta[li] : 0.f;
-    }
-    float dq[DQK / 8][4];
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int i = qw0 + mt * 16 + g + 8 * r;
+            const size_t li = (size_t(b) * p.Hq + h) * p.T + i;
+            lse2[mt][r] = i < p.T ? p.lse[li] * kLog2e : INFINITY;
+            del[mt][r] = i < p.T ? p.delta[li] : 0.f;
+        }
+    float dq[MT][DQK / 8][4];
     zero(dq);
     const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
 
     for (int kt = 0; kt < n_tiles; ++kt) {
         const int buf = kt & 1;
         if (kt + 1 < n_tiles) {
-            load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
-            load_tile<kBC, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * kBC, p.T);
+            load_tile<BCQ, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * BCQ, p.T);
+            load_tile<BCQ, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * BCQ, p.T);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads();
-        const __nv_bfloat16* k_s = sK + buf * C::kK;
-        const __nv_bfloat16* v_s = sV + buf * C::kV;
-        const int k0 = kt * kBC;
-
-        float s[NK][4];
-        zero(s);
-        const int mode = band_mode(p, q0, kBR, k0, kBC);
-        if (mode != kBandNone)
-            mma_rows_nk<NK, DQK / 16>(s, sQ, C::SQ, warp * 16, k_s, C::SQ, split_steps, DQK / 16, lane);
-        if (mode == kBandMixed) {
+        const int k0 = kt * BCQ;
+        // Keys of this step all follow this warp's queries: nothing to add.
+        if (k0 <= qw0 + 16 * MT - 1) {
+            const __nv_bfloat16* k_s = sK + buf * C::kK;
+            const __nv_bfloat16* v_s = sV + buf * C::kV;
+            float s[MT][NK][4];
+            zero(s);
+            const int mode = band_mode(p, qw0, 16 * MT, k0, BCQ);
+            if (mode != kBandNone)
+                mma_rows_nk<MT, NK, DQK / 16>(s, sQ, C::SQ, wrow0, k_s, C::SQ, split_steps, DQK / 16, lane);
+            if (mode == kBandMixed) band_mask<false>(s, qw0, k0, p.band, g, t);
+            mma_rows_nk<MT, NK, DQK / 16>(s, sQ, C::SQ, wrow0, k_s, C::SQ, 0, split_steps, lane);
+            float dp[MT][NK][4];
+            zero(dp);
+            mma_rows_nk<MT, NK, DV / 16>(dp, sO, C::SV, wrow0, v_s, C::SV, 0, DV / 16, lane);
 #pragma unroll
-            for (int nt = 0; nt < NK; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (row[e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) s[nt][e] = 0.f;
-        }
-        mma_rows_nk<NK, DQK / 16>(s, sQ, C::SQ, warp * 16, k_s, C::SQ, 0, split_steps, lane);
-        float dp[NK][4];
-        zero(dp);
-        mma_rows_nk<NK, DV / 16>(dp, sO, C::SV, warp * 16, v_s, C::SV, 0, DV / 16, lane);
-#pragma unroll
-        for (int nt = 0; nt < NK; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int i = row[e / 2], j = k0 + nt * 8 + 2 * t + (e & 1);
-                const float pr = j <= i ? fast_exp2(s[nt][e] * p.scale_log2 - lse2[e / 2]) : 0.f;
-                const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
-                dp[nt][e] = pr * (z * dp[nt][e] - del[e / 2]);
-            }
-        mma_regs_kn<DQK / 8, NK>(dq, dp, k_s, C::SQ, 0, split_steps, lane);
-        if (mode != kBandNone && split_steps < DQK / 16) {
-            if (mode == kBandMixed) {
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                 for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        if (row[e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) dp[nt][e] = 0.f;
+                    for (int e = 0; e < 4; ++e) {
+                        const int i = qw0 + mt * 16 + g + 8 * (e / 2), j = k0 + nt * 8 + 2 * t + (e & 1);
+                        const float pr =
+                            j <= i ? fast_exp2(s[mt][nt][e] * p.scale_log2 - lse2[mt][e / 2]) : 0.f;
+                        const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
+                        dp[mt][nt][e] = pr * (z * dp[mt][nt][e] - del[mt][e / 2]);
+                    }
+            mma_regs_kn<MT, DQK / 8, NK>(dq, dp, k_s, C::SQ, 0, split_steps, lane);
+            if (mode != kBandNone && split_steps < DQK / 16) {
+                if (mode == kBandMixed) band_mask<false>(dp, qw0, k0, p.band, g, t);
+                mma_regs_kn<MT, DQK / 8, NK>(dq, dp, k_s, C::SQ, split_steps, DQK / 16, lane);
             }
-            mma_regs_kn<DQK / 8, NK>(dq, dp, k_s, C::SQ, split_steps, DQK / 16, lane);
         }
         __syncthreads();
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if (row[r] >= p.T) continue;
-        __nv_bfloat16* dqr = p.dq + (size_t(b) * p.T + row[r]) * p.q_stride + size_t(h) * DQK;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < DQK / 8; ++nt)
-            *reinterpret_cast<__nv_bfloat162*>(dqr + nt * 8 + 2 * t) =
-                __floats2bfloat162_rn(dq[nt][2 * r] * p.scale, dq[nt][2 * r + 1] * p.scale);
-    }
+        for (int r = 0; r < 2; ++r) {
+            const int i = qw0 + mt * 16 + g + 8 * r;
+            if (i >= p.T) continue;
+            __nv_bfloat16* dqr = p.dq + (size_t(b) * p.T + i) * p.q_stride + size_t(h) * DQK;
+#pragma unroll
+            for (int nt = 0; nt < DQK / 8; ++nt)
+                *reinterpret_cast<__nv_bfloat162*>(dqr + nt * 8 + 2 * t) = __floats2bfloat162_rn(
+                    dq[mt][nt][2 * r] * p.scale, dq[mt][nt][2 * r + 1] * p.scale);
+        }
 }
 
 template <int DQK, int DV>
@@ -336,11 +362,12 @@ void launch_bwd(const Params& p, cudaStream_t s) {
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(q_smem)));
         configured = true;
     }
+    constexpr int bck = KvCfg<DQK, DV>::BCK, brq = QCfg<DQK, DV>::BRQ;
     attn_bwd_kv_kernel<DQK, DV>
-        <<<dim3((p.T + kBC - 1) / kBC, p.B * p.Hkv), kThreads, kv_smem, s>>>(p);
+        <<<dim3((p.T + bck - 1) / bck, p.B * p.Hkv), kThreads, kv_smem, s>>>(p);
     GPT_CUDA_LAUNCHED("attn_bwd_kv_kernel");
     attn_bwd_q_kernel<DQK, DV>
-        <<<dim3((p.T + kBR - 1) / kBR, p.B * p.Hq), kThreads, q_smem, s>>>(p);
+        <<<dim3((p.T + brq - 1) / brq, p.B * p.Hq), kThreads, q_smem, s>>>(p);
     GPT_CUDA_LAUNCHED("attn_bwd_q_kernel");
 }
 

@@ -1,7 +1,7 @@
 // Flash-attention forward: causal, online softmax in fp32, bf16 mma.sync tensor cores, grouped
 // heads, strided q/k/v rows, dropout on the probabilities (counter RNG shared with the CPU), and
-// the banded reciprocal half of folded RA. One block = 64 query rows of one (batch, head), four
-// warps of 16 rows each; key/value tiles of 64 rows are double-buffered through cp.async.
+// the banded reciprocal half of folded RA. One block = 128 query rows of one (batch, head), four
+// warps of 32 rows each (64 / 16 for Dv = 128); 64-row key/value tiles double-buffered by cp.async.
 #include <string>
 
 #include "cuda/attention_common.cuh"
@@ -11,184 +11,233 @@ namespace gpt::cuda {
 namespace attn {
 namespace {
 
-constexpr int kWarps = 4, kThreads = 32 * kWarps, kBR = 64, kBC = 64;
+constexpr int kWarps = 4, kThreads = 32 * kWarps, kBC = 64;
 
+// Each warp owns MT m-tiles of 16 query rows: two tiles reuse every K/V fragment loaded from shared
+// memory twice (half the shared-memory traffic per MMA). Q fragments stay in registers when they fit.
 template <int DQK, int DV>
-struct FwdSmem {
+struct FwdCfg {
+    static constexpr int MT = (DQK == 128 && DV == 128) ? 1 : 2;
+    static constexpr bool kQInRegs = DQK == 64;
+    static constexpr int BR = 16 * MT * kWarps;
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
-    static constexpr int kQ = kBR * SQ, kK = kBC * SQ, kV = kBC * SV;
+    static constexpr int kQ = BR * SQ, kK = kBC * SQ, kV = kBC * SV;
     static constexpr size_t bytes = size_t(kQ + 2 * kK + 2 * kV) * sizeof(__nv_bfloat16);
 };
 
-// Scores of this warp's 16 rows against a 64-key tile: s = Q K^T over the k-steps in
-// [kk_begin, kk_end), accumulated onto s.
-template <int DQK>
-__device__ __forceinline__ void qk_steps(float (&s)[kBC / 8][4], const uint32_t (&qf)[DQK / 16][4],
+// s += Q K^T over the k-steps in [kk_begin, kk_end) for this warp's MT m-tiles against a 64-key tile.
+template <int DQK, int MT, bool QREG>
+__device__ __forceinline__ void qk_steps(float (&s)[MT][kBC / 8][4],
+                                         const uint32_t (&qf)[QREG ? MT : 1][QREG ? DQK / 16 : 1][4],
+                                         const __nv_bfloat16* sQ, int q_row0,
                                          const __nv_bfloat16* sK, int kk_begin, int kk_end, int lane) {
 #pragma unroll
     for (int kk = 0; kk < DQK / 16; ++kk) {
         if (kk < kk_begin || kk >= kk_end) continue;
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            if constexpr (QREG) {
+#pragma unroll
+                for (int x = 0; x < 4; ++x) a[mt][x] = qf[mt][kk][x];
+            } else {
+                load_a(a[mt], sQ, DQK + kPad, q_row0 + mt * 16, kk * 16, lane);
+            }
+        }
 #pragma unroll
         for (int np = 0; np < kBC / 16; ++np) {
             uint32_t b[4];
             load_b_nk(b, sK, DQK + kPad, np * 16, kk * 16, lane);
-            mma16816(s[2 * np], qf[kk], b[0], b[1]);
-            mma16816(s[2 * np + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                mma16816(s[mt][2 * np], a[mt], b[0], b[1]);
+                mma16816(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
         }
     }
 }
 
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
-    using Sm = FwdSmem<DQK, DV>;
+    using C = FwdCfg<DQK, DV>;
+    constexpr int MT = C::MT, BR = C::BR;
+    constexpr bool QREG = C::kQInRegs;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-    __nv_bfloat16* sK = sQ + Sm::kQ;        // two buffers
-    __nv_bfloat16* sV = sK + 2 * Sm::kK;    // two buffers
+    __nv_bfloat16* sK = sQ + C::kQ;        // two buffers
+    __nv_bfloat16* sV = sK + 2 * C::kK;    // two buffers
 
     const int q_tile = gridDim.x - 1 - blockIdx.x;   // the longest rows first
     const int bh = blockIdx.y, b = bh / p.Hq, h = bh % p.Hq, hk = h / (p.Hq / p.Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int q0 = q_tile * kBR;
+    const int q0 = q_tile * BR, wrow0 = warp * 16 * MT;   // warp's first row within the tile
     const __nv_bfloat16* qg = p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK;
     const __nv_bfloat16* kg = p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK;
     const __nv_bfloat16* vg = p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV;
 
-    const int last_row = min(q0 + kBR, p.T) - 1;
+    const int last_row = min(q0 + BR, p.T) - 1;
     const int n_tiles = last_row / kBC + 1;
 
-    load_tile<kBR, DQK, kThreads>(sQ, qg, p.q_stride, q0, p.T);
+    load_tile<BR, DQK, kThreads>(sQ, qg, p.q_stride, q0, p.T);
     load_tile<kBC, DQK, kThreads>(sK, kg, p.k_stride, 0, p.T);
     load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
     cp_async_commit();
 
-    uint32_t qf[DQK / 16][4];
-    float o[DV / 8][4];
+    uint32_t qf[QREG ? MT : 1][QREG ? DQK / 16 : 1][4];
+    float o[MT][DV / 8][4];
 #pragma unroll
-    for (int i = 0; i < DV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    const int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < DV / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+    float m[MT][2], l[MT][2];
+    int row[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            m[mt][r] = -INFINITY;
+            l[mt][r] = 0.f;
+            row[mt][r] = q0 + wrow0 + mt * 16 + g + 8 * r;
+        }
     const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
 
     for (int kt = 0; kt < n_tiles; ++kt) {
         const int buf = kt & 1;
         if (kt + 1 < n_tiles) {
-            load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * Sm::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
-            load_tile<kBC, DV, kThreads>(sV + (buf ^ 1) * Sm::kV, vg, p.v_stride, (kt + 1) * kBC, p.T);
+            load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
+            load_tile<kBC, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * kBC, p.T);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads();
-        if (kt == 0) {
+        if constexpr (QREG) {
+            if (kt == 0) {
 #pragma unroll
-            for (int kk = 0; kk < DQK / 16; ++kk) load_a(qf[kk], sQ, DQK + kPad, warp * 16, kk * 16, lane);
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int kk = 0; kk < DQK / 16; ++kk)
+                        load_a(qf[mt][kk], sQ, DQK + kPad, wrow0 + mt * 16, kk * 16, lane);
+            }
         }
-        const __nv_bfloat16* k_s = sK + buf * Sm::kK;
-        const __nv_bfloat16* v_s = sV + buf * Sm::kV;
+        const __nv_bfloat16* k_s = sK + buf * C::kK;
+        const __nv_bfloat16* v_s = sV + buf * C::kV;
         const int k0 = kt * kBC;
 
-        float s[kBC / 8][4];
+        float s[MT][kBC / 8][4];
 #pragma unroll
-        for (int i = 0; i < kBC / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < kBC / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
         // Banded reciprocal dims first (masked to the band), then the plain dims on top.
-        const int mode = band_mode(p, q0, kBR, k0, kBC);
-        if (mode != kBandNone) qk_steps<DQK>(s, qf, k_s, split_steps, DQK / 16, lane);
+        const int mode = band_mode(p, q0 + wrow0, 16 * MT, k0, kBC);
+        if (mode != kBandNone)
+            qk_steps<DQK, MT, QREG>(s, qf, sQ, wrow0, k_s, split_steps, DQK / 16, lane);
         if (mode == kBandMixed) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (row[mt][e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) s[mt][nt][e] = 0.f;
+        }
+        qk_steps<DQK, MT, QREG>(s, qf, sQ, wrow0, k_s, 0, split_steps, lane);
+
+        // Scale to log2 units, causal mask, online softmax.
+        const bool diag = k0 + kBC - 1 > q0 + wrow0;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
             for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (row[e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) s[nt][e] = 0.f;
-        }
-        qk_steps<DQK>(s, qf, k_s, 0, split_steps, lane);
-
-        // Scale to log2 units, causal mask, online softmax.
-        const bool diag = k0 + kBC - 1 > q0 + warp * 16;
-        float mx[2] = {-INFINITY, -INFINITY};
+                for (int e = 0; e < 4; ++e) {
+                    float x = s[mt][nt][e] * p.scale_log2;
+                    if (diag && k0 + nt * 8 + 2 * t + (e & 1) > row[mt][e / 2]) x = -INFINITY;
+                    s[mt][nt][e] = x;
+                    mx[e / 2] = fmaxf(mx[e / 2], x);
+                }
+            float corr[2];
 #pragma unroll
-        for (int nt = 0; nt < kBC / 8; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[nt][e] * p.scale_log2;
-                if (diag && k0 + nt * 8 + 2 * t + (e & 1) > row[e / 2]) x = -INFINITY;
-                s[nt][e] = x;
-                mx[e / 2] = fmaxf(mx[e / 2], x);
+            for (int r = 0; r < 2; ++r) {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                const float m_new = fmaxf(m[mt][r], mx[r]);
+                corr[r] = m[mt][r] == -INFINITY ? 0.f : fast_exp2(m[mt][r] - m_new);
+                m[mt][r] = m_new;
+                l[mt][r] *= corr[r];
             }
-        float corr[2];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float m_new = fmaxf(m[r], mx[r]);
-            corr[r] = m[r] == -INFINITY ? 0.f : fast_exp2(m[r] - m_new);
-            m[r] = m_new;
-            l[r] *= corr[r];
-        }
-#pragma unroll
-        for (int i = 0; i < DV / 8; ++i) {
-            o[i][0] *= corr[0];
-            o[i][1] *= corr[0];
-            o[i][2] *= corr[1];
-            o[i][3] *= corr[1];
-        }
-#pragma unroll
-        for (int nt = 0; nt < kBC / 8; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float mr = m[e / 2] == -INFINITY ? 0.f : m[e / 2];
-                float pr = fast_exp2(s[nt][e] - mr);
-                l[e / 2] += pr;
-                if (p.dropout > 0.f) pr *= drop_factor(p, b, h, row[e / 2], k0 + nt * 8 + 2 * t + (e & 1));
-                s[nt][e] = pr;
+            for (int i = 0; i < DV / 8; ++i) {
+                o[mt][i][0] *= corr[0];
+                o[mt][i][1] *= corr[0];
+                o[mt][i][2] *= corr[1];
+                o[mt][i][3] *= corr[1];
             }
+#pragma unroll
+            for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float mr = m[mt][e / 2] == -INFINITY ? 0.f : m[mt][e / 2];
+                    float pr = fast_exp2(s[mt][nt][e] - mr);
+                    l[mt][e / 2] += pr;
+                    if (p.dropout > 0.f)
+                        pr *= drop_factor(p, b, h, row[mt][e / 2], k0 + nt * 8 + 2 * t + (e & 1));
+                    s[mt][nt][e] = pr;
+                }
+        }
         // o += P V
 #pragma unroll
         for (int j = 0; j < kBC / 16; ++j) {
-            uint32_t a[4];
-            c_to_a<kBC / 8>(a, s, j);
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) c_to_a<kBC / 8>(a[mt], s[mt], j);
 #pragma unroll
             for (int np = 0; np < DV / 16; ++np) {
                 uint32_t bv[4];
                 load_b_kn(bv, v_s, DV + kPad, np * 16, j * 16, lane);
-                mma16816(o[2 * np], a, bv[0], bv[1]);
-                mma16816(o[2 * np + 1], a, bv[2], bv[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma16816(o[mt][2 * np], a[mt], bv[0], bv[1]);
+                    mma16816(o[mt][2 * np + 1], a[mt], bv[2], bv[3]);
+                }
             }
         }
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
     }
 
     // Finish: full row sums across the quad, normalise, store out and lse.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
     const int out_stride = p.Hq * DV;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if (row[r] >= p.T) continue;
-        const float inv = 1.f / l[r];
-        __nv_bfloat16* orow = p.out + (size_t(b) * p.T + row[r]) * out_stride + size_t(h) * DV;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < DV / 8; ++nt)
-            *reinterpret_cast<__nv_bfloat162*>(orow + nt * 8 + 2 * t) =
-                __floats2bfloat162_rn(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
-        if (t == 0) p.lse[(size_t(b) * p.Hq + h) * p.T + row[r]] = (m[r] + log2f(l[r])) / kLog2e;
-    }
+        for (int r = 0; r < 2; ++r) {
+            float lr = l[mt][r];
+            lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+            lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+            if (row[mt][r] >= p.T) continue;
+            const float inv = 1.f / lr;
+            __nv_bfloat16* orow = p.out + (size_t(b) * p.T + row[mt][r]) * out_stride + size_t(h) * DV;
+#pragma unroll
+            for (int nt = 0; nt < DV / 8; ++nt)
+                *reinterpret_cast<__nv_bfloat162*>(orow + nt * 8 + 2 * t) =
+                    __floats2bfloat162_rn(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
+            if (t == 0) p.lse[(size_t(b) * p.Hq + h) * p.T + row[mt][r]] = (m[mt][r] + log2f(lr)) / kLog2e;
+        }
 }
 
 template <int DQK, int DV>
 void launch_fwd(const Params& p, cudaStream_t s) {
-    constexpr size_t smem = FwdSmem<DQK, DV>::bytes;
+    constexpr size_t smem = FwdCfg<DQK, DV>::bytes;
     static bool configured = false;
     if (!configured) {
         GPT_CUDA(cudaFuncSetAttribute(attn_fwd_kernel<DQK, DV>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
         configured = true;
     }
-    const dim3 grid((p.T + kBR - 1) / kBR, p.B * p.Hq);
+    const dim3 grid((p.T + FwdCfg<DQK, DV>::BR - 1) / FwdCfg<DQK, DV>::BR, p.B * p.Hq);
     attn_fwd_kernel<DQK, DV><<<grid, kThreads, smem, s>>>(p);
     GPT_CUDA_LAUNCHED("attn_fwd_kernel");
 }
