@@ -419,7 +419,7 @@ TEST_CASE("cpu: dropout keeps about 1-p, scales by 1/(1-p), same mask for the sa
     CHECK(c.get(x) == ones);
 }
 
-TEST_CASE("cpu: elementwise helpers, copy, zero, sum_squares") {
+TEST_CASE("cpu: elementwise helpers, copy, zero, sum_squares, memory accounting") {
     const size_t n = 1001;
     CpuBench c;
     Ten a = c.reserve(Space::Act, n), b = c.reserve(Space::Act, n), o = c.reserve(Space::Act, n),
@@ -450,6 +450,11 @@ TEST_CASE("cpu: elementwise helpers, copy, zero, sum_squares") {
     c.ops.zero(o.sub(10, 20));
     CHECK(c.get(o.sub(10, 20)) == std::vector<float>(20, 0.f));
     CHECK(c.get(o.sub(30, 1))[0] == av[30]);
+    CHECK(c.ops.memory_in_use() == 4 * n * sizeof(float));   // three Act views and one Opt
+    CHECK(c.ops.memory_peak() == c.ops.memory_in_use());
+    c.ops.allocate(MemoryPlan{});
+    CHECK(c.ops.memory_in_use() == 0);
+    CHECK(c.ops.memory_peak() == 4 * n * sizeof(float));
 }
 
 // --- AdamW: two steps by hand -------------------------------------------------------------------

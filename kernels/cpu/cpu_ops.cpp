@@ -94,6 +94,13 @@ void CpuOps::allocate(const MemoryPlan& plan) {
         spaces_[s].assign(plan.elems[s], 0.f);
     }
     index_.assign(plan[Space::Index], 0);
+    peak_bytes_ = std::max(peak_bytes_, memory_in_use());
+}
+
+size_t CpuOps::memory_in_use() const {
+    size_t bytes = index_.size() * sizeof(int32_t);
+    for (const auto& space : spaces_) bytes += space.size() * sizeof(float);
+    return bytes;
 }
 
 void CpuOps::upload(Ten dst, const float* src) {

@@ -13,6 +13,9 @@ class CpuOps final : public Ops {
 public:
     explicit CpuOps(int threads = 0);   // 0: all cores (OpenMP's default)
     std::string name() const override { return "cpu-fp32"; }
+    // Host bytes of the six spaces (what allocate() holds now), and the most held so far.
+    size_t memory_in_use() const override;
+    size_t memory_peak() const override { return peak_bytes_; }
 
     void allocate(const MemoryPlan& plan) override;
     void upload(Ten dst, const float* src) override;
@@ -47,6 +50,8 @@ public:
     void mul_inplace(Ten x, Ten mask, size_t n) override;
 
 private:
+    size_t peak_bytes_ = 0;
+
     // Resolve a view to memory after checking its space kind and bounds; `need` is the number of
     // elements the operation touches from t.off on. `what` names the call and argument in errors.
     float* f32(Ten t, size_t need, const char* what);
