@@ -6,67 +6,71 @@
 
 namespace gpt {
 
-BaselineAttention::BaselineAttention(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {}
+// ---- PackedQkv ---------------------------------------------------------------------------------
 
-void BaselineAttention::declare(ParamTable& p) {
-    const int64_t E = cfg_.n_embd;
-    const std::string pre = fmt::format("h.{}.attn.", layer_);
-    const float resid_std = 0.02f / std::sqrt(2.0f * float(cfg_.n_layer));
-    w_attn_ = p.add(pre + "c_attn.weight", {3 * E, E}, Init::normal, 0.02f, true);
-    b_attn_ = p.add(pre + "c_attn.bias", {3 * E}, Init::zeros, 0.f, false);
-    w_proj_ = p.add(pre + "c_proj.weight", {E, E}, Init::normal, resid_std, true);
-    b_proj_ = p.add(pre + "c_proj.bias", {E}, Init::zeros, 0.f, false);
+void PackedQkv::declare(ParamTable& p, const ModelConfig& cfg, int layer) {
+    const int64_t E = cfg.n_embd;
+    const std::string pre = fmt::format("h.{}.attn.", layer);
+    w = p.add(pre + "c_attn.weight", {3 * E, E}, Init::normal, 0.02f, true);
+    b = p.add(pre + "c_attn.bias", {3 * E}, Init::zeros, 0.f, false);
 }
 
-void BaselineAttention::plan(ActivationPlan& a, int B, int T) {
-    const size_t BT = size_t(B) * T, E = cfg_.n_embd;
-    const std::string pre = fmt::format("h.{}.", layer_);
-    qkv_ = a.add(Space::Act, BT * 3 * E, "attention", pre + "qkv");
-    y_ = a.add(Space::Act, BT * E, "attention", pre + "attn_y");
-    lse_ = a.add(Space::Stat, size_t(B) * cfg_.n_head * T, "attention", pre + "attn_lse");
+void PackedQkv::plan(ActivationPlan& a, const ModelConfig& cfg, int layer, int B, int T) {
+    qkv = a.add(Space::Act, size_t(B) * T * 3 * cfg.n_embd, "attention", fmt::format("h.{}.qkv", layer));
 }
 
-size_t BaselineAttention::grad_scratch_elems(int B, int T) const {
-    return size_t(B) * T * 4 * cfg_.n_embd;   // dqkv + dy
+void PackedQkv::forward(const StepContext& c, const ModelConfig& cfg, Ten in) const {
+    const int E = cfg.n_embd;
+    c.ops->matmul_fwd(qkv, in, w, b, c.B * c.T, E, 3 * E);
 }
 
-AttnDims BaselineAttention::dims(const StepContext& c) const {
-    AttnDims d;
-    d.B = c.B;
-    d.T = c.T;
-    d.Hq = d.Hkv = cfg_.n_head;
-    d.Dqk = d.Dv = cfg_.head_dim();
-    d.q_stride = d.k_stride = d.v_stride = 3 * cfg_.n_embd;
+void PackedQkv::backward(const StepContext& c, const ModelConfig& cfg, Ten in, Ten dqkv, Ten din) const {
+    const int E = cfg.n_embd;
+    c.ops->matmul_bwd(din, w.as(Space::Grad), b.as(Space::Grad), dqkv, in, w, c.B * c.T, E, 3 * E);
+}
+
+Ten PackedQkv::part(Ten packed, int which, const ModelConfig& cfg, const StepContext& c) {
+    const size_t n3 = size_t(c.B) * c.T * 3 * cfg.n_embd, off = size_t(which) * cfg.n_embd;
+    return packed.sub(off, n3 - off);
+}
+
+// ---- BaselineAttention -------------------------------------------------------------------------
+
+BaselineAttention::BaselineAttention(const ModelConfig& cfg, int layer) : AttentionBase(cfg, layer) {}
+
+void BaselineAttention::declare_inputs(ParamTable& p) { packed_.declare(p, cfg_, layer_); }
+
+void BaselineAttention::plan_inputs(ActivationPlan& a, int B, int T) { packed_.plan(a, cfg_, layer_, B, T); }
+
+size_t BaselineAttention::inputs_scratch_elems(int B, int T) const {
+    return size_t(B) * T * 3 * cfg_.n_embd;   // dqkv
+}
+
+void BaselineAttention::inputs_fwd(const StepContext& c, Ten in) { packed_.forward(c, cfg_, in); }
+
+AttentionOperands PackedQkv::operands(Ten packed, const ModelConfig& cfg, const StepContext& c, AttnDims d) {
+    d.Hq = d.Hkv = cfg.n_head;
+    d.Dqk = d.Dv = cfg.head_dim();
+    d.q_stride = d.k_stride = d.v_stride = 3 * cfg.n_embd;
     d.scale = 1.0f / std::sqrt(float(d.Dqk));
-    d.dropout = c.training ? cfg_.dropout : 0.f;
-    d.seed = c.site_seed(layer_, 0);
-    return d;
+    return {PackedQkv::part(packed, 0, cfg, c), PackedQkv::part(packed, 1, cfg, c),
+            PackedQkv::part(packed, 2, cfg, c), d};
 }
 
-void BaselineAttention::forward(const StepContext& c, Ten in, Ten out) {
-    Ops& ops = *c.ops;
-    const int BT = c.B * c.T, E = cfg_.n_embd;
-    const size_t n = size_t(BT) * E;
-    ops.matmul_fwd(qkv_, in, w_attn_, b_attn_, BT, E, 3 * E);
-    ops.attention_fwd(y_.sub(0, n), lse_, qkv_.sub(0, 3 * n), qkv_.sub(E, 3 * n - E),
-                      qkv_.sub(2 * E, 3 * n - 2 * E), dims(c));
-    ops.matmul_fwd(out, y_, w_proj_, b_proj_, BT, E, E);
+AttentionOperands BaselineAttention::operands(const StepContext& c) const {
+    return PackedQkv::operands(packed_.qkv, cfg_, c, base_dims(c));
 }
 
-void BaselineAttention::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) {
-    Ops& ops = *c.ops;
-    const int BT = c.B * c.T, E = cfg_.n_embd;
-    const size_t n = size_t(BT) * E;
-    Ten dqkv = scratch.sub(0, 3 * n), dy = scratch.sub(3 * n, n);
-    ops.matmul_bwd(dy, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, y_, w_proj_, BT, E, E);
-    ops.attention_bwd(dqkv.sub(0, 3 * n), dqkv.sub(E, 3 * n - E), dqkv.sub(2 * E, 3 * n - 2 * E), dy,
-                      y_.sub(0, n), lse_, qkv_.sub(0, 3 * n), qkv_.sub(E, 3 * n - E),
-                      qkv_.sub(2 * E, 3 * n - 2 * E), dims(c));
-    ops.matmul_bwd(din, w_attn_.as(Space::Grad), b_attn_.as(Space::Grad), dqkv, in, w_attn_, BT, E,
-                   3 * E);
+AttentionOperands BaselineAttention::operand_grads(const StepContext& c, Ten scratch) const {
+    return PackedQkv::operands(scratch, cfg_, c, base_dims(c));
 }
 
-std::string BaselineAttention::describe() const {
+void BaselineAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) {
+    const Ten dqkv = scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd);
+    packed_.backward(c, cfg_, in, dqkv, din);
+}
+
+std::string BaselineAttention::describe_kind() const {
     return fmt::format("baseline causal MHA (H={}, D={})", cfg_.n_head, cfg_.head_dim());
 }
 

@@ -1,26 +1,41 @@
 // Standard causal multi-head attention (SPEC §1, §2.1): c_attn [E->3E], flash attention on the
 // packed q|k|v rows, c_proj [E->E]; dropout on the probabilities inside the attention op.
 #pragma once
-#include "model/units.h"
+#include "model/attention_base.h"
 
 namespace gpt {
 
-class BaselineAttention final : public AttentionUnit {
+// The packed c_attn projection shared by the kinds that start from q|k|v rows (baseline, RA).
+struct PackedQkv {
+    Ten w, b, qkv;   // c_attn weight [3E, E] and bias, the activation [B*T, 3E]
+    void declare(ParamTable& p, const ModelConfig& cfg, int layer);
+    void plan(ActivationPlan& a, const ModelConfig& cfg, int layer, int B, int T);
+    void forward(const StepContext& c, const ModelConfig& cfg, Ten in) const;
+    // din overwritten from dqkv [B*T, 3E].
+    void backward(const StepContext& c, const ModelConfig& cfg, Ten in, Ten dqkv, Ten din) const;
+    // Views of q, k, v (which = 0, 1, 2) inside a [B*T, 3E] buffer (qkv or its gradient).
+    static Ten part(Ten packed, int which, const ModelConfig& cfg, const StepContext& c);
+    // The baseline operands on such a buffer: H heads of D, strides 3E, scale 1/sqrt(D).
+    static AttentionOperands operands(Ten packed, const ModelConfig& cfg, const StepContext& c, AttnDims d);
+};
+
+class BaselineAttention final : public AttentionBase {
 public:
     BaselineAttention(const ModelConfig& cfg, int layer);
-    void declare(ParamTable& params) override;
-    void plan(ActivationPlan& acts, int B, int T) override;
-    size_t grad_scratch_elems(int B, int T) const override;
-    void forward(const StepContext& c, Ten in, Ten out) override;
-    void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) override;
-    std::string describe() const override;
+
+protected:
+    void declare_inputs(ParamTable& p) override;
+    void plan_inputs(ActivationPlan& a, int B, int T) override;
+    size_t inputs_scratch_elems(int B, int T) const override;
+    int value_width() const override { return cfg_.head_dim(); }
+    void inputs_fwd(const StepContext& c, Ten in) override;
+    AttentionOperands operands(const StepContext& c) const override;
+    AttentionOperands operand_grads(const StepContext& c, Ten scratch) const override;
+    void inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) override;
+    std::string describe_kind() const override;
 
 private:
-    AttnDims dims(const StepContext& c) const;
-    ModelConfig cfg_;
-    int layer_;
-    Ten w_attn_, b_attn_, w_proj_, b_proj_;   // parameters
-    Ten qkv_, y_, lse_;                       // saved activations
+    PackedQkv packed_;
 };
 
 }  // namespace gpt

@@ -23,16 +23,19 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), m
     wte_ = params_.add("wte.weight", {Vp, E}, Init::normal, 0.02f, true, cfg.vocab_size);
     wpe_ = params_.add("wpe.weight", {cfg.block_size, E}, Init::normal, 0.02f, false);
     layers_.resize(cfg.n_layer);
+    links_.resize(cfg.n_layer);   // never resized again: units keep pointers into it
     for (int l = 0; l < cfg.n_layer; ++l) {
         Layer& L = layers_[l];
         const std::string pre = fmt::format("h.{}.", l);
         L.ln1_w = params_.add(pre + "ln_1.weight", {E}, Init::ones, 0.f, false);
         L.ln1_b = params_.add(pre + "ln_1.bias", {E}, Init::zeros, 0.f, false);
         L.attn = make_attention_unit(cfg, l);
+        L.attn->connect(l > 0 ? &links_[l - 1] : nullptr, &links_[l], &shared_);
         L.attn->declare(params_);
         L.ln2_w = params_.add(pre + "ln_2.weight", {E}, Init::ones, 0.f, false);
         L.ln2_b = params_.add(pre + "ln_2.bias", {E}, Init::zeros, 0.f, false);
         L.mlp = make_mlp_unit(cfg, l);
+        L.mlp->connect(&links_[l]);
         L.mlp->declare(params_);
     }
     lnf_w_ = params_.add("ln_f.weight", {E}, Init::ones, 0.f, false);
@@ -43,6 +46,12 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), m
     tokens_ = acts_.add(Space::Index, BT, "inputs", "tokens");
     targets_ = acts_.add(Space::Index, BT, "inputs", "targets");
     encoded_ = acts_.add(Space::Act, BTE, "residual", "encoded");
+    size_t probs = 0;   // materialised attention probabilities, one layer at a time (RA-CT, M2)
+    for (const Layer& L : layers_) probs = std::max(probs, L.attn->probs_elems(maxB, maxT));
+    if (probs > 0) {
+        shared_.probs = acts_.add(Space::Stat, probs, "attention", "shared_probs");
+        shared_.dprobs = acts_.add(Space::Stat, probs, "activation grads", "shared_dprobs");
+    }
     size_t scratch = 0;
     for (int l = 0; l < cfg.n_layer; ++l) {
         Layer& L = layers_[l];

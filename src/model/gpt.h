@@ -58,6 +58,8 @@ private:
     ParamTable params_;
     ActivationPlan acts_;
     std::vector<Layer> layers_;
+    std::vector<BlockLink> links_;   // links_[l]: what block l hands on (M1, M2), see units.h
+    SharedScratch shared_;
     Ten wte_, wpe_, lnf_w_, lnf_b_;
     Ten tokens_, targets_, encoded_, lnf_out_, lnf_mean_, lnf_rstd_, logits_, losses_;
     Ten branch_, d_resid_, d_branch_, d_ln_, d_lnf_, scratch_;

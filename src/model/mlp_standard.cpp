@@ -1,12 +1,18 @@
 #include "model/mlp_standard.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
 
+#include "common/error.h"
+
 namespace gpt {
 
-StandardMlp::StandardMlp(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {}
+StandardMlp::StandardMlp(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {
+    if (cfg.m1 && layer + 1 < cfg.n_layer) m1_ = std::make_unique<M1GateProducer>(cfg, layer);
+    if (cfg.m2) m2_ = std::make_unique<M2CrossTokenMix>(cfg, layer);
+}
 
 void StandardMlp::declare(ParamTable& p) {
     const int64_t E = cfg_.n_embd, F = cfg_.hidden();
@@ -16,6 +22,8 @@ void StandardMlp::declare(ParamTable& p) {
     b_fc_ = p.add(pre + "c_fc.bias", {F}, Init::zeros, 0.f, false);
     w_proj_ = p.add(pre + "c_proj.weight", {E, F}, Init::normal, resid_std, true);
     b_proj_ = p.add(pre + "c_proj.bias", {E}, Init::zeros, 0.f, false);
+    if (m1_) m1_->declare(p);
+    if (m2_) m2_->declare(p);
 }
 
 void StandardMlp::plan(ActivationPlan& a, int B, int T) {
@@ -23,29 +31,43 @@ void StandardMlp::plan(ActivationPlan& a, int B, int T) {
     const std::string pre = fmt::format("h.{}.", layer_);
     pre_ = a.add(Space::Act, BTF, "mlp", pre + "fc_pre");
     act_ = a.add(Space::Act, BTF, "mlp", pre + "fc_gelu");
+    GPT_CHECK(link_ || (!m1_ && !m2_), "mlp: M1/M2 need the block link; call connect() before plan()");
+    if (m1_) m1_->plan(a, *link_, B, T);
+    if (m2_) m2_->plan(a, *link_, B, T);
 }
 
 size_t StandardMlp::grad_scratch_elems(int B, int T) const {
-    return size_t(B) * T * cfg_.hidden();
+    const size_t dh = (size_t(B) * T * cfg_.hidden() + 63) / 64 * 64;
+    return dh + std::max(m1_ ? m1_->grad_scratch_elems(B, T) : 0, m2_ ? m2_->grad_scratch_elems(B, T) : 0);
 }
 
 void StandardMlp::forward(const StepContext& c, Ten in, Ten out) {
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
     c.ops->matmul_fwd(pre_, in, w_fc_, b_fc_, BT, E, F, act_);
-    c.ops->matmul_fwd(out, act_, w_proj_, b_proj_, BT, F, E);
+    if (m1_) m1_->forward(c, act_);   // hands over h from before the in-block additions
+    const Ten h = m2_ ? m2_->forward(c, act_) : act_;
+    c.ops->matmul_fwd(out, h, w_proj_, b_proj_, BT, F, E);
 }
 
 void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) {
     Ops& ops = *c.ops;
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
-    Ten dact = scratch.sub(0, size_t(BT) * F);
-    ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, act_, w_proj_, BT, F, E);
-    ops.gelu_bwd(dact, pre_, dact, size_t(BT) * F);
+    const size_t nf = size_t(BT) * F, rest = (nf + 63) / 64 * 64;
+    const Ten dact = scratch.sub(0, nf), more = scratch.sub(rest, scratch.n - rest);
+    // The input of c_proj: h' with M2, else the GELU output.
+    ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, m2_ ? m2_->output() : act_,
+                   w_proj_, BT, F, E);
+    if (m2_) m2_->backward(c, act_, dact, more);
+    if (m1_) m1_->backward(c, act_, dact, more);
+    ops.gelu_bwd(dact, pre_, dact, nf);
     ops.matmul_bwd(din, w_fc_.as(Space::Grad), b_fc_.as(Space::Grad), dact, in, w_fc_, BT, E, F);
 }
 
 std::string StandardMlp::describe() const {
-    return fmt::format("GELU MLP (F={})", cfg_.hidden());
+    std::string s = fmt::format("GELU MLP (F={})", cfg_.hidden());
+    if (cfg_.m1) s += " + M1 producer";
+    if (cfg_.m2) s += fmt::format(" + M2 (r={}, top-{})", cfg_.m2_rank, M2CrossTokenMix::kTopK);
+    return s;
 }
 
 }  // namespace gpt

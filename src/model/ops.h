@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
+
 namespace gpt {
 
 enum class Space : uint8_t { Param, Grad, Opt, Act, Stat, Index };
@@ -70,6 +72,45 @@ struct AdamWHyper {
     // update (skipped where v == 0: first step, or first after a reset); m, v updated; with AMSGrad
     // vmax = max(vmax, v) replaces v below; p -= lr*wd*p where decay (old p);
     // p -= lr * (m/(1-beta1^step)) / (sqrt(v/(1-beta2^step)) + eps).
+};
+
+// ==== variant operations (SPEC §2): shapes of the extra Ops methods below ====================
+// Reciprocal-attention fold (SPEC §2.2): q̃[n,h] = [√g_std q[n,h], √g_rec k[n,hk]] and
+// k̃[n,h] = [√g_std k[n,hk], √g_rec q[n,h]], width 2D, hk = h (Hk == H) or 0 (Hk == 1, RA+MLA's
+// shared k_lat). Row n (= b*T + t) of q starts at n*q_stride, head h at h*D (k likewise, Hk heads).
+// Gates enter as sqrt(max(g, 1e-8)); below the floor a gate gets no gradient.
+struct RaFoldDims {
+    int N = 0, H = 0, Hk = 0, D = 0;
+    int q_stride = 0, k_stride = 0;
+    int n_gates = 0;            // H (per head: head h reads g[h]) or 1 (per layer: every head reads g[0])
+    float g_std_fixed = 1.f;    // the gate value used when the g_std tensor is absent (a fixed gate)
+    float g_rec_fixed = 1.f;
+};
+// Same-FLOP low-rank RA (SPEC §2.2): q̃[n,h] = [√g_std q[:D-R], √g_rec (k W)],
+// k̃[n,h] = [√g_std k[:D-R], √g_rec (q W)], width D; W [D,R] row-major, one per layer, all heads.
+struct RaLowRankDims {
+    int N = 0, H = 0, D = 0, R = 0;
+    int q_stride = 0, k_stride = 0;
+    int n_gates = 0;
+    float g_std_fixed = 1.f, g_rec_fixed = 1.f;
+};
+// MLA's per-head maps (SPEC §2.3): out[n,h,:] = in[n, Hin == 1 ? 0 : h, :] . M[Hm == 1 ? 0 : h],
+// M [Hm, Din, Dout] row-major. in rows at n*in_stride (head h at h*Din); out contiguous [N,H,Dout].
+struct HeadMapDims {
+    int N = 0, H = 0;
+    int Hin = 0;   // H, or 1 (one input head shared by all heads, e.g. v_lat)
+    int Hm = 0;    // H (per-head maps), or 1 (one map shared by the heads: mla.shared_maps)
+    int Din = 0, Dout = 0;
+    int in_stride = 0;
+};
+// RA-CT (SPEC §2.5) statistic of the post-softmax row: topk (sum of the min(topk, i+1) largest),
+// max, entropy (-sum P log P, zero entries skipped), rms (sqrt(mean over the causal row of P^2)).
+// head_average: the statistic of the head-mean row, shared by all heads of the row.
+struct RactDims {
+    int B = 0, T = 0, H = 0;
+    RactStat stat = RactStat::topk;
+    int topk = 8;
+    bool head_average = false;
 };
 
 class Ops {
@@ -135,6 +176,87 @@ public:
     virtual double sum_squares(Ten t) = 0;                   // synchronous, fp32 spaces
     virtual void adamw(const std::vector<AdamWTensor>& ts, const AdamWHyper& h) = 0;
     virtual void mul_inplace(Ten x, Ten mask, size_t n) = 0; // x *= mask (pruning), fp32 spaces
+    // ==== variant operations (SPEC §2) ========================================================
+    // Added for the attention/MLP variants; every method has a default that throws, so a backend
+    // that does not implement one fails loudly when a model needs it. "overwritten" = the
+    // output is written, "accumulated" = += (zero it first where needed). "absent" = a Ten with
+    // n == 0. Act tensors are bf16 on CUDA; Stat, Param, Grad are fp32 everywhere.
+
+    // RA fold forward. qt, kt: Act [N,H,2D] contiguous, overwritten. q, k: Act, strided (RaFoldDims).
+    // g_std, g_rec: Param [n_gates], or absent = the fixed value in d. Then attention_fwd(qt, kt, v)
+    // with Dqk = 2D, scale 1/sqrt(D), band = W, band_split = D is exactly RA.
+    virtual void ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d);
+    // RA fold backward: dq = √g_std dqt[:D] + √g_rec dkt[D:], dk = √g_std dkt[:D] + √g_rec dqt[D:]
+    // (dk summed over the heads when Hk == 1). dq, dk: Act in the strided layouts of q, k, OVERWRITTEN
+    // on the heads' columns of each row only (other columns of the row untouched). dqt, dkt: Act
+    // [N,H,2D]. dg_std, dg_rec: Grad [n_gates], accumulated with sum(matching products)/(2√g);
+    // absent = no gradient (fixed gate).
+    virtual void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
+                             Ten g_std, Ten g_rec, const RaFoldDims& d);
+    // Low-rank RA fold. qt, kt: Act [N,H,D] overwritten; W: Param [D,R]. Attention on them with
+    // Dqk = D, scale 1/sqrt(D) (band_split = D-R if banded) is same-FLOP RA.
+    virtual void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,
+                                const RaLowRankDims& d);
+    // dq, dk: Act, strided, overwritten on the heads' columns (as ra_fold_bwd); dW: Grad [D,R]
+    // accumulated; dg_std, dg_rec: Grad accumulated (absent = skip).
+    virtual void ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt,
+                                Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
+    // MLA per-head map (HeadMapDims). out: Act [N,H,Dout] overwritten; in: Act strided; M: Param.
+    virtual void head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d);
+    // din: Act in the layout of in, OVERWRITTEN with dout . M^T (summed over the heads when
+    // Hin == 1; absent = skip); dM: Grad [Hm,Din,Dout] accumulated with in^T . dout.
+    virtual void head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d);
+
+    // Materialised attention probabilities (RA-CT statistics, M2's sparse rows): probs Stat
+    // [B,Hq,T,T] OVERWRITTEN with P[b,h,i,j] = exp(logit[i,j] - lse[b,h,i]) for j <= i and 0 above
+    // the diagonal, BEFORE dropout. logit as in attention_fwd (same AttnDims, band included);
+    // lse is the Stat written by attention_fwd with the same q, k, d.
+    virtual void attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d);
+    // The gradient that reaches the logits through the softmax from a gradient dprobs (Stat
+    // [B,Hq,T,T]) at the pre-dropout probabilities: dlogit = P (dprobs - sum_j P dprobs) per row,
+    // then dq_i += scale sum_j dlogit_ij k_j and dk_j += scale sum_i dlogit_ij q_i (band honoured;
+    // dk summed over the query heads of a key head). dq, dk: Act in the layouts of q, k,
+    // ACCUMULATED: call it after attention_bwd (which overwrites them). probs: Stat from
+    // attention_probs.
+    virtual void attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k,
+                                     const AttnDims& d);
+    // RA-CT gate: stat Stat [B*T,H] and gate Act [B*T,H] overwritten, gate = sigmoid(stat*scale[h]
+    // + bias[h]); probs Stat [B,H,T,T]; scale, bias Param [H].
+    virtual void ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d);
+    // dgate Act [B*T,H] in. dscale, dbias Grad [H] accumulated. dprobs Stat [B,H,T,T] accumulated
+    // with the statistic's gradient (absent = detached statistic; probs may then be absent too).
+    virtual void ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat,
+                               Ten gate, Ten scale, const RactDims& d);
+    // Per-head output gate (RA-CT apply, M1 consumer): out[n,h,:] = ((1-a) + a gate[n,h]) ctx[n,h,:]
+    // with a = alpha[0] (Param [1]) if present, else alpha_fixed. out, ctx: Act [N,H,Dv], distinct;
+    // gate: Act [N,H].
+    virtual void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H,
+                               int Dv);
+    // dctx: Act [N,H,Dv] OVERWRITTEN; dgate: Act [N,H] OVERWRITTEN with a sum_c dout ctx (absent =
+    // skip); dalpha: Grad [1] accumulated with sum (gate-1) dout.ctx (absent = skip).
+    virtual void head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha,
+                               float alpha_fixed, int N, int H, int Dv);
+    // M1's gate nonlinearity, Act: out = 1/(1+exp(-in)) (overwritten; may alias in).
+    virtual void sigmoid_fwd(Ten out, Ten in, size_t n);
+    // din = out (1-out) dout, overwritten; din may alias dout.
+    virtual void sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n);
+    // M2: the head mean of probs (Stat [B,H,T,T]) row by row; keep the min(k, i+1) largest entries
+    // (ties: lower j first), renormalised to sum 1. idx: Index [B*T,k] overwritten with the
+    // global row b*T + j of each kept entry, largest first, -1 for unused slots; wts: Stat [B*T,k]
+    // overwritten (0 in unused slots). No gradient.
+    virtual void topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k);
+    // agg[n,:] = sum_t wts[n,t] z[idx[n,t],:] (slots with idx < 0 skipped). agg, z: Act [N,r];
+    // agg overwritten.
+    virtual void sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k);
+    // dz[idx[n,t],:] += wts[n,t] dagg[n,:] over all n, t, with dz OVERWRITTEN first (a scatter:
+    // on a GPU make it deterministic, e.g. by gathering over an inverse index).
+    virtual void sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k);
+    // out = a + alpha[0] b, Act, n elements (out may alias a); alpha: Param [1] (M2's alpha_2).
+    virtual void add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n);
+    // db = alpha[0] dout (Act, OVERWRITTEN; absent = skip); dalpha: Grad [1] accumulated with
+    // sum dout b. (The gradient of a is dout itself.)
+    virtual void add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n);
+    // ==== end of variant operations ===========================================================
 };
 
 }  // namespace gpt

@@ -19,10 +19,29 @@ struct StepContext {
     int B = 0, T = 0;          // this call's shapes (<= the planned ones)
     bool training = false;     // dropout on
     uint64_t seed = 0;         // this micro-step's dropout stream
+    // Finite-difference tests only: keep the M2 sparse rows of the previous forward instead of
+    // selecting them again. M2 stops the gradient through its rows (SPEC §2.6), so the analytic
+    // gradient is the derivative with the rows held fixed; training never sets this.
+    bool reuse_m2_rows = false;
     // A distinct dropout stream for each (layer, site) of the step.
     uint64_t site_seed(int layer, int site) const {
         return mix64(seed ^ (uint64_t(layer) * 64 + uint64_t(site) + 1));
     }
+};
+
+// Tensors handed from one unit to another inside one forward/backward pass (SPEC §2.6). Nothing
+// is kept between batches. The producer plans them in its plan(); the consumer reads them while it
+// runs. A d_* tensor is written by the consumer's backward and read by the producer's backward,
+// which runs later: blocks run backward from the last to the first, and in a block the MLP runs
+// backward before the attention.
+struct BlockLink {
+    Ten m1_gate, d_m1_gate;   // Act [N,H]: M1's gate, produced by MLP l, consumed by attention l+1
+    Ten m2_idx, m2_wts;       // Index / Stat [N,k]: M2's sparse rows, attention l -> MLP l
+};
+
+// Buffers that every layer uses in turn (never two layers at once), planned once by GPT.
+struct SharedScratch {
+    Ten probs, dprobs;        // Stat [B,H,T,T]: materialised attention probabilities, their gradient
 };
 
 class AttentionUnit {
@@ -36,6 +55,13 @@ public:
     // din is overwritten; scratch is shared by all layers (grad_scratch_elems long).
     virtual void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) = 0;
     virtual std::string describe() const = 0;
+    // Stat elements of SharedScratch::probs (and dprobs) this unit needs (0: none).
+    virtual size_t probs_elems(int B, int T) const { (void)B, (void)T; return 0; }
+    // Called once after construction, before plan(): the link from the previous block (nullptr
+    // in block 0), this block's link, and the shared buffers (planned later, read at run time).
+    virtual void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) {
+        (void)from_prev, (void)own, (void)shared;
+    }
 };
 
 class MlpUnit {
@@ -47,6 +73,8 @@ public:
     virtual void forward(const StepContext& c, Ten in, Ten out) = 0;
     virtual void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) = 0;
     virtual std::string describe() const = 0;
+    // Called once after construction, before plan(): this block's link (see BlockLink).
+    virtual void connect(BlockLink* own) { (void)own; }
 };
 
 // Factories: pick the unit for a layer from the model configuration (Error for unknown kinds).

@@ -1,0 +1,376 @@
+// CpuOps' variant operations (ops.h, "variant operations"): thin adapters from Ten views to the
+// gpt::ref reference math of kernels/cpu/variant_*.cpp, plus the materialised attention
+// probabilities. The ref functions accumulate their gradients; where an Ops method overwrites,
+// the target is zeroed first (only the columns the operation owns, for strided layouts).
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <initializer_list>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "cpu/cpu_ops.h"
+#include "cpu/variant_attention.h"
+#include "cpu/variant_head_gate.h"
+#include "cpu/variant_mla.h"
+#include "cpu/variant_mlp.h"
+#include "cpu/variant_ract.h"
+
+namespace gpt {
+namespace {
+
+// Elements from a strided view's start to the end of its last row's used columns.
+size_t strided_extent(int rows, int stride, int width) { return (size_t(rows) - 1) * stride + width; }
+
+// Zero `width` columns of each of `rows` rows of a strided view.
+void zero_rows(float* p, int rows, int stride, int width) {
+    for (int n = 0; n < rows; ++n) std::fill_n(p + size_t(n) * stride, width, 0.f);
+}
+
+// A gate tensor's values, or n_gates copies of the fixed value when the tensor is absent.
+struct Gates {
+    std::vector<float> fixed;
+    const float* ptr = nullptr;
+};
+
+void check_positive(const char* what, std::initializer_list<long long> dims) {
+    for (long long x : dims)
+        GPT_CHECK(x > 0, fmt::format("cpu backend: {}: every dimension must be positive, got {}; fix the "
+                                     "shapes the model passes",
+                                     what, x));
+}
+
+// Every index of a sparse row list must address one of the N rows (or be -1 = unused).
+void check_indices(const int32_t* idx, size_t n, int N, const char* what) {
+    for (size_t e = 0; e < n; ++e)
+        GPT_CHECK(idx[e] >= -1 && idx[e] < N,
+                  fmt::format("cpu backend: {}: row index {} outside [-1, {}); the index must come from "
+                              "topk_rows on the same batch",
+                              what, idx[e], N));
+}
+
+void check_gate_count(int n_gates, int H, const char* what) {
+    GPT_CHECK(n_gates == 1 || n_gates == H,
+              fmt::format("cpu backend: {}: n_gates = {} must be 1 (per layer) or H = {} (per head)",
+                          what, n_gates, H));
+}
+
+}  // namespace
+
+// ---- RA folds ------------------------------------------------------------------------------------
+
+namespace {
+ref::FoldDims to_ref(const RaFoldDims& d) { return {d.N, d.H, d.Hk, d.D, d.q_stride, d.k_stride, d.n_gates}; }
+ref::LowRankDims to_ref(const RaLowRankDims& d) {
+    return {d.N, d.H, d.D, d.R, d.q_stride, d.k_stride, d.n_gates};
+}
+}  // namespace
+
+#define GPT_GATES(name, ten, fixed_value, n)                                             \
+    std::vector<float> name##_fixed(size_t(n), fixed_value);                             \
+    const float* name = ten.present() ? f32(ten, size_t(n), "gate " #name) : name##_fixed.data()
+
+void CpuOps::ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d) {
+    check_positive("ra_fold_fwd", {d.N, d.H, d.Hk, d.D});
+    check_gate_count(d.n_gates, d.H, "ra_fold_fwd");
+    GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
+    GPT_GATES(gr, g_rec, d.g_rec_fixed, d.n_gates);
+    const size_t nt = size_t(d.N) * d.H * 2 * d.D;
+    ref::ra_fold_fwd(f32(qt, nt, "ra_fold_fwd qt"), f32(kt, nt, "ra_fold_fwd kt"),
+                     f32_extent(q, strided_extent(d.N, d.q_stride, d.H * d.D), "ra_fold_fwd q"),
+                     f32_extent(k, strided_extent(d.N, d.k_stride, d.Hk * d.D), "ra_fold_fwd k"), gs, gr,
+                     to_ref(d));
+}
+
+void CpuOps::ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten g_std,
+                         Ten g_rec, const RaFoldDims& d) {
+    check_positive("ra_fold_bwd", {d.N, d.H, d.Hk, d.D});
+    check_gate_count(d.n_gates, d.H, "ra_fold_bwd");
+    GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
+    GPT_GATES(gr, g_rec, d.g_rec_fixed, d.n_gates);
+    const size_t nt = size_t(d.N) * d.H * 2 * d.D;
+    const size_t q_ext = strided_extent(d.N, d.q_stride, d.H * d.D);
+    const size_t k_ext = strided_extent(d.N, d.k_stride, d.Hk * d.D);
+    float* dqp = f32_extent(dq, q_ext, "ra_fold_bwd dq");
+    float* dkp = f32_extent(dk, k_ext, "ra_fold_bwd dk");
+    zero_rows(dqp, d.N, d.q_stride, d.H * d.D);
+    zero_rows(dkp, d.N, d.k_stride, d.Hk * d.D);
+    ref::ra_fold_bwd(dqp, dkp, f32_optional(dg_std, d.n_gates, "ra_fold_bwd dg_std"),
+                     f32_optional(dg_rec, d.n_gates, "ra_fold_bwd dg_rec"), f32(dqt, nt, "ra_fold_bwd dqt"),
+                     f32(dkt, nt, "ra_fold_bwd dkt"), f32_extent(q, q_ext, "ra_fold_bwd q"),
+                     f32_extent(k, k_ext, "ra_fold_bwd k"), gs, gr, to_ref(d));
+}
+
+void CpuOps::ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) {
+    check_positive("ra_lowrank_fwd", {d.N, d.H, d.D, d.R});
+    check_gate_count(d.n_gates, d.H, "ra_lowrank_fwd");
+    GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
+    GPT_GATES(gr, g_rec, d.g_rec_fixed, d.n_gates);
+    const size_t nt = size_t(d.N) * d.H * d.D;
+    ref::ra_lowrank_fwd(f32(qt, nt, "ra_lowrank_fwd qt"), f32(kt, nt, "ra_lowrank_fwd kt"),
+                        f32_extent(q, strided_extent(d.N, d.q_stride, d.H * d.D), "ra_lowrank_fwd q"),
+                        f32_extent(k, strided_extent(d.N, d.k_stride, d.H * d.D), "ra_lowrank_fwd k"),
+                        f32(W, size_t(d.D) * d.R, "ra_lowrank_fwd W"), gs, gr, to_ref(d));
+}
+
+void CpuOps::ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
+                            Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) {
+    check_positive("ra_lowrank_bwd", {d.N, d.H, d.D, d.R});
+    check_gate_count(d.n_gates, d.H, "ra_lowrank_bwd");
+    GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
+    GPT_GATES(gr, g_rec, d.g_rec_fixed, d.n_gates);
+    const size_t nt = size_t(d.N) * d.H * d.D;
+    const size_t q_ext = strided_extent(d.N, d.q_stride, d.H * d.D);
+    const size_t k_ext = strided_extent(d.N, d.k_stride, d.H * d.D);
+    float* dqp = f32_extent(dq, q_ext, "ra_lowrank_bwd dq");
+    float* dkp = f32_extent(dk, k_ext, "ra_lowrank_bwd dk");
+    zero_rows(dqp, d.N, d.q_stride, d.H * d.D);
+    zero_rows(dkp, d.N, d.k_stride, d.H * d.D);
+    ref::ra_lowrank_bwd(dqp, dkp, f32_optional(dW, size_t(d.D) * d.R, "ra_lowrank_bwd dW"),
+                        f32_optional(dg_std, d.n_gates, "ra_lowrank_bwd dg_std"),
+                        f32_optional(dg_rec, d.n_gates, "ra_lowrank_bwd dg_rec"),
+                        f32(dqt, nt, "ra_lowrank_bwd dqt"), f32(dkt, nt, "ra_lowrank_bwd dkt"),
+                        f32_extent(q, q_ext, "ra_lowrank_bwd q"), f32_extent(k, k_ext, "ra_lowrank_bwd k"),
+                        f32(W, size_t(d.D) * d.R, "ra_lowrank_bwd W"), gs, gr, to_ref(d));
+}
+#undef GPT_GATES
+
+// ---- MLA maps ------------------------------------------------------------------------------------
+
+namespace {
+ref::HeadMapDims to_ref(const HeadMapDims& d) { return {d.N, d.H, d.Hin, d.Hm, d.Din, d.Dout, d.in_stride}; }
+}  // namespace
+
+void CpuOps::head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d) {
+    check_positive("head_map_fwd", {d.N, d.H, d.Hin, d.Hm, d.Din, d.Dout});
+    ref::head_map_fwd(f32(out, size_t(d.N) * d.H * d.Dout, "head_map_fwd out"),
+                      f32_extent(in, strided_extent(d.N, d.in_stride, d.Hin * d.Din), "head_map_fwd in"),
+                      f32(M, size_t(d.Hm) * d.Din * d.Dout, "head_map_fwd M"), to_ref(d));
+}
+
+void CpuOps::head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) {
+    check_positive("head_map_bwd", {d.N, d.H, d.Hin, d.Hm, d.Din, d.Dout});
+    const size_t in_ext = strided_extent(d.N, d.in_stride, d.Hin * d.Din);
+    float* dinp = din.present() ? f32_extent(din, in_ext, "head_map_bwd din") : nullptr;
+    if (dinp) zero_rows(dinp, d.N, d.in_stride, d.Hin * d.Din);
+    ref::head_map_bwd(dinp, f32_optional(dM, size_t(d.Hm) * d.Din * d.Dout, "head_map_bwd dM"),
+                      f32(dout, size_t(d.N) * d.H * d.Dout, "head_map_bwd dout"),
+                      f32_extent(in, in_ext, "head_map_bwd in"),
+                      f32(M, size_t(d.Hm) * d.Din * d.Dout, "head_map_bwd M"), to_ref(d));
+}
+
+// ---- materialised probabilities ------------------------------------------------------------------
+
+namespace {
+
+void check_probs_dims(const AttnDims& d, const char* what) {
+    check_positive(what, {d.B, d.T, d.Hq, d.Hkv, d.Dqk});
+    GPT_CHECK(d.Hq % d.Hkv == 0, fmt::format("cpu backend: {}: Hkv = {} must divide Hq = {}", what, d.Hkv, d.Hq));
+    GPT_CHECK(d.band >= 0 && d.band_split >= 0 && d.band_split <= d.Dqk,
+              fmt::format("cpu backend: {}: band {} / band_split {} invalid (0 <= band_split <= Dqk = {})", what,
+                          d.band, d.band_split, d.Dqk));
+}
+
+// Leading q.k dims that count for the pair (i, j) (the banded reciprocal half is the tail).
+int active_dims(const AttnDims& d, int i, int j) { return (d.band > 0 && i - j > d.band) ? d.band_split : d.Dqk; }
+
+const float* row_at(const float* base, const AttnDims& d, int b, int t, int stride, int head) {
+    return base + (size_t(b) * d.T + t) * stride + size_t(head) * d.Dqk;
+}
+
+}  // namespace
+
+void CpuOps::attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d) {
+    check_probs_dims(d, "attention_probs");
+    const size_t rows = size_t(d.B) * d.T;
+    float* P = f32(probs, size_t(d.B) * d.Hq * d.T * d.T, "attention_probs probs");
+    const float* L = f32(lse, rows * d.Hq, "attention_probs lse");
+    const float* qp = f32_extent(q, strided_extent(int(rows), d.q_stride, d.Hq * d.Dqk), "attention_probs q");
+    const float* kp = f32_extent(k, strided_extent(int(rows), d.k_stride, d.Hkv * d.Dqk), "attention_probs k");
+    const int group = d.Hq / d.Hkv;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < d.B; ++b)
+        for (int h = 0; h < d.Hq; ++h)
+            for (int i = 0; i < d.T; ++i) {
+                const float* qr = row_at(qp, d, b, i, d.q_stride, h);
+                const float l = L[(size_t(b) * d.Hq + h) * d.T + i];
+                float* p = P + ((size_t(b) * d.Hq + h) * d.T + i) * d.T;
+                for (int j = 0; j <= i; ++j) {
+                    const float* kr = row_at(kp, d, b, j, d.k_stride, h / group);
+                    float s = 0.f;
+                    for (int c = 0, n = active_dims(d, i, j); c < n; ++c) s += qr[c] * kr[c];
+                    p[j] = std::exp(d.scale * s - l);
+                }
+                std::fill(p + i + 1, p + d.T, 0.f);
+            }
+}
+
+void CpuOps::attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k, const AttnDims& d) {
+    check_probs_dims(d, "attention_probs_bwd");
+    const size_t rows = size_t(d.B) * d.T, pn = size_t(d.B) * d.Hq * d.T * d.T;
+    const size_t q_ext = strided_extent(int(rows), d.q_stride, d.Hq * d.Dqk);
+    const size_t k_ext = strided_extent(int(rows), d.k_stride, d.Hkv * d.Dqk);
+    float* dqp = f32_extent(dq, q_ext, "attention_probs_bwd dq");
+    float* dkp = f32_extent(dk, k_ext, "attention_probs_bwd dk");
+    const float* G = f32(dprobs, pn, "attention_probs_bwd dprobs");
+    const float* P = f32(probs, pn, "attention_probs_bwd probs");
+    const float* qp = f32_extent(q, q_ext, "attention_probs_bwd q");
+    const float* kp = f32_extent(k, k_ext, "attention_probs_bwd k");
+    const int group = d.Hq / d.Hkv;
+    // One batch row per thread: a key row only receives gradient from queries of its own batch.
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < d.B; ++b) {
+        std::vector<float> dl(d.T);
+        for (int h = 0; h < d.Hq; ++h)
+            for (int i = 0; i < d.T; ++i) {
+                const size_t o = ((size_t(b) * d.Hq + h) * d.T + i) * d.T;
+                float pg = 0.f;
+                for (int j = 0; j <= i; ++j) pg += P[o + j] * G[o + j];
+                for (int j = 0; j <= i; ++j) dl[j] = P[o + j] * (G[o + j] - pg) * d.scale;
+                const float* qr = row_at(qp, d, b, i, d.q_stride, h);
+                float* dqr = dqp + (size_t(b) * d.T + i) * d.q_stride + size_t(h) * d.Dqk;
+                for (int j = 0; j <= i; ++j) {
+                    const size_t ko = (size_t(b) * d.T + j) * d.k_stride + size_t(h / group) * d.Dqk;
+                    for (int c = 0, n = active_dims(d, i, j); c < n; ++c) {
+                        dqr[c] += dl[j] * kp[ko + c];
+                        dkp[ko + c] += dl[j] * qr[c];
+                    }
+                }
+            }
+    }
+}
+
+// ---- RA-CT and per-head gates --------------------------------------------------------------------
+
+namespace {
+ref::RactDims to_ref(const RactDims& d) { return {d.B, d.T, d.H, d.stat, d.topk, d.head_average}; }
+}  // namespace
+
+void CpuOps::ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d) {
+    check_positive("ract_gate_fwd", {d.B, d.T, d.H});
+    const size_t nh = size_t(d.B) * d.T * d.H;
+    ref::ract_gate_fwd(f32(stat, nh, "ract_gate_fwd stat"), f32(gate, nh, "ract_gate_fwd gate"),
+                       f32(probs, nh * d.T, "ract_gate_fwd probs"), f32(scale, d.H, "ract_gate_fwd scale"),
+                       f32(bias, d.H, "ract_gate_fwd bias"), to_ref(d));
+}
+
+void CpuOps::ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat, Ten gate,
+                           Ten scale, const RactDims& d) {
+    check_positive("ract_gate_bwd", {d.B, d.T, d.H});
+    const size_t nh = size_t(d.B) * d.T * d.H;
+    float* dp = f32_optional(dprobs, nh * d.T, "ract_gate_bwd dprobs");
+    ref::ract_gate_bwd(dp, f32_optional(dscale, d.H, "ract_gate_bwd dscale"),
+                       f32_optional(dbias, d.H, "ract_gate_bwd dbias"), f32(dgate, nh, "ract_gate_bwd dgate"),
+                       dp ? f32(probs, nh * d.T, "ract_gate_bwd probs") : nullptr,
+                       f32(stat, nh, "ract_gate_bwd stat"), f32(gate, nh, "ract_gate_bwd gate"),
+                       f32(scale, d.H, "ract_gate_bwd scale"), to_ref(d));
+}
+
+void CpuOps::head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) {
+    check_positive("head_gate_fwd", {N, H, Dv});
+    const size_t n = size_t(N) * H * Dv;
+    const float a = alpha.present() ? *f32(alpha, 1, "head_gate_fwd alpha") : alpha_fixed;
+    ref::head_gate_fwd(f32(out, n, "head_gate_fwd out"), f32(ctx, n, "head_gate_fwd ctx"),
+                       f32(gate, size_t(N) * H, "head_gate_fwd gate"), a, N, H, Dv);
+}
+
+void CpuOps::head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha,
+                           float alpha_fixed, int N, int H, int Dv) {
+    check_positive("head_gate_bwd", {N, H, Dv});
+    const size_t n = size_t(N) * H * Dv;
+    const float a = alpha.present() ? *f32(alpha, 1, "head_gate_bwd alpha") : alpha_fixed;
+    float* dc = f32(dctx, n, "head_gate_bwd dctx");
+    float* dg = f32_optional(dgate, size_t(N) * H, "head_gate_bwd dgate");
+    std::fill_n(dc, n, 0.f);
+    if (dg) std::fill_n(dg, size_t(N) * H, 0.f);
+    ref::head_gate_bwd(dc, dg, f32_optional(dalpha, 1, "head_gate_bwd dalpha"), f32(dout, n, "head_gate_bwd dout"),
+                       f32(ctx, n, "head_gate_bwd ctx"), f32(gate, size_t(N) * H, "head_gate_bwd gate"), a, N, H,
+                       Dv);
+}
+
+// ---- M1 / M2 helpers -----------------------------------------------------------------------------
+
+void CpuOps::sigmoid_fwd(Ten out, Ten in, size_t n) {
+    float* o = f32(out, n, "sigmoid_fwd out");
+    const float* x = f32(in, n, "sigmoid_fwd in");
+    for (size_t e = 0; e < n; ++e) o[e] = 1.f / (1.f + std::exp(-x[e]));
+}
+
+void CpuOps::sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n) {
+    float* dx = f32(din, n, "sigmoid_bwd din");
+    const float* y = f32(out, n, "sigmoid_bwd out");
+    const float* dy = f32(dout, n, "sigmoid_bwd dout");
+    for (size_t e = 0; e < n; ++e) dx[e] = y[e] * (1.f - y[e]) * dy[e];
+}
+
+void CpuOps::topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k) {
+    check_positive("topk_rows", {B, H, T, k});
+    const size_t nk = size_t(B) * T * k;
+    ref::m2_sparse_rows(i32(idx, nk, "topk_rows idx"), f32(wts, nk, "topk_rows wts"),
+                        f32(probs, size_t(B) * H * T * T, "topk_rows probs"), B, H, T, k);
+}
+
+void CpuOps::sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k) {
+    check_positive("sparse_mix_fwd", {N, r, k});
+    float* a = f32(agg, size_t(N) * r, "sparse_mix_fwd agg");
+    const float* zp = f32(z, size_t(N) * r, "sparse_mix_fwd z");
+    const int32_t* ip = i32(idx, size_t(N) * k, "sparse_mix_fwd idx");
+    const float* wp = f32(wts, size_t(N) * k, "sparse_mix_fwd wts");
+    check_indices(ip, size_t(N) * k, N, "sparse_mix_fwd");
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; ++n) {
+        float* out = a + size_t(n) * r;
+        std::fill_n(out, r, 0.f);
+        for (int t = 0; t < k; ++t) {
+            const int src = ip[size_t(n) * k + t];
+            if (src < 0) continue;
+            const float w = wp[size_t(n) * k + t];
+            for (int c = 0; c < r; ++c) out[c] += w * zp[size_t(src) * r + c];
+        }
+    }
+}
+
+void CpuOps::sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k) {
+    check_positive("sparse_mix_bwd", {N, r, k});
+    float* dzp = f32(dz, size_t(N) * r, "sparse_mix_bwd dz");
+    const float* da = f32(dagg, size_t(N) * r, "sparse_mix_bwd dagg");
+    const int32_t* ip = i32(idx, size_t(N) * k, "sparse_mix_bwd idx");
+    const float* wp = f32(wts, size_t(N) * k, "sparse_mix_bwd wts");
+    check_indices(ip, size_t(N) * k, N, "sparse_mix_bwd");
+    std::fill_n(dzp, size_t(N) * r, 0.f);
+    for (int n = 0; n < N; ++n)   // serial scatter: deterministic
+        for (int t = 0; t < k; ++t) {
+            const int src = ip[size_t(n) * k + t];
+            if (src < 0) continue;
+            const float w = wp[size_t(n) * k + t];
+            for (int c = 0; c < r; ++c) dzp[size_t(src) * r + c] += w * da[size_t(n) * r + c];
+        }
+}
+
+void CpuOps::add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n) {
+    float* o = f32(out, n, "add_scaled_fwd out");
+    const float* ap = f32(a, n, "add_scaled_fwd a");
+    const float* bp = f32(b, n, "add_scaled_fwd b");
+    const float s = *f32(alpha, 1, "add_scaled_fwd alpha");
+    for (size_t e = 0; e < n; ++e) o[e] = ap[e] + s * bp[e];
+}
+
+void CpuOps::add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n) {
+    const float* dy = f32(dout, n, "add_scaled_bwd dout");
+    const float s = *f32(alpha, 1, "add_scaled_bwd alpha");
+    if (db.present()) {
+        float* d = f32(db, n, "add_scaled_bwd db");
+        for (size_t e = 0; e < n; ++e) d[e] = s * dy[e];
+    }
+    if (dalpha.present()) {
+        const float* bp = f32(b, n, "add_scaled_bwd b");
+        double acc = 0;
+        for (size_t e = 0; e < n; ++e) acc += double(dy[e]) * bp[e];
+        *f32(dalpha, 1, "add_scaled_bwd dalpha") += float(acc);
+    }
+}
+
+}  // namespace gpt

@@ -1,0 +1,121 @@
+#include "model/attention_ra.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace gpt {
+
+RaAttention::RaAttention(const ModelConfig& cfg, int layer)
+    : AttentionBase(cfg, layer), lowrank_(cfg.attention == AttentionKind::ra_lowrank) {}
+
+void RaAttention::declare_inputs(ParamTable& p) { packed_.declare(p, cfg_, layer_); }
+
+void RaAttention::declare_extras(ParamTable& p) {
+    const std::string pre = fmt::format("h.{}.attn.ra.", layer_);
+    if (cfg_.ra.learnable) {
+        g_std_ = p.add(pre + "g_std", {n_gates()}, Init::constant, cfg_.ra.g_std, false);
+        g_rec_ = p.add(pre + "g_rec", {n_gates()}, Init::constant, cfg_.ra.g_rec, false);
+    }
+    if (lowrank_)
+        w_lowrank_ = p.add(pre + "w_lowrank", {cfg_.head_dim(), cfg_.ra.rank}, Init::normal, 0.02f, true);
+}
+
+void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
+    packed_.plan(a, cfg_, layer_, B, T);
+    const size_t n = size_t(B) * T * cfg_.n_head * folded_width();
+    qt_ = a.add(Space::Act, n, "attention", fmt::format("h.{}.ra_qt", layer_));
+    kt_ = a.add(Space::Act, n, "attention", fmt::format("h.{}.ra_kt", layer_));
+}
+
+size_t RaAttention::inputs_scratch_elems(int B, int T) const {
+    const size_t N = size_t(B) * T;
+    return N * 3 * cfg_.n_embd + 2 * N * cfg_.n_head * folded_width();   // dqkv, dq̃, dk̃
+}
+
+RaFoldDims RaAttention::fold_dims(const StepContext& c) const {
+    RaFoldDims f;
+    f.N = c.B * c.T;
+    f.H = f.Hk = cfg_.n_head;
+    f.D = cfg_.head_dim();
+    f.q_stride = f.k_stride = 3 * cfg_.n_embd;
+    f.n_gates = n_gates();
+    f.g_std_fixed = cfg_.ra.g_std;
+    f.g_rec_fixed = cfg_.ra.g_rec;
+    return f;
+}
+
+RaLowRankDims RaAttention::lowrank_dims(const StepContext& c) const {
+    RaLowRankDims f;
+    f.N = c.B * c.T;
+    f.H = cfg_.n_head;
+    f.D = cfg_.head_dim();
+    f.R = cfg_.ra.rank;
+    f.q_stride = f.k_stride = 3 * cfg_.n_embd;
+    f.n_gates = n_gates();
+    f.g_std_fixed = cfg_.ra.g_std;
+    f.g_rec_fixed = cfg_.ra.g_rec;
+    return f;
+}
+
+void RaAttention::inputs_fwd(const StepContext& c, Ten in) {
+    packed_.forward(c, cfg_, in);
+    const Ten q = PackedQkv::part(packed_.qkv, 0, cfg_, c), k = PackedQkv::part(packed_.qkv, 1, cfg_, c);
+    if (lowrank_)
+        c.ops->ra_lowrank_fwd(qt_, kt_, q, k, w_lowrank_, g_std_, g_rec_, lowrank_dims(c));
+    else
+        c.ops->ra_fold_fwd(qt_, kt_, q, k, g_std_, g_rec_, fold_dims(c));
+}
+
+// Attention on the folded operands: scale 1/sqrt(D) (not 1/sqrt(Dqk)); with a band only the
+// reciprocal channels (the tail from band_split on) are limited to i - j <= W.
+AttentionOperands RaAttention::folded(Ten qt, Ten kt, Ten v, const StepContext& c) const {
+    AttnDims d = base_dims(c);
+    const int D = cfg_.head_dim();
+    d.Hq = d.Hkv = cfg_.n_head;
+    d.Dqk = folded_width();
+    d.Dv = D;
+    d.q_stride = d.k_stride = cfg_.n_head * d.Dqk;
+    d.v_stride = 3 * cfg_.n_embd;
+    d.scale = 1.0f / std::sqrt(float(D));
+    d.band = cfg_.ra.band;
+    d.band_split = lowrank_ ? D - cfg_.ra.rank : D;
+    return {qt, kt, v, d};
+}
+
+AttentionOperands RaAttention::operands(const StepContext& c) const {
+    return folded(qt_, kt_, PackedQkv::part(packed_.qkv, 2, cfg_, c), c);
+}
+
+AttentionOperands RaAttention::operand_grads(const StepContext& c, Ten scratch) const {
+    const size_t N = size_t(c.B) * c.T, n3 = N * 3 * cfg_.n_embd, nt = N * cfg_.n_head * folded_width();
+    return folded(scratch.sub(n3, nt), scratch.sub(n3 + nt, nt), PackedQkv::part(scratch, 2, cfg_, c), c);
+}
+
+void RaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) {
+    const AttentionOperands g = operand_grads(c, scratch);
+    const Ten q = PackedQkv::part(packed_.qkv, 0, cfg_, c), k = PackedQkv::part(packed_.qkv, 1, cfg_, c);
+    const Ten dq = PackedQkv::part(scratch, 0, cfg_, c), dk = PackedQkv::part(scratch, 1, cfg_, c);
+    const Ten dg_std = g_std_.present() ? g_std_.as(Space::Grad) : Ten{};
+    const Ten dg_rec = g_rec_.present() ? g_rec_.as(Space::Grad) : Ten{};
+    if (lowrank_)
+        c.ops->ra_lowrank_bwd(dq, dk, w_lowrank_.as(Space::Grad), dg_std, dg_rec, g.q, g.k, q, k, w_lowrank_, g_std_,
+                              g_rec_, lowrank_dims(c));
+    else
+        c.ops->ra_fold_bwd(dq, dk, dg_std, dg_rec, g.q, g.k, q, k, g_std_, g_rec_, fold_dims(c));
+    packed_.backward(c, cfg_, in, scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd), din);
+}
+
+std::string RaAttention::describe_kind() const {
+    const std::string gates = fmt::format("{} {} gates g_std={} g_rec={}", cfg_.ra.learnable ? "learnable" : "fixed",
+                                          cfg_.ra.gates == GateScope::per_head ? "per-head" : "per-layer",
+                                          cfg_.ra.g_std, cfg_.ra.g_rec);
+    const std::string band = cfg_.ra.band > 0 ? fmt::format("band W={}", cfg_.ra.band) : "full transpose";
+    if (lowrank_)
+        return fmt::format("same-FLOP low-rank RA (H={}, D={}, R={}, {}, {})", cfg_.n_head, cfg_.head_dim(),
+                           cfg_.ra.rank, band, gates);
+    return fmt::format("exact RA via the fold (H={}, D={}, Dqk={}, {}, {})", cfg_.n_head, cfg_.head_dim(),
+                       2 * cfg_.head_dim(), band, gates);
+}
+
+}  // namespace gpt

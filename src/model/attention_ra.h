@@ -1,0 +1,40 @@
+// Reciprocal attention (SPEC §2.2), exact and same-FLOP low-rank, through the fold: the packed
+// c_attn rows give q, k, v; ra_fold_fwd (or ra_lowrank_fwd) writes q̃, k̃ so that ordinary causal
+// attention on them computes (g_std S + g_rec band_W R) / sqrt(D); the backward folds the
+// gradients back onto q, k and the gates. Gates per head or per layer (model.ra.gates), learnable
+// parameters or fixed constants (model.ra.learnable).
+#pragma once
+#include "model/attention_baseline.h"
+
+namespace gpt {
+
+class RaAttention final : public AttentionBase {
+public:
+    RaAttention(const ModelConfig& cfg, int layer);   // attention = ra or ra_lowrank
+
+protected:
+    void declare_inputs(ParamTable& p) override;
+    void declare_extras(ParamTable& p) override;
+    void plan_inputs(ActivationPlan& a, int B, int T) override;
+    size_t inputs_scratch_elems(int B, int T) const override;
+    int value_width() const override { return cfg_.head_dim(); }
+    void inputs_fwd(const StepContext& c, Ten in) override;
+    AttentionOperands operands(const StepContext& c) const override;
+    AttentionOperands operand_grads(const StepContext& c, Ten scratch) const override;
+    void inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) override;
+    std::string describe_kind() const override;
+
+private:
+    int folded_width() const { return lowrank_ ? cfg_.head_dim() : 2 * cfg_.head_dim(); }   // Dqk
+    int n_gates() const { return cfg_.ra.gates == GateScope::per_head ? cfg_.n_head : 1; }
+    RaFoldDims fold_dims(const StepContext& c) const;
+    RaLowRankDims lowrank_dims(const StepContext& c) const;
+    AttentionOperands folded(Ten qt, Ten kt, Ten v, const StepContext& c) const;
+
+    bool lowrank_;
+    PackedQkv packed_;
+    Ten g_std_, g_rec_, w_lowrank_;   // parameters (gates absent when fixed)
+    Ten qt_, kt_;                     // folded q̃, k̃ [B*T, H, Dqk]
+};
+
+}  // namespace gpt

@@ -1,0 +1,56 @@
+#include "model/mlp_m2_mix.h"
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace gpt {
+
+void M2CrossTokenMix::declare(ParamTable& p) {
+    const std::string pre = fmt::format("h.{}.mlp.m2.", layer_);
+    const int64_t F = cfg_.hidden(), r = cfg_.m2_rank;
+    w_down_ = p.add(pre + "w_down", {r, F}, Init::normal, 0.02f, true);
+    w_up_ = p.add(pre + "w_up", {F, r}, Init::normal, 0.02f, true);
+    alpha_ = p.add(pre + "alpha", {1}, Init::constant, 0.3f, false);
+}
+
+void M2CrossTokenMix::plan(ActivationPlan& a, BlockLink& link, int B, int T) {
+    const size_t N = size_t(B) * T, F = cfg_.hidden(), r = cfg_.m2_rank;
+    const std::string pre = fmt::format("h.{}.m2_", layer_);
+    link_ = &link;
+    z_ = a.add(Space::Act, N * r, "mlp", pre + "z");
+    agg_ = a.add(Space::Act, N * r, "mlp", pre + "agg");
+    e_ = a.add(Space::Act, N * F, "mlp", pre + "up");
+    h2_ = a.add(Space::Act, N * F, "mlp", pre + "h_out");
+}
+
+size_t M2CrossTokenMix::grad_scratch_elems(int B, int T) const {
+    const size_t N = size_t(B) * T;
+    return N * cfg_.hidden() + 2 * N * cfg_.m2_rank + 128;   // de (reused for dh_extra), dagg, dz
+}
+
+Ten M2CrossTokenMix::forward(const StepContext& c, Ten h) {
+    Ops& ops = *c.ops;
+    const int N = c.B * c.T, F = cfg_.hidden(), r = cfg_.m2_rank;
+    GPT_CHECK(link_->m2_idx.present(), "m2: the attention of this block did not plan M2's sparse rows");
+    ops.matmul_fwd(z_, h, w_down_, {}, N, F, r);
+    ops.sparse_mix_fwd(agg_, z_, link_->m2_idx, link_->m2_wts, N, r, kTopK);
+    ops.matmul_fwd(e_, agg_, w_up_, {}, N, r, F);
+    ops.add_scaled_fwd(h2_, h, e_, alpha_, size_t(N) * F);
+    return h2_;
+}
+
+void M2CrossTokenMix::backward(const StepContext& c, Ten h, Ten dh, Ten scratch) {
+    Ops& ops = *c.ops;
+    const int N = c.B * c.T, F = cfg_.hidden(), r = cfg_.m2_rank;
+    const size_t nf = size_t(N) * F, nr = size_t(N) * r;
+    const size_t o1 = (nf + 63) / 64 * 64, o2 = o1 + (nr + 63) / 64 * 64;
+    const Ten de = scratch.sub(0, nf), dagg = scratch.sub(o1, nr), dz = scratch.sub(o2, nr);
+    ops.add_scaled_bwd(de, alpha_.as(Space::Grad), dh, e_, alpha_, nf);
+    ops.matmul_bwd(dagg, w_up_.as(Space::Grad), {}, de, agg_, w_up_, N, r, F);
+    ops.sparse_mix_bwd(dz, dagg, link_->m2_idx, link_->m2_wts, N, r, kTopK);
+    ops.matmul_bwd(de, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);   // de now holds dh via z
+    ops.add_inplace(dh, de, nf);
+}
+
+}  // namespace gpt

@@ -1,0 +1,50 @@
+// Defaults of the variant operations of Ops (ops.h): a backend that has not implemented one fails
+// with a message naming the method and the backend, instead of computing something else.
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "model/ops.h"
+
+namespace gpt {
+
+namespace {
+[[noreturn]] void missing(const Ops& ops, const char* method) {
+    fail(fmt::format("{}: not implemented by the {} backend; run this model variant on a backend "
+                     "that has it (the cpu backend implements every variant)",
+                     method, ops.name()));
+}
+}  // namespace
+
+void Ops::ra_fold_fwd(Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&) { missing(*this, "ra_fold_fwd"); }
+void Ops::ra_fold_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&) {
+    missing(*this, "ra_fold_bwd");
+}
+void Ops::ra_lowrank_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&) {
+    missing(*this, "ra_lowrank_fwd");
+}
+void Ops::ra_lowrank_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&) {
+    missing(*this, "ra_lowrank_bwd");
+}
+void Ops::head_map_fwd(Ten, Ten, Ten, const HeadMapDims&) { missing(*this, "head_map_fwd"); }
+void Ops::head_map_bwd(Ten, Ten, Ten, Ten, Ten, const HeadMapDims&) { missing(*this, "head_map_bwd"); }
+void Ops::attention_probs(Ten, Ten, Ten, Ten, const AttnDims&) { missing(*this, "attention_probs"); }
+void Ops::attention_probs_bwd(Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&) {
+    missing(*this, "attention_probs_bwd");
+}
+void Ops::ract_gate_fwd(Ten, Ten, Ten, Ten, Ten, const RactDims&) { missing(*this, "ract_gate_fwd"); }
+void Ops::ract_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RactDims&) {
+    missing(*this, "ract_gate_bwd");
+}
+void Ops::head_gate_fwd(Ten, Ten, Ten, Ten, float, int, int, int) { missing(*this, "head_gate_fwd"); }
+void Ops::head_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, float, int, int, int) {
+    missing(*this, "head_gate_bwd");
+}
+void Ops::sigmoid_fwd(Ten, Ten, size_t) { missing(*this, "sigmoid_fwd"); }
+void Ops::sigmoid_bwd(Ten, Ten, Ten, size_t) { missing(*this, "sigmoid_bwd"); }
+void Ops::topk_rows(Ten, Ten, Ten, int, int, int, int) { missing(*this, "topk_rows"); }
+void Ops::sparse_mix_fwd(Ten, Ten, Ten, Ten, int, int, int) { missing(*this, "sparse_mix_fwd"); }
+void Ops::sparse_mix_bwd(Ten, Ten, Ten, Ten, int, int, int) { missing(*this, "sparse_mix_bwd"); }
+void Ops::add_scaled_fwd(Ten, Ten, Ten, Ten, size_t) { missing(*this, "add_scaled_fwd"); }
+void Ops::add_scaled_bwd(Ten, Ten, Ten, Ten, Ten, size_t) { missing(*this, "add_scaled_bwd"); }
+
+}  // namespace gpt
