@@ -38,9 +38,8 @@ template <int MT, int NT, int KS>
 __device__ __forceinline__ void mma_rows_nk(float (&acc)[MT][NT][4], const __nv_bfloat16* sa, int lda,
                                             int a_row0, const __nv_bfloat16* sb, int ldb,
                                             int kk_begin, int kk_end, int lane) {
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-        if (kk < kk_begin || kk >= kk_end) continue;
+#pragma unroll 1
+    for (int kk = kk_begin; kk < kk_end; ++kk) {   // rolled: keep the code in the i-cache
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) load_a(a[mt], sa, lda, a_row0 + mt * 16, kk * 16, lane);
@@ -109,7 +108,7 @@ __device__ __forceinline__ void band_mask(float (&x)[MT][NT][4], int row0, int c
 // ---- dK, dV: one block per (key tile, batch, kv head) --------------------------------------------
 template <int DQK, int DV>
 struct KvCfg {
-    static constexpr int MT = DQK == 64 ? 2 : 1;                  // 16-key m-tiles per warp
+    static constexpr int MT = DQK == 64 ? GPT_ATTN_MT : 1;        // 16-key m-tiles per warp
     static constexpr int BCK = 16 * MT * kWarps;                  // keys per block
     static constexpr int BRB = (MT == 2 || DV == 128) ? 32 : 64;  // query rows per step
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
@@ -195,6 +194,8 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
             zero(dpt);
             mma_rows_nk<MT, NQ, DV / 16>(dpt, sV, C::SV, wrow0, o_s, C::SV, 0, DV / 16, lane);
             // P^T, then dS^T = P^T (Z dP^T - delta) into dpt and Z P^T into st.
+            const uint64_t keep =
+                p.dropout > 0.f ? drop_mask<MT, NQ, true>(p, b, h, kw0, q0, g, t) : ~0ull;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -204,7 +205,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
                         const int ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic;
                         const int j = kw0 + mt * 16 + g + 8 * (e / 2);
                         const float pr = i >= j ? fast_exp2(st[mt][nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
-                        const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
+                        const float z = (keep >> ((mt * NQ + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
                         dpt[mt][nt][e] = pr * (z * dpt[mt][nt][e] - d_s[ic]);
                         st[mt][nt][e] = pr * z;
                     }
@@ -241,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
 // ---- dQ: one block per (query tile, batch, query head) -------------------------------------------
 template <int DQK, int DV>
 struct QCfg {
-    static constexpr int MT = DQK == 64 ? 2 : 1;      // 16-query m-tiles per warp
+    static constexpr int MT = DQK == 64 ? GPT_ATTN_MT : 1;   // 16-query m-tiles per warp
     static constexpr int BRQ = 16 * MT * kWarps;      // queries per block
     static constexpr int BCQ = MT == 2 ? 32 : 64;     // keys per step
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
@@ -316,6 +317,8 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
             float dp[MT][NK][4];
             zero(dp);
             mma_rows_nk<MT, NK, DV / 16>(dp, sO, C::SV, wrow0, v_s, C::SV, 0, DV / 16, lane);
+            const uint64_t keep =
+                p.dropout > 0.f ? drop_mask<MT, NK, false>(p, b, h, qw0, k0, g, t) : ~0ull;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -325,7 +328,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
                         const int i = qw0 + mt * 16 + g + 8 * (e / 2), j = k0 + nt * 8 + 2 * t + (e & 1);
                         const float pr =
                             j <= i ? fast_exp2(s[mt][nt][e] * p.scale_log2 - lse2[mt][e / 2]) : 0.f;
-                        const float z = p.dropout > 0.f ? drop_factor(p, b, h, i, j) : 1.f;
+                        const float z = (keep >> ((mt * NK + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
                         dp[mt][nt][e] = pr * (z * dp[mt][nt][e] - del[mt][e / 2]);
                     }
             mma_regs_kn<MT, DQK / 8, NK>(dq, dp, k_s, C::SQ, 0, split_steps, lane);

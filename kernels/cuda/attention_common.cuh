@@ -31,6 +31,12 @@ struct Params {
 
 Params make_params(const AttnDims& d);   // sizes, scale, dropout, band
 
+// 16-row m-tiles per warp for the Dqk = 64 kernels (and the forward of Dqk = 128, Dv = 64);
+// a build-time knob so that one GPU run can compare both (-DGPT_ATTN_MT=1).
+#ifndef GPT_ATTN_MT
+#define GPT_ATTN_MT 2
+#endif
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kPad = 8;   // bf16 elements of padding per smem row: ldmatrix without bank conflicts
 
@@ -117,10 +123,24 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16*
     }
 }
 
-// Dropout multiplier of probability (i, j) of (b, h): the counter is the CPU backend's.
-__device__ __forceinline__ float drop_factor(const Params& p, int b, int h, int i, int j) {
-    const uint64_t counter = ((uint64_t(b) * p.Hq + h) * p.T + i) * uint64_t(p.T) + j;
-    return dropout_keep(p.seed, counter, p.dropout) ? p.keep_scale : 0.f;
+// Keep bits of the dropout mask for this thread's MT x NT accumulator entries (bit
+// (mt * NT + nt) * 4 + e), query i / key j from the entry's row and column (rows are keys when
+// KEY_ROWS). The counter is the CPU backend's: ((b Hq + h) T + i) T + j. A rolled loop keeps the
+// hash out of the unrolled main loop (instruction-cache pressure).
+template <int MT, int NT, bool KEY_ROWS>
+__device__ __forceinline__ uint64_t drop_mask(const Params& p, int b, int h, int row0, int col0, int g,
+                                              int t) {
+    static_assert(MT * NT * 4 <= 64, "one 64-bit mask per thread");
+    uint64_t keep = 0;
+    const uint64_t base = (uint64_t(b) * p.Hq + h) * p.T;
+#pragma unroll 1
+    for (int idx = 0; idx < MT * NT * 4; ++idx) {
+        const int e = idx & 3, nt = (idx >> 2) % NT, mt = (idx >> 2) / NT;
+        const int r = row0 + mt * 16 + g + 8 * (e >> 1), c = col0 + nt * 8 + 2 * t + (e & 1);
+        const int i = KEY_ROWS ? c : r, j = KEY_ROWS ? r : c;
+        if (dropout_keep(p.seed, (base + i) * uint64_t(p.T) + j, p.dropout)) keep |= 1ull << idx;
+    }
+    return keep;
 }
 
 // How a (query tile, key tile) pair meets the reciprocal band: every pair inside it (or no band),

@@ -14,36 +14,27 @@ namespace {
 constexpr int kWarps = 4, kThreads = 32 * kWarps, kBC = 64;
 
 // Each warp owns MT m-tiles of 16 query rows: two tiles reuse every K/V fragment loaded from shared
-// memory twice (half the shared-memory traffic per MMA). Q fragments stay in registers when they fit.
+// memory twice (half the shared-memory traffic per MMA).
 template <int DQK, int DV>
 struct FwdCfg {
-    static constexpr int MT = (DQK == 128 && DV == 128) ? 1 : 2;
-    static constexpr bool kQInRegs = DQK == 64;
+    static constexpr int MT = (DQK == 128 && DV == 128) ? 1 : GPT_ATTN_MT;
     static constexpr int BR = 16 * MT * kWarps;
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
     static constexpr int kQ = BR * SQ, kK = kBC * SQ, kV = kBC * SV;
     static constexpr size_t bytes = size_t(kQ + 2 * kK + 2 * kV) * sizeof(__nv_bfloat16);
 };
 
-// s += Q K^T over the k-steps in [kk_begin, kk_end) for this warp's MT m-tiles against a 64-key tile.
-template <int DQK, int MT, bool QREG>
-__device__ __forceinline__ void qk_steps(float (&s)[MT][kBC / 8][4],
-                                         const uint32_t (&qf)[QREG ? MT : 1][QREG ? DQK / 16 : 1][4],
-                                         const __nv_bfloat16* sQ, int q_row0,
-                                         const __nv_bfloat16* sK, int kk_begin, int kk_end, int lane) {
-#pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-        if (kk < kk_begin || kk >= kk_end) continue;
+// s += Q K^T over the k-steps in [kk_begin, kk_end) for this warp's MT m-tiles against a 64-key
+// tile. The k loop stays rolled: the kernel's code must fit the instruction cache.
+template <int DQK, int MT>
+__device__ __forceinline__ void qk_steps(float (&s)[MT][kBC / 8][4], const __nv_bfloat16* sQ,
+                                         int q_row0, const __nv_bfloat16* sK, int kk_begin,
+                                         int kk_end, int lane) {
+#pragma unroll 1
+    for (int kk = kk_begin; kk < kk_end; ++kk) {
         uint32_t a[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-            if constexpr (QREG) {
-#pragma unroll
-                for (int x = 0; x < 4; ++x) a[mt][x] = qf[mt][kk][x];
-            } else {
-                load_a(a[mt], sQ, DQK + kPad, q_row0 + mt * 16, kk * 16, lane);
-            }
-        }
+        for (int mt = 0; mt < MT; ++mt) load_a(a[mt], sQ, DQK + kPad, q_row0 + mt * 16, kk * 16, lane);
 #pragma unroll
         for (int np = 0; np < kBC / 16; ++np) {
             uint32_t b[4];
@@ -61,7 +52,6 @@ template <int DQK, int DV>
 __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
     using C = FwdCfg<DQK, DV>;
     constexpr int MT = C::MT, BR = C::BR;
-    constexpr bool QREG = C::kQInRegs;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
     __nv_bfloat16* sK = sQ + C::kQ;        // two buffers
@@ -83,7 +73,6 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
     load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
     cp_async_commit();
 
-    uint32_t qf[QREG ? MT : 1][QREG ? DQK / 16 : 1][4];
     float o[MT][DV / 8][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -112,15 +101,6 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
             cp_async_wait<0>();
         }
         __syncthreads();
-        if constexpr (QREG) {
-            if (kt == 0) {
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int kk = 0; kk < DQK / 16; ++kk)
-                        load_a(qf[mt][kk], sQ, DQK + kPad, wrow0 + mt * 16, kk * 16, lane);
-            }
-        }
         const __nv_bfloat16* k_s = sK + buf * C::kK;
         const __nv_bfloat16* v_s = sV + buf * C::kV;
         const int k0 = kt * kBC;
@@ -133,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
         // Banded reciprocal dims first (masked to the band), then the plain dims on top.
         const int mode = band_mode(p, q0 + wrow0, 16 * MT, k0, kBC);
         if (mode != kBandNone)
-            qk_steps<DQK, MT, QREG>(s, qf, sQ, wrow0, k_s, split_steps, DQK / 16, lane);
+            qk_steps<DQK, MT>(s, sQ, wrow0, k_s, split_steps, DQK / 16, lane);
         if (mode == kBandMixed) {
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
@@ -143,7 +123,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
                     for (int e = 0; e < 4; ++e)
                         if (row[mt][e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) s[mt][nt][e] = 0.f;
         }
-        qk_steps<DQK, MT, QREG>(s, qf, sQ, wrow0, k_s, 0, split_steps, lane);
+        qk_steps<DQK, MT>(s, sQ, wrow0, k_s, 0, split_steps, lane);
 
         // Scale to log2 units, causal mask, online softmax.
         const bool diag = k0 + kBC - 1 > q0 + wrow0;
@@ -181,12 +161,20 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const float mr = m[mt][e / 2] == -INFINITY ? 0.f : m[mt][e / 2];
-                    float pr = fast_exp2(s[mt][nt][e] - mr);
+                    const float pr = fast_exp2(s[mt][nt][e] - mr);
                     l[mt][e / 2] += pr;
-                    if (p.dropout > 0.f)
-                        pr *= drop_factor(p, b, h, row[mt][e / 2], k0 + nt * 8 + 2 * t + (e & 1));
                     s[mt][nt][e] = pr;
                 }
+        }
+        if (p.dropout > 0.f) {   // the row sums above keep the undropped probabilities
+            const uint64_t keep = drop_mask<MT, kBC / 8, false>(p, b, h, q0 + wrow0, k0, g, t);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        s[mt][nt][e] *= (keep >> ((mt * (kBC / 8) + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
         }
         // o += P V
 #pragma unroll
