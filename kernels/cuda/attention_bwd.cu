@@ -3,6 +3,8 @@
 // every query tile and every query head of its group; a query-major kernel recomputes the
 // probabilities and accumulates dQ. Warps own 16 rows each, so P^T / dS^T go from accumulators
 // straight into the next MMA (see attention_common.cuh). Same dropout counter and band as forward.
+#include <type_traits>
+
 #include "cuda/attention_common.cuh"
 #include "cuda/cuda_kernels.cuh"
 
@@ -78,6 +80,20 @@ __device__ __forceinline__ void mma_regs_kn(float (&acc)[MT][NT][4], const float
                 mma16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
             }
         }
+    }
+}
+
+// Calls f(causal, drop) with compile-time flags, so each specialisation is straight-line code.
+template <class F>
+__device__ __forceinline__ void dispatch_probs(F& f, bool causal, bool drop) {
+    using T = std::true_type;
+    using N = std::false_type;
+    if (causal) {
+        if (drop) f(T{}, T{});
+        else f(T{}, N{});
+    } else {
+        if (drop) f(N{}, T{});
+        else f(N{}, N{});
     }
 }
 
@@ -193,22 +209,29 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
             float dpt[MT][NQ][4];
             zero(dpt);
             mma_rows_nk<MT, NQ, DV / 16>(dpt, sV, C::SV, wrow0, o_s, C::SV, 0, DV / 16, lane);
-            // P^T, then dS^T = P^T (Z dP^T - delta) into dpt and Z P^T into st.
-            const uint64_t keep =
-                p.dropout > 0.f ? drop_mask<MT, NQ, true>(p, b, h, kw0, q0, g, t) : ~0ull;
+            // P^T, then dS^T = P^T (Z dP^T - delta) into dpt and Z P^T into st. Specialised on
+            // whether the causal mask can bite in this step and whether dropout is on.
+            auto probs = [&](auto causal, auto drop) {
+                uint64_t keep = 0;
+                if constexpr (decltype(drop)::value) keep = drop_mask<MT, NQ, true>(p, b, h, kw0, q0, g, t);
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
+                for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                for (int nt = 0; nt < NQ; ++nt)
+                    for (int nt = 0; nt < NQ; ++nt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic;
-                        const int j = kw0 + mt * 16 + g + 8 * (e / 2);
-                        const float pr = i >= j ? fast_exp2(st[mt][nt][e] * p.scale_log2 - l_s[ic]) : 0.f;
-                        const float z = (keep >> ((mt * NQ + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
-                        dpt[mt][nt][e] = pr * (z * dpt[mt][nt][e] - d_s[ic]);
-                        st[mt][nt][e] = pr * z;
-                    }
+                        for (int e = 0; e < 4; ++e) {
+                            const int ic = nt * 8 + 2 * t + (e & 1);
+                            float pr = fast_exp2(fmaf(st[mt][nt][e], p.scale_log2, -l_s[ic]));
+                            if constexpr (decltype(causal)::value)
+                                if (q0 + ic < kw0 + mt * 16 + g + 8 * (e / 2)) pr = 0.f;
+                            float z = 1.f;
+                            if constexpr (decltype(drop)::value)
+                                z = (keep >> ((mt * NQ + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
+                            dpt[mt][nt][e] = pr * (z * dpt[mt][nt][e] - d_s[ic]);
+                            st[mt][nt][e] = pr * z;
+                        }
+            };
+            dispatch_probs(probs, q0 < kw0 + 16 * MT - 1, p.dropout > 0.f);
             // dV += (Z P)^T dO ; dK += dS^T Q (plain dims, then the banded dims inside the band).
             mma_regs_kn<MT, DV / 8, NQ>(dv, st, o_s, C::SV, 0, DV / 16, lane);
             mma_regs_kn<MT, DQK / 8, NQ>(dk, dpt, q_s, C::SQ, 0, split_steps, lane);
@@ -317,20 +340,25 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
             float dp[MT][NK][4];
             zero(dp);
             mma_rows_nk<MT, NK, DV / 16>(dp, sO, C::SV, wrow0, v_s, C::SV, 0, DV / 16, lane);
-            const uint64_t keep =
-                p.dropout > 0.f ? drop_mask<MT, NK, false>(p, b, h, qw0, k0, g, t) : ~0ull;
+            auto probs = [&](auto causal, auto drop) {
+                uint64_t keep = 0;
+                if constexpr (decltype(drop)::value) keep = drop_mask<MT, NK, false>(p, b, h, qw0, k0, g, t);
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
+                for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                for (int nt = 0; nt < NK; ++nt)
+                    for (int nt = 0; nt < NK; ++nt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int i = qw0 + mt * 16 + g + 8 * (e / 2), j = k0 + nt * 8 + 2 * t + (e & 1);
-                        const float pr =
-                            j <= i ? fast_exp2(s[mt][nt][e] * p.scale_log2 - lse2[mt][e / 2]) : 0.f;
-                        const float z = (keep >> ((mt * NK + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
-                        dp[mt][nt][e] = pr * (z * dp[mt][nt][e] - del[mt][e / 2]);
-                    }
+                        for (int e = 0; e < 4; ++e) {
+                            float pr = fast_exp2(fmaf(s[mt][nt][e], p.scale_log2, -lse2[mt][e / 2]));
+                            if constexpr (decltype(causal)::value)
+                                if (k0 + nt * 8 + 2 * t + (e & 1) > qw0 + mt * 16 + g + 8 * (e / 2)) pr = 0.f;
+                            float z = 1.f;
+                            if constexpr (decltype(drop)::value)
+                                z = (keep >> ((mt * NK + nt) * 4 + e)) & 1 ? p.keep_scale : 0.f;
+                            dp[mt][nt][e] = pr * (z * dp[mt][nt][e] - del[mt][e / 2]);
+                        }
+            };
+            dispatch_probs(probs, k0 + BCQ - 1 > qw0, p.dropout > 0.f);
             mma_regs_kn<MT, DQK / 8, NK>(dq, dp, k_s, C::SQ, 0, split_steps, lane);
             if (mode != kBandNone && split_steps < DQK / 16) {
                 if (mode == kBandMixed) band_mask<false>(dp, qw0, k0, p.band, g, t);

@@ -125,28 +125,33 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
         }
         qk_steps<DQK, MT>(s, sQ, wrow0, k_s, 0, split_steps, lane);
 
-        // Scale to log2 units, causal mask, online softmax.
-        const bool diag = k0 + kBC - 1 > q0 + wrow0;
+        // Causal mask (only tiles that cross the diagonal), then the online softmax in log2 units
+        // with the scale folded into one FFMA per element (scale > 0 keeps the max's position).
+        if (k0 + kBC - 1 > q0 + wrow0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (k0 + nt * 8 + 2 * t + (e & 1) > row[mt][e / 2]) s[mt][nt][e] = -INFINITY;
+        }
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
             float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
             for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float x = s[mt][nt][e] * p.scale_log2;
-                    if (diag && k0 + nt * 8 + 2 * t + (e & 1) > row[mt][e / 2]) x = -INFINITY;
-                    s[mt][nt][e] = x;
-                    mx[e / 2] = fmaxf(mx[e / 2], x);
-                }
-            float corr[2];
+                for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], s[mt][nt][e]);
+            float corr[2], neg_m[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
                 mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-                const float m_new = fmaxf(m[mt][r], mx[r]);
+                const float m_new = fmaxf(m[mt][r], mx[r] * p.scale_log2);
                 corr[r] = m[mt][r] == -INFINITY ? 0.f : fast_exp2(m[mt][r] - m_new);
                 m[mt][r] = m_new;
+                neg_m[r] = m_new == -INFINITY ? 0.f : -m_new;
                 l[mt][r] *= corr[r];
             }
 #pragma unroll
@@ -160,8 +165,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
             for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const float mr = m[mt][e / 2] == -INFINITY ? 0.f : m[mt][e / 2];
-                    const float pr = fast_exp2(s[mt][nt][e] - mr);
+                    const float pr = fast_exp2(fmaf(s[mt][nt][e], p.scale_log2, neg_m[e / 2]));
                     l[mt][e / 2] += pr;
                     s[mt][nt][e] = pr;
                 }
@@ -272,6 +276,7 @@ void attention_check(const AttnDims& d) {
     if (d.q_stride < d.Hq * d.Dqk || d.k_stride < d.Hkv * d.Dqk || d.v_stride < d.Hkv * d.Dv)
         bad("a row stride is smaller than its heads' width");
     if (!(d.dropout >= 0.f && d.dropout < 1.f)) bad("dropout must be in [0, 1)");
+    if (!(d.scale > 0.f)) bad("scale must be positive");
     if (d.band < 0) bad("band must be >= 0");
     if (d.band > 0 && (d.band_split < 0 || d.band_split > d.Dqk || d.band_split % 16 != 0))
         bad("band_split must be a multiple of 16 in [0, Dqk]");
