@@ -1,0 +1,178 @@
+// The variant operations of Ops as the CPU backend implements them, against the gpt::ref
+// reference (FD-checked in tests/test_variants_*.cpp): the materialised probabilities and their
+// backward, and the write modes ops.h promises (overwrite only the owned columns, accumulate).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common/rng.h"
+#include "cpu/cpu_ops.h"
+#include "cpu/variant_attention.h"
+
+using namespace gpt;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint64_t seed, float scale = 1.f) {
+    Rng rng(seed);
+    std::vector<float> v(n);
+    for (float& x : v) x = scale * rng.normal();
+    return v;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    float m = 0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+    return m;
+}
+
+// Attention layouts the variants use: the RA fold (Dqk = 2D, banded tail) and MLA's multi-query.
+AttnDims fold_layout() {
+    AttnDims d;
+    d.B = 2, d.T = 9, d.Hq = d.Hkv = 2, d.Dqk = 8, d.Dv = 4;
+    d.q_stride = d.k_stride = 16, d.v_stride = 8;
+    d.scale = 0.5f, d.band = 3, d.band_split = 4;
+    return d;
+}
+AttnDims mqa_layout() {
+    AttnDims d;
+    d.B = 2, d.T = 7, d.Hq = 3, d.Hkv = 1, d.Dqk = d.Dv = 5;
+    d.q_stride = 15, d.k_stride = d.v_stride = 5;
+    d.scale = 0.45f;
+    return d;
+}
+
+}  // namespace
+
+TEST_CASE("model variants ops: attention_probs and attention_probs_bwd equal the reference") {
+    for (const AttnDims d : {fold_layout(), mqa_layout()}) {
+        CAPTURE(d.Hkv);
+        const size_t N = size_t(d.B) * d.T, nq = N * d.q_stride, nk = N * d.k_stride, nv = N * d.v_stride;
+        const size_t no = N * d.Hq * d.Dv, nl = N * d.Hq, np = size_t(d.B) * d.Hq * d.T * d.T;
+        const auto q = random_vec(nq, 1, 1.5f), k = random_vec(nk, 2, 1.5f), v = random_vec(nv, 3);
+        const auto dout = random_vec(no, 4), dprobs = random_vec(np, 5);
+        // Act: q k v out dout dq dk dv ; Stat: lse probs dprobs
+        MemoryPlan plan;
+        plan[Space::Act] = nq + nk + nv + no + no + nq + nk + nv;
+        plan[Space::Stat] = nl + 2 * np;
+        CpuOps ops(1);
+        ops.allocate(plan);
+        size_t off = 0;
+        auto act = [&](size_t n) { Ten t{Space::Act, off, n}; off += n; return t; };
+        const Ten tq = act(nq), tk = act(nk), tv = act(nv), tout = act(no), tdout = act(no), tdq = act(nq),
+                  tdk = act(nk), tdv = act(nv);
+        const Ten tlse{Space::Stat, 0, nl}, tprobs{Space::Stat, nl, np}, tdprobs{Space::Stat, nl + np, np};
+        ops.upload(tq, q.data());
+        ops.upload(tk, k.data());
+        ops.upload(tv, v.data());
+        ops.upload(tdout, dout.data());
+        ops.upload(tdprobs, dprobs.data());
+        ops.attention_fwd(tout, tlse, tq, tk, tv, d);
+        ops.attention_probs(tprobs, tlse, tq, tk, d);
+
+        std::vector<float> out_ref(no), lse_ref(nl), probs_ref(np);
+        ref::attention_ref_fwd(out_ref.data(), lse_ref.data(), probs_ref.data(), q.data(), k.data(), v.data(), d);
+        std::vector<float> probs(np);
+        ops.download(tprobs, probs.data());
+        CHECK(max_abs_diff(probs, probs_ref) < 1e-5f);
+
+        // attention_bwd then attention_probs_bwd (accumulating) = the reference with dprobs.
+        ops.attention_bwd(tdq, tdk, tdv, tdout, tout, tlse, tq, tk, tv, d);
+        ops.attention_probs_bwd(tdq, tdk, tdprobs, tprobs, tq, tk, d);
+        std::vector<float> dq_ref(nq, 0.f), dk_ref(nk, 0.f), dv_ref(nv, 0.f);
+        ref::attention_ref_bwd(dq_ref.data(), dk_ref.data(), dv_ref.data(), (float*)nullptr, dout.data(),
+                               lse_ref.data(), q.data(), k.data(), v.data(), d, (const float*)nullptr, dprobs.data());
+        std::vector<float> dq(nq), dk(nk);
+        ops.download(tdq, dq.data());
+        ops.download(tdk, dk.data());
+        // Only the heads' columns of each row are defined (the strides may leave a gap).
+        for (size_t n = 0; n < N; ++n) {
+            for (int c = 0; c < d.Hq * d.Dqk; ++c)
+                REQUIRE(dq[n * d.q_stride + c] == doctest::Approx(dq_ref[n * d.q_stride + c]).epsilon(1e-4).scale(1e-1));
+            for (int c = 0; c < d.Hkv * d.Dqk; ++c)
+                REQUIRE(dk[n * d.k_stride + c] == doctest::Approx(dk_ref[n * d.k_stride + c]).epsilon(1e-4).scale(1e-1));
+        }
+    }
+}
+
+TEST_CASE("model variants ops: ra_fold_bwd overwrites only the q and k columns of packed rows") {
+    // q and k live inside packed [N, 3E] rows; v's columns must survive the overwrite.
+    const int N = 3, H = 2, D = 4, E = H * D;
+    RaFoldDims f;
+    f.N = N, f.H = f.Hk = H, f.D = D, f.q_stride = f.k_stride = 3 * E, f.n_gates = 1;
+    f.g_std_fixed = 0.7f, f.g_rec_fixed = 0.2f;
+    const size_t packed = size_t(N) * 3 * E, nt = size_t(N) * H * 2 * D;
+    MemoryPlan plan;
+    plan[Space::Act] = 2 * packed + 2 * nt;
+    CpuOps ops(1);
+    ops.allocate(plan);
+    const Ten qkv{Space::Act, 0, packed}, dqkv{Space::Act, packed, packed};
+    const Ten dqt{Space::Act, 2 * packed, nt}, dkt{Space::Act, 2 * packed + nt, nt};
+    const auto x = random_vec(packed, 7), g = random_vec(2 * nt, 8);
+    std::vector<float> marker(packed, 42.f);
+    ops.upload(qkv, x.data());
+    ops.upload(dqkv, marker.data());
+    ops.upload(dqt, g.data());
+    ops.upload(dkt, g.data() + nt);
+    ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
+                    qkv.sub(E, packed - E), {}, {}, f);
+    std::vector<float> out(packed);
+    ops.download(dqkv, out.data());
+    std::vector<float> dq_ref(packed, 0.f), dk_ref(packed, 0.f);
+    const float gs = 0.7f, gr = 0.2f;
+    ref::FoldDims rf{N, H, H, D, 3 * E, 3 * E, 1};
+    ref::ra_fold_bwd(dq_ref.data(), dk_ref.data() + E, (float*)nullptr, (float*)nullptr, g.data(), g.data() + nt,
+                     x.data(), x.data() + E, &gs, &gr, rf);
+    for (int n = 0; n < N; ++n)
+        for (int c = 0; c < 3 * E; ++c) {
+            const size_t i = size_t(n) * 3 * E + c;
+            const float want = c < E ? dq_ref[i] : c < 2 * E ? dk_ref[i] : 42.f;
+            REQUIRE(out[i] == doctest::Approx(want).epsilon(1e-5));
+        }
+}
+
+TEST_CASE("model variants ops: head_gate_bwd overwrites dctx and dgate, accumulates dalpha") {
+    const int N = 2, H = 2, Dv = 3;
+    const size_t n = size_t(N) * H * Dv, nh = size_t(N) * H;
+    MemoryPlan plan;
+    plan[Space::Act] = 4 * n + 2 * nh;
+    plan[Space::Param] = 1;
+    plan[Space::Grad] = 1;
+    CpuOps ops(1);
+    ops.allocate(plan);
+    const Ten ctx{Space::Act, 0, n}, out{Space::Act, n, n}, dout{Space::Act, 2 * n, n}, dctx{Space::Act, 3 * n, n};
+    const Ten gate{Space::Act, 4 * n, nh}, dgate{Space::Act, 4 * n + nh, nh};
+    const Ten alpha{Space::Param, 0, 1};
+    const auto c = random_vec(n, 1), go = random_vec(n, 2), gt = random_vec(nh, 3);
+    const float a = 0.25f, da0 = 0.5f;
+    ops.upload(ctx, c.data());
+    ops.upload(dout, go.data());
+    ops.upload(gate, gt.data());
+    ops.upload(alpha, &a);
+    ops.upload(alpha.as(Space::Grad), &da0);
+    std::vector<float> junk(n, 9.f);
+    ops.upload(dctx, junk.data());
+    ops.upload(dgate, junk.data());
+    ops.head_gate_fwd(out, ctx, gate, alpha, 0.f, N, H, Dv);
+    ops.head_gate_bwd(dctx, dgate, alpha.as(Space::Grad), dout, ctx, gate, alpha, 0.f, N, H, Dv);
+    std::vector<float> o(n), dc(n), dg(nh);
+    float da = 0;
+    ops.download(out, o.data());
+    ops.download(dctx, dc.data());
+    ops.download(dgate, dg.data());
+    ops.download(alpha.as(Space::Grad), &da);
+    double da_want = da0;
+    for (size_t r = 0; r < nh; ++r) {
+        const float f = (1 - a) + a * gt[r];
+        double dot = 0;
+        for (int e = 0; e < Dv; ++e) {
+            CHECK(o[r * Dv + e] == doctest::Approx(f * c[r * Dv + e]));
+            CHECK(dc[r * Dv + e] == doctest::Approx(f * go[r * Dv + e]));
+            dot += double(go[r * Dv + e]) * c[r * Dv + e];
+        }
+        CHECK(dg[r] == doctest::Approx(a * dot));
+        da_want += (gt[r] - 1.0) * dot;
+    }
+    CHECK(da == doctest::Approx(da_want));
+}
