@@ -102,5 +102,78 @@ TEST_CASE("cpu: bench attention forward and backward" * doctest::skip()) {
     }
 }
 
+// A stand-in for one training step of the default model (gpt2-tiny: 4 layers, E = 128, H = 4,
+// B = 8, T = 128, tied vocabulary 50304): the same op sequence and shapes, forward and backward,
+// then AdamW over all parameters. It shows how the BLAS and OpenMP pools share two cores.
+TEST_CASE("cpu: bench a tiny-GPT-shaped training step" * doctest::skip()) {
+    const int L = 4, E = 128, H = 4, B = 8, T = 128, V = 50257, Vp = 50304, M = B * T;
+    for (int threads : {1, 2}) {
+        CpuBench c(threads);
+        auto act = [&](size_t n) { return c.reserve(Space::Act, n); };
+        Ten wte = c.reserve(Space::Param, size_t(Vp) * E);
+        Ten w_qkv = c.reserve(Space::Param, 3 * E * E), w_o = c.reserve(Space::Param, E * E),
+            w_fc = c.reserve(Space::Param, 4 * E * E), w_pr = c.reserve(Space::Param, 4 * E * E),
+            ln_w = c.reserve(Space::Param, E), ln_b = c.reserve(Space::Param, E);
+        const size_t n_params = c.plan[Space::Param];
+        c.plan[Space::Grad] = n_params;
+        Ten m = c.reserve(Space::Opt, n_params), v = c.reserve(Space::Opt, n_params);
+        Ten x = act(size_t(M) * E), ln = act(size_t(M) * E), qkv = act(size_t(M) * 3 * E),
+            att = act(size_t(M) * E), fc = act(size_t(M) * 4 * E), fc_g = act(size_t(M) * 4 * E),
+            logits = act(size_t(M) * Vp), dx = act(size_t(M) * E), dln = act(size_t(M) * E),
+            dqkv = act(size_t(M) * 3 * E), datt = act(size_t(M) * E),
+            dfc = act(size_t(M) * 4 * E), mean = c.reserve(Space::Stat, M),
+            rstd = c.reserve(Space::Stat, M), lse = c.reserve(Space::Stat, size_t(M) * H),
+            losses = c.reserve(Space::Stat, M), tgt = c.reserve(Space::Index, M);
+        c.allocate();
+        c.put(Ten{Space::Param, 0, n_params}, random_vector(n_params, 7, -0.02, 0.02));
+        c.put(x, random_vector(x.n, 8));
+        const auto targets = test::random_tokens(M, V, 9);
+        c.ops.upload_index(tgt, targets.data());
+        AttnDims d;
+        d.B = B, d.T = T, d.Hq = d.Hkv = H, d.Dqk = d.Dv = E / H;
+        d.q_stride = d.k_stride = d.v_stride = 3 * E;
+        d.scale = 1.f / std::sqrt(float(E / H));
+        Ten q = qkv, k = qkv.sub(E, qkv.n - E), vv = qkv.sub(2 * E, qkv.n - 2 * E);
+        Ten dq = dqkv, dk = dqkv.sub(E, dqkv.n - E), dv = dqkv.sub(2 * E, dqkv.n - 2 * E);
+        auto g = [](Ten t) { return t.as(Space::Grad); };
+        const std::vector<AdamWTensor> all{{Ten{Space::Param, 0, n_params}, m, v, {}, true}};
+        AdamWHyper hyper;
+        hyper.lr = 1e-4f;
+        auto step = [&] {
+            for (int l = 0; l < L; ++l) {   // weights shared across layers: same shapes, less memory
+                c.ops.layernorm_fwd(ln, mean, rstd, x, ln_w, ln_b, M, E);
+                c.ops.matmul_fwd(qkv, ln, w_qkv, Ten{}, M, E, 3 * E);
+                c.ops.attention_fwd(att, lse, q, k, vv, d);
+                c.ops.matmul_fwd(ln, att, w_o, Ten{}, M, E, E);
+                c.ops.add_inplace(x, ln, x.n);
+                c.ops.matmul_fwd(fc, x, w_fc, Ten{}, M, E, 4 * E, fc_g);
+                c.ops.matmul_fwd(ln, fc_g, w_pr, Ten{}, M, 4 * E, E);
+                c.ops.add_inplace(x, ln, x.n);
+            }
+            c.ops.matmul_fwd(logits, x, wte, Ten{}, M, E, Vp);
+            c.ops.classifier(losses, logits, tgt, M, V, Vp, 1.f / M);
+            c.ops.matmul_bwd(dx, g(wte), Ten{}, logits, x, wte, M, E, Vp);
+            for (int l = 0; l < L; ++l) {
+                c.ops.matmul_bwd(dfc, g(w_pr), Ten{}, dx, fc_g, w_pr, M, 4 * E, E);
+                c.ops.gelu_bwd(dfc, fc, dfc, dfc.n);
+                c.ops.matmul_bwd(dln, g(w_fc), Ten{}, dfc, x, w_fc, M, E, 4 * E);
+                c.ops.add_inplace(dx, dln, dx.n);
+                c.ops.matmul_bwd(datt, g(w_o), Ten{}, dx, att, w_o, M, E, E);
+                c.ops.attention_bwd(dq, dk, dv, datt, att, lse, q, k, vv, d);
+                c.ops.matmul_bwd(dln, g(w_qkv), Ten{}, dqkv, ln, w_qkv, M, E, 3 * E);
+                c.ops.layernorm_bwd(dx, g(ln_w), g(ln_b), dln, x, ln_w, mean, rstd, M, E);
+            }
+            const double norm = std::sqrt(c.ops.sum_squares(Ten{Space::Grad, 0, n_params}));
+            hyper.grad_scale = norm > 1.0 ? float(1.0 / norm) : 1.f;
+            c.ops.adamw(all, hyper);
+            c.ops.zero(Ten{Space::Grad, 0, n_params});
+            c.ops.copy(x, dx);   // keep values bounded from step to step
+            c.ops.scale(x, 1e-3f);
+        };
+        print("tiny-GPT-shaped step (fwd + bwd + AdamW)", threads, median_ms(step, 3));
+        CHECK(std::isfinite(c.get(losses)[0]));
+    }
+}
+
 }  // namespace
 }  // namespace gpt

@@ -37,10 +37,10 @@ CpuOps::CpuOps(int threads) {
     GPT_CHECK(threads >= 0, fmt::format("cpu backend: threads = {} is negative; use 0 for all "
                                         "cores or a positive count",
                                         threads));
-    if (threads > 0) {
-        omp_set_num_threads(threads);
-        openblas_set_num_threads(threads);
-    }
+    if (threads > 0) omp_set_num_threads(threads);
+    // OpenMP is the only thread pool: matmul.cpp splits each GEMM over the OpenMP threads and
+    // every block is a single-threaded BLAS call.
+    openblas_set_num_threads(1);
 }
 
 std::unique_ptr<Ops> make_cpu_ops(int threads) { return std::make_unique<CpuOps>(threads); }

@@ -17,39 +17,58 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, const dou
     cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
 }
 
+// Splits [0, n) into one contiguous block per OpenMP thread and runs body(begin, count) on each.
+// Each block is one single-threaded BLAS call (CpuOps pins OpenBLAS to 1 thread): the backend then
+// has a single thread pool. With OpenBLAS's own pthread pool next to OpenMP's, each pool's
+// spin-waiting workers steal the cores the other needs; on two cores a training step ran 1.5x
+// slower that way (docs/kernels-cpu.md).
+template <class F>
+void for_each_thread_block(int n, const F& body) {
+#pragma omp parallel
+    {
+        const auto [begin, end] = this_thread_columns(n);
+        if (end > begin) body(begin, end - begin);
+    }
+}
+
 }  // namespace
 
 template <class S>
 void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, int N, S* gelu_out) {
-    gemm(CblasNoTrans, CblasTrans, M, N, K, in, K, w, K, S(0), out, N);
-    if (!bias && !gelu_out) return;
-        // Epilogue in one pass: bias, then GELU into gelu_out (out keeps the pre-activation).
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < M; ++i) {
-        S* o = out + static_cast<size_t>(i) * N;
-        if (bias)
-            for (int j = 0; j < N; ++j) o[j] += bias[j];
-        if (gelu_out) {
-            S* g = gelu_out + static_cast<size_t>(i) * N;
-            for (int j = 0; j < N; ++j) g[j] = gelu(o[j]);
+    // Blocks of rows of out; the epilogue (bias, then GELU into gelu_out; out keeps the
+    // pre-activation) runs on the block its thread just computed, while it is in cache.
+    for_each_thread_block(M, [&](int m0, int rows) {
+        S* o = out + size_t(m0) * N;
+        gemm(CblasNoTrans, CblasTrans, rows, N, K, in + size_t(m0) * K, K, w, K, S(0), o, N);
+        for (size_t i = 0; i < size_t(rows) * N; i += N) {
+            if (bias)
+                for (int j = 0; j < N; ++j) o[i + j] += bias[j];
+            if (gelu_out)
+                for (int j = 0; j < N; ++j) gelu_out[size_t(m0) * N + i + j] = gelu(o[i + j]);
         }
-    }
+    });
 }
 
 template <class S>
 void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
                 int N) {
-    if (din) gemm(CblasNoTrans, CblasNoTrans, M, K, N, dout, N, w, K, S(0), din, K);   // overwrite
-    if (dw) gemm(CblasTrans, CblasNoTrans, N, K, M, dout, N, in, K, S(1), dw, K);      // accumulate
-    if (!dbias) return;
-#pragma omp parallel
-    {
-        const auto [j0, j1] = this_thread_columns(N);
-        for (int i = 0; i < M; ++i) {
-            const S* g = dout + static_cast<size_t>(i) * N;
-            for (int j = j0; j < j1; ++j) dbias[j] += g[j];
-        }
-    }
+    if (din)   // din = dout . w, overwritten; blocks of rows
+        for_each_thread_block(M, [&](int m0, int rows) {
+            gemm(CblasNoTrans, CblasNoTrans, rows, K, N, dout + size_t(m0) * N, N, w, K, S(0),
+                 din + size_t(m0) * K, K);
+        });
+    if (!dw && !dbias) return;
+    // dw += dout^T . in and dbias += colsum(dout): blocks of output features (rows of dw).
+    for_each_thread_block(N, [&](int n0, int cols) {
+        if (dw)
+            gemm(CblasTrans, CblasNoTrans, cols, K, M, dout + n0, N, in, K, S(1),
+                 dw + size_t(n0) * K, K);
+        if (dbias)
+            for (int i = 0; i < M; ++i) {
+                const S* g = dout + size_t(i) * N;
+                for (int j = n0; j < n0 + cols; ++j) dbias[j] += g[j];
+            }
+    });
 }
 
 #define GPT_INSTANTIATE(S)                                                            \
