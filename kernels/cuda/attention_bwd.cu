@@ -8,27 +8,38 @@
 #include "cuda/attention_common.cuh"
 #include "cuda/cuda_kernels.cuh"
 
+// Resident dK/dV blocks per SM asked of the compiler for Dqk = 64 (3 caps registers at 168).
+#ifndef GPT_ATTN_KV_MINBLOCKS
+#define GPT_ATTN_KV_MINBLOCKS 3
+#endif
+
 namespace gpt::cuda {
 namespace attn {
 namespace {
 
 constexpr int kWarps = 4, kThreads = 32 * kWarps;
 
+// delta_i = dO_i . O_i over Dv: 8 consecutive elements (16 bytes) per thread, Dv / 8 threads a row.
 __global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const __nv_bfloat16* dout,
                                   int B, int T, int Hq, int DV) {
-    const size_t row = size_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;   // (b, t, h)
-    const int lane = threadIdx.x % 32;
-    if (row >= size_t(B) * T * Hq) return;
-    const __nv_bfloat16* o = out + row * DV;
-    const __nv_bfloat16* d = dout + row * DV;
+    const int per_row = DV / 8;   // 8 or 16 threads, a power of two dividing 32
+    const size_t row = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) / per_row;   // (b, t, h)
+    const int c = (threadIdx.x % per_row) * 8;
+    const bool valid = row < size_t(B) * T * Hq;
     float s = 0.f;
-    for (int c = lane * 2; c < DV; c += 64) {
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(o + c));
-        const float2 g = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(d + c));
-        s += a.x * g.x + a.y * g.y;
+    if (valid) {
+        const uint4 a = *reinterpret_cast<const uint4*>(out + row * DV + c);
+        const uint4 g = *reinterpret_cast<const uint4*>(dout + row * DV + c);
+        const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
+        const __nv_bfloat162* g2 = reinterpret_cast<const __nv_bfloat162*>(&g);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const float2 x = __bfloat1622float2(a2[k]), y = __bfloat1622float2(g2[k]);
+            s += x.x * y.x + x.y * y.y;
+        }
     }
-    s = warp_sum(s);
-    if (lane == 0) {
+    for (int o = per_row / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (valid && threadIdx.x % per_row == 0) {
         const int h = int(row % Hq), bt = int(row / Hq), b = bt / T, t = bt % T;
         delta[(size_t(b) * Hq + h) * T + t] = s;
     }
@@ -125,6 +136,7 @@ __device__ __forceinline__ void band_mask(float (&x)[MT][NT][4], int row0, int c
 template <int DQK, int DV>
 struct KvCfg {
     static constexpr int MT = DQK == 64 ? GPT_ATTN_MT : 1;        // 16-key m-tiles per warp
+    static constexpr int kMinBlocks = (DQK == 64 && MT == 1) ? GPT_ATTN_KV_MINBLOCKS : 1;   // per SM
     static constexpr int BCK = 16 * MT * kWarps;                  // keys per block
     static constexpr int BRB = (MT == 2 || DV == 128) ? 32 : 64;  // query rows per step
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
@@ -134,7 +146,7 @@ struct KvCfg {
 };
 
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kThreads) attn_bwd_kv_kernel(Params p) {
+__global__ void __launch_bounds__(kThreads, KvCfg<DQK, DV>::kMinBlocks) attn_bwd_kv_kernel(Params p) {
     using C = KvCfg<DQK, DV>;
     constexpr int MT = C::MT, BRB = C::BRB, NQ = BRB / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -418,8 +430,9 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                   "cuda-bf16 attention_bwd: tensors must start on 16-byte boundaries (Act offsets "
                   "multiple of 8)");
     const size_t rows = size_t(d.B) * d.T * d.Hq;
-    attn::attn_delta_kernel<<<unsigned((rows + 7) / 8), 256, 0, s>>>(delta, out, dout, d.B, d.T,
-                                                                     d.Hq, d.Dv);
+    const size_t delta_threads = rows * (d.Dv / 8);
+    attn::attn_delta_kernel<<<unsigned((delta_threads + 255) / 256), 256, 0, s>>>(delta, out, dout, d.B,
+                                                                                  d.T, d.Hq, d.Dv);
     GPT_CUDA_LAUNCHED("attn_delta_kernel");
     attn::Params p = attn::make_params(d);
     p.q = q;

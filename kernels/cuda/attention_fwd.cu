@@ -1,7 +1,7 @@
 // Flash-attention forward: causal, online softmax in fp32, bf16 mma.sync tensor cores, grouped
 // heads, strided q/k/v rows, dropout on the probabilities (counter RNG shared with the CPU), and
-// the banded reciprocal half of folded RA. One block = 128 query rows of one (batch, head), four
-// warps of 32 rows each (64 / 16 for Dv = 128); 64-row key/value tiles double-buffered by cp.async.
+// the banded reciprocal half of folded RA. One block = 64 MT query rows of one (batch, head), four
+// warps of 16 x MT rows (FwdCfg); 64-row key/value tiles double-buffered by cp.async.
 #include <string>
 
 #include "cuda/attention_common.cuh"
@@ -17,7 +17,7 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps, kBC = 64;
 // memory twice (half the shared-memory traffic per MMA).
 template <int DQK, int DV>
 struct FwdCfg {
-    static constexpr int MT = (DQK == 128 && DV == 128) ? 1 : GPT_ATTN_MT;
+    static constexpr int MT = DQK == 64 ? GPT_ATTN_MT : (DV == 64 ? 2 : 1);
     static constexpr int BR = 16 * MT * kWarps;
     static constexpr int SQ = DQK + kPad, SV = DV + kPad;
     static constexpr int kQ = BR * SQ, kK = kBC * SQ, kV = kBC * SV;
