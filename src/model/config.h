@@ -26,7 +26,7 @@ struct RaConfig {                 // reciprocal attention, SPEC §2.2
 
 struct MlaConfig {                // multi-head latent attention, SPEC §2.3
     int latent = 128;             // L
-    bool shared_maps = false;     // one shared E->L query map and L->E value map instead of per head
+    bool shared_maps = false;     // one D->L query map P and one L->D value map U shared by all heads
     float ra_alpha = 0.3f;        // RA+MLA reciprocal gate init (per layer, learnable)
     int ra_band = 64;             // RA+MLA band W
 };

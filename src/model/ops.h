@@ -176,6 +176,7 @@ public:
     virtual double sum_squares(Ten t) = 0;                   // synchronous, fp32 spaces
     virtual void adamw(const std::vector<AdamWTensor>& ts, const AdamWHyper& h) = 0;
     virtual void mul_inplace(Ten x, Ten mask, size_t n) = 0; // x *= mask (pruning), fp32 spaces
+
     // ==== variant operations (SPEC §2) ========================================================
     // Added for the attention/MLP variants; every method has a default that throws, so a backend
     // that does not implement one fails loudly when a model needs it. "overwritten" = the
@@ -232,8 +233,9 @@ public:
     // gate: Act [N,H].
     virtual void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H,
                                int Dv);
-    // dctx: Act [N,H,Dv] OVERWRITTEN; dgate: Act [N,H] OVERWRITTEN with a sum_c dout ctx (absent =
-    // skip); dalpha: Grad [1] accumulated with sum (gate-1) dout.ctx (absent = skip).
+    // dctx: Act [N,H,Dv] OVERWRITTEN with ((1-a) + a gate) dout (dctx must not alias dout);
+    // dgate: Act [N,H] OVERWRITTEN with a sum_c dout ctx (absent = skip); dalpha: Grad [1]
+    // accumulated with sum (gate-1) dout.ctx (absent = skip).
     virtual void head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha,
                                float alpha_fixed, int N, int H, int Dv);
     // M1's gate nonlinearity, Act: out = 1/(1+exp(-in)) (overwritten; may alias in).
@@ -241,7 +243,7 @@ public:
     // din = out (1-out) dout, overwritten; din may alias dout.
     virtual void sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n);
     // M2: the head mean of probs (Stat [B,H,T,T]) row by row; keep the min(k, i+1) largest entries
-    // (ties: lower j first), renormalised to sum 1. idx: Index [B*T,k] overwritten with the
+    // (ties in any order), renormalised to sum 1. idx: Index [B*T,k] overwritten with the
     // global row b*T + j of each kept entry, largest first, -1 for unused slots; wts: Stat [B*T,k]
     // overwritten (0 in unused slots). No gradient.
     virtual void topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k);
