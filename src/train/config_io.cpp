@@ -492,7 +492,7 @@ RunConfig default_run_config() {
     c.model = model_preset("gpt2-tiny");
     c.train.batch_size = 8;
     c.train.seq_len = 128;
-    c.train.max_iters = 300;
+    c.train.max_iters = 400;
     c.train.eval_interval = 50;
     c.train.eval_batches = 10;
     c.train.log_interval = 10;
