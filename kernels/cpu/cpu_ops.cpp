@@ -136,30 +136,33 @@ void CpuOps::scale(Ten t, float s) { cpu::scale(f32(t, t.n, "scale"), s, t.n); }
 
 // --- layers --------------------------------------------------------------------------------------
 
+namespace {
+
+// Every token must index a row of the embedding table (wte.n / E rows).
+void check_tokens(const int32_t* tok, size_t n, size_t rows, const char* what) {
+    for (size_t i = 0; i < n; ++i)
+        GPT_CHECK(tok[i] >= 0 && size_t(tok[i]) < rows,
+                  fmt::format("cpu backend: {}: token {} at position {} is outside the embedding "
+                              "table of {} rows; check the data's vocabulary",
+                              what, tok[i], i, rows));
+}
+
+}  // namespace
+
 void CpuOps::embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) {
     check_positive("embedding_fwd", {B, T, E});
-    const size_t bt = size_t(B) * T;
+    const size_t bt = size_t(B) * T, rows = wte.n / E;
     const int32_t* tok = i32(tokens, bt, "embedding_fwd tokens");
-    const size_t rows = wte.n / E;
-    for (size_t i = 0; i < bt; ++i)
-        GPT_CHECK(tok[i] >= 0 && size_t(tok[i]) < rows,
-                  fmt::format("cpu backend: embedding_fwd: token {} at position {} is outside the "
-                              "embedding table of {} rows; check the data's vocabulary",
-                              tok[i], i, rows));
+    check_tokens(tok, bt, rows, "embedding_fwd");
     cpu::embedding_fwd(f32(out, bt * E, "embedding_fwd out"), tok, f32(wte, rows * E, "wte"),
                        f32(wpe, size_t(T) * E, "embedding_fwd wpe"), B, T, E);
 }
 
 void CpuOps::embedding_bwd(Ten dwte, Ten dwpe, Ten dout, Ten tokens, int B, int T, int E) {
     check_positive("embedding_bwd", {B, T, E});
-    const size_t bt = size_t(B) * T;
+    const size_t bt = size_t(B) * T, rows = dwte.n / E;
     const int32_t* tok = i32(tokens, bt, "embedding_bwd tokens");
-    const size_t rows = dwte.n / E;
-    for (size_t i = 0; i < bt; ++i)
-        GPT_CHECK(tok[i] >= 0 && size_t(tok[i]) < rows,
-                  fmt::format("cpu backend: embedding_bwd: token {} at position {} is outside the "
-                              "embedding table of {} rows",
-                              tok[i], i, rows));
+    check_tokens(tok, bt, rows, "embedding_bwd");
     cpu::embedding_bwd(f32(dwte, rows * E, "embedding_bwd dwte"),
                        f32(dwpe, size_t(T) * E, "embedding_bwd dwpe"),
                        f32(dout, bt * E, "embedding_bwd dout"), tok, B, T, E);
