@@ -190,6 +190,13 @@ void set_param(Harness& h, const std::string& suffix, float value) {
     h.set_params(p);
 }
 
+void scale_param(Harness& h, const std::string& name, float factor) {
+    std::vector<float> p = h.params();
+    const auto& s = h.model.params().get(name);
+    for (size_t i = 0; i < s.numel(); ++i) p[s.t.off + i] *= factor;
+    h.set_params(p);
+}
+
 // One FD check of a tiny model (the ablation base with overrides), optionally sharpened.
 void check_variant(const ModelConfig& m, float sharpen = 1.f) {
     Harness h(m, 2, 16, 7);
@@ -318,8 +325,7 @@ TEST_CASE("model variants: nothing is carried from one batch to the next (M1, M2
 
 TEST_CASE("model variants: options that are not wired are refused with the option's name") {
     ModelConfig m = tiny_base();
-    m.m3 = true;
-    m.attention = AttentionKind::mla;
+    m.m3 = true;   // M3 needs MLA
     CHECK_THROWS_WITH_AS(GPT(m, 1, 4), doctest::Contains("model.m3"), Error);
     m = tiny_base();
     m.attention = AttentionKind::ra;
@@ -332,4 +338,48 @@ TEST_CASE("model variants: options that are not wired are refused with the optio
     m.attention = AttentionKind::ra_lowrank;
     m.ra.rank = 16;   // = head dim
     CHECK_THROWS_WITH_AS(GPT(m, 1, 4), doctest::Contains("model.ra.rank"), Error);
+}
+
+TEST_CASE("model variants: M3 latent reciprocity (MLA, RA+MLA with every other mechanism)") {
+    ModelConfig m = tiny_base();
+    m.m3 = true;
+    for (AttentionKind k : {AttentionKind::mla, AttentionKind::ra_mla}) {
+        m.attention = k;
+        if (k == AttentionKind::ra_mla) {
+            m.m1 = m.m2 = true;
+            m.ract.enabled = true;
+            m.ract.stat = RactStat::entropy;
+        }
+        CAPTURE(int(k));
+        GPT g(m, 1, 4);
+        const ParamTable want = spec_parameters(m);
+        REQUIRE(g.params().specs().size() == want.specs().size());
+        for (size_t i = 0; i < want.specs().size(); ++i) {
+            CHECK(g.params().specs()[i].name == want.specs()[i].name);
+            CHECK(g.params().specs()[i].shape == want.specs()[i].shape);
+        }
+        CHECK_FALSE(g.params().has("h.1.mlp.m3.alpha_next"));   // the last block hands nothing on
+        // At init (C ~ 0.02, alphas 0.2) the M3 paths are too weak for FD to see them in the
+        // gradients of the other tensors; make C and the alphas large.
+        Harness h(m, 2, 16, 7);
+        scale_param(h, "h.0.mlp.m3.c", 25.f);
+        set_param(h, "m3.alpha", 1.f);
+        set_param(h, "m3.alpha_next", 1.f);
+        CHECK(check_every_gradient(h) == int(h.model.params().specs().size()));
+    }
+}
+
+TEST_CASE("model variants: M1 and M2 hand-over paths with strong mechanisms") {
+    // At init the gate (alpha_1 = 0.1, W ~ 0.02) barely depends on block 0's hidden: with large
+    // weights and alpha_1 = 1 the path back from block 1's attention into block 0's MLP is a
+    // visible part of the gradients, so FD checks it.
+    for (int id : {4, 12}) {
+        CAPTURE(id);
+        Harness h(tiny_steps()[size_t(id)].model, 2, 16, 7);
+        scale_param(h, "h.0.mlp.m1.w1", 25.f);
+        scale_param(h, "h.0.mlp.m1.w2", 25.f);
+        set_param(h, "m1_alpha", 1.f);
+        set_param(h, "m2.alpha", 1.f);
+        CHECK(check_every_gradient(h) == int(h.model.params().specs().size()));
+    }
 }

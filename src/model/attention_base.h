@@ -60,14 +60,14 @@ protected:
     ModelConfig cfg_;
     int layer_;
     Ten w_proj_, b_proj_;
+    BlockLink* prev_ = nullptr;   // the previous block's link (nullptr in block 0)
+    BlockLink* own_ = nullptr;    // this block's link
 
 private:
     bool m1_consumer() const { return cfg_.m1 && layer_ >= 1; }
     bool needs_probs() const { return cfg_.ract.enabled || cfg_.m2; }
     size_t rows_heads_dv(int B, int T) const { return size_t(B) * T * cfg_.n_head * value_width(); }
 
-    BlockLink* prev_ = nullptr;
-    BlockLink* own_ = nullptr;
     const SharedScratch* shared_ = nullptr;
     Ten y_, lse_;                              // attention output and log-sum-exp
     Ten ract_scale_, ract_bias_, ract_stat_, ract_gate_, y_ract_;   // RA-CT

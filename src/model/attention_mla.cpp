@@ -32,7 +32,10 @@ void MlaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
         kt_ = a.add(Space::Act, N * H * 2 * L, "attention", pre + "ra_kt");
         vh_ = a.add(Space::Act, N * E, "attention", pre + "v_heads");
     }
+    if (cfg_.m3) own_->k_lat = k_lat_;   // M3: this block's MLP reads k_lat (as the attention uses it)
 }
+
+bool MlaAttention::m3_input() const { return prev_ && prev_->m3_latent.present(); }
 
 void MlaAttention::plan_output(ActivationPlan& a, int B, int T) {
     if (!reciprocal_)
@@ -113,6 +116,8 @@ void MlaAttention::inputs_fwd(const StepContext& c, Ten in) {
     ops.matmul_fwd(Q_, in, w_q_, {}, N, E, E);
     ops.matmul_fwd(k_lat_, in, w_kd_, {}, N, E, L);
     ops.matmul_fwd(v_lat_, in, w_vd_, {}, N, E, L);
+    if (m3_input())   // M3: k_lat += alpha_3' (h C) of the previous block's MLP
+        ops.add_scaled_fwd(k_lat_, k_lat_, prev_->m3_latent, prev_->m3_alpha_next, size_t(N) * L);
     ops.head_map_fwd(q_lat_, Q_, p_map_, query_map(c));
     if (reciprocal_) {
         ops.ra_fold_fwd(qt_, kt_, q_lat_, k_lat_, {}, ra_alpha_, fold_dims(c));
@@ -163,6 +168,10 @@ void MlaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch
     }
     ops.head_map_bwd(g.dQ, p_map_.as(Space::Grad), g.dq_lat, Q_, p_map_, query_map(c));
     ops.matmul_bwd(din, w_q_.as(Space::Grad), {}, g.dQ, in, w_q_, N, E, E);
+    if (cfg_.m3) ops.add_inplace(g.dk_lat, own_->d_k_lat, size_t(N) * L);   // from this block's MLP
+    if (m3_input())
+        ops.add_scaled_bwd(prev_->d_m3_latent, prev_->m3_alpha_next.as(Space::Grad), g.dk_lat, prev_->m3_latent,
+                           prev_->m3_alpha_next, size_t(N) * L);
     ops.matmul_bwd(g.dtmp, w_kd_.as(Space::Grad), {}, g.dk_lat, in, w_kd_, N, E, L);
     ops.add_inplace(din, g.dtmp, NE);
     ops.matmul_bwd(g.dtmp, w_vd_.as(Space::Grad), {}, g.dv_lat, in, w_vd_, N, E, L);

@@ -6,6 +6,7 @@
 //      (Hk = 1, g_std = 1 fixed, g_rec = the learnable per-layer alpha), values v_h = v_lat U_h.
 // model.mla.shared_maps: one P [D,L] and one U [L,D] shared by all heads instead of one per head
 // (docs/variants.md explains why the heads keep their own D-dim slice of Q).
+// model.m3: k_lat is handed to this block's MLP, and k_lat += alpha_3' (h C) of the previous one.
 #pragma once
 #include "model/attention_base.h"
 
@@ -41,6 +42,7 @@ private:
     RaFoldDims fold_dims(const StepContext& c) const;
     AttentionOperands attention_on(Ten q, Ten k, Ten v, const StepContext& c) const;
     int maps() const { return cfg_.mla.shared_maps ? 1 : cfg_.n_head; }
+    bool m3_input() const;   // M3: the previous block hands over alpha_3' (h C) for k_lat
 
     bool reciprocal_;
     Ten w_q_, w_kd_, w_vd_, p_map_, u_map_, ra_alpha_;   // parameters

@@ -12,7 +12,10 @@ namespace gpt {
 StandardMlp::StandardMlp(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {
     if (cfg.m1 && layer + 1 < cfg.n_layer) m1_ = std::make_unique<M1GateProducer>(cfg, layer);
     if (cfg.m2) m2_ = std::make_unique<M2CrossTokenMix>(cfg, layer);
+    if (cfg.m3) m3_ = std::make_unique<M3LatentReciprocity>(cfg, layer);
 }
+
+Ten StandardMlp::proj_input() const { return m3_ ? m3_->output() : m2_ ? m2_->output() : act_; }
 
 void StandardMlp::declare(ParamTable& p) {
     const int64_t E = cfg_.n_embd, F = cfg_.hidden();
@@ -24,6 +27,7 @@ void StandardMlp::declare(ParamTable& p) {
     b_proj_ = p.add(pre + "c_proj.bias", {E}, Init::zeros, 0.f, false);
     if (m1_) m1_->declare(p);
     if (m2_) m2_->declare(p);
+    if (m3_) m3_->declare(p);
 }
 
 void StandardMlp::plan(ActivationPlan& a, int B, int T) {
@@ -31,21 +35,24 @@ void StandardMlp::plan(ActivationPlan& a, int B, int T) {
     const std::string pre = fmt::format("h.{}.", layer_);
     pre_ = a.add(Space::Act, BTF, "mlp", pre + "fc_pre");
     act_ = a.add(Space::Act, BTF, "mlp", pre + "fc_gelu");
-    GPT_CHECK(link_ || (!m1_ && !m2_), "mlp: M1/M2 need the block link; call connect() before plan()");
+    GPT_CHECK(link_ || (!m1_ && !m2_ && !m3_), "mlp: M1/M2/M3 need the block link; call connect() before plan()");
     if (m1_) m1_->plan(a, *link_, B, T);
     if (m2_) m2_->plan(a, *link_, B, T);
+    if (m3_) m3_->plan(a, *link_, B, T);
 }
 
 size_t StandardMlp::grad_scratch_elems(int B, int T) const {
     const size_t dh = (size_t(B) * T * cfg_.hidden() + 63) / 64 * 64;
-    return dh + std::max(m1_ ? m1_->grad_scratch_elems(B, T) : 0, m2_ ? m2_->grad_scratch_elems(B, T) : 0);
+    return dh + std::max({m1_ ? m1_->grad_scratch_elems(B, T) : 0, m2_ ? m2_->grad_scratch_elems(B, T) : 0,
+                          m3_ ? m3_->grad_scratch_elems(B, T) : 0});
 }
 
 void StandardMlp::forward(const StepContext& c, Ten in, Ten out) {
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
     c.ops->matmul_fwd(pre_, in, w_fc_, b_fc_, BT, E, F, act_);
     if (m1_) m1_->forward(c, act_);   // hands over h from before the in-block additions
-    const Ten h = m2_ ? m2_->forward(c, act_) : act_;
+    Ten h = m2_ ? m2_->forward(c, act_) : act_;
+    if (m3_) h = m3_->forward(c, h, act_);
     c.ops->matmul_fwd(out, h, w_proj_, b_proj_, BT, F, E);
 }
 
@@ -54,11 +61,13 @@ void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten 
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
     const size_t nf = size_t(BT) * F, rest = (nf + 63) / 64 * 64;
     const Ten dact = scratch.sub(0, nf), more = scratch.sub(rest, scratch.n - rest);
-    // The input of c_proj: h' with M2, else the GELU output.
-    ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, m2_ ? m2_->output() : act_,
-                   w_proj_, BT, F, E);
+    // Walk back through the additions (M3, then M2) to the gradient of h itself, then add the
+    // paths of what h handed to the next block (M1's gate, M3's latent).
+    ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, proj_input(), w_proj_, BT, F, E);
+    if (m3_) m3_->backward(c, dact, more);
     if (m2_) m2_->backward(c, act_, dact, more);
     if (m1_) m1_->backward(c, act_, dact, more);
+    if (m3_) m3_->backward_handover(c, act_, dact, more);
     ops.gelu_bwd(dact, pre_, dact, nf);
     ops.matmul_bwd(din, w_fc_.as(Space::Grad), b_fc_.as(Space::Grad), dact, in, w_fc_, BT, E, F);
 }
@@ -67,6 +76,7 @@ std::string StandardMlp::describe() const {
     std::string s = fmt::format("GELU MLP (F={})", cfg_.hidden());
     if (cfg_.m1) s += " + M1 producer";
     if (cfg_.m2) s += fmt::format(" + M2 (r={}, top-{})", cfg_.m2_rank, M2CrossTokenMix::kTopK);
+    if (cfg_.m3) s += " + M3 latent reciprocity";
     return s;
 }
 

@@ -1,12 +1,14 @@
 // The GPT-2 MLP (SPEC §1, §2.6 width): c_fc [E->F] with the GELU fused into the GEMM epilogue,
 // c_proj [F->E]. F is model.mlp_hidden (4E when 0). Optional mechanisms of SPEC §2.6 on the
-// hidden h = GELU(c_fc x): M2 replaces it by h + alpha_2 (agg W_up) before c_proj (model.m2), and
-// M1's producer (model.m1, blocks 0..Ly-2) turns h into the next block's attention gate.
+// hidden h = GELU(c_fc x): M2 adds alpha_2 (agg W_up) (model.m2), M3 adds alpha_3 (k_lat C^T) and
+// hands h C to the next block's k_lat (model.m3), and M1's producer (model.m1, blocks 0..Ly-2)
+// turns h into the next block's attention gate. c_proj reads h + the additions.
 #pragma once
 #include <memory>
 
 #include "model/mlp_m1_gate.h"
 #include "model/mlp_m2_mix.h"
+#include "model/mlp_m3_latent.h"
 #include "model/units.h"
 
 namespace gpt {
@@ -28,6 +30,8 @@ private:
     BlockLink* link_ = nullptr;
     std::unique_ptr<M1GateProducer> m1_;   // present in blocks 0..Ly-2 when model.m1
     std::unique_ptr<M2CrossTokenMix> m2_;  // present when model.m2
+    std::unique_ptr<M3LatentReciprocity> m3_;   // present when model.m3 (MLA only)
+    Ten proj_input() const;                // what c_proj reads: h after M2 and M3
     Ten w_fc_, b_fc_, w_proj_, b_proj_;
     Ten pre_, act_;   // pre-activation and GELU output, both [B*T, F]
 };

@@ -75,9 +75,10 @@ std::unique_ptr<AttentionUnit> make_attention_unit(const ModelConfig& cfg, int l
 }
 
 std::unique_ptr<MlpUnit> make_mlp_unit(const ModelConfig& cfg, int layer) {
-    if (cfg.m3)
-        fail("model.m3: M3 (latent reciprocity) is not wired into the model yet (its CPU reference is "
-             "ref::m3_add_fwd in kernels/cpu/variant_mlp.h); set it to false");
+    if (cfg.m3 && !is_mla(cfg.attention))
+        fail(fmt::format("model.m3: latent reciprocity needs an MLA attention (model.attention = mla or ra_mla), "
+                         "not '{}'; set model.m3 to false or change the attention",
+                         attention_kind_str(cfg.attention)));
     GPT_CHECK(!cfg.m2 || cfg.m2_rank > 0, fmt::format("model.m2_rank: {} must be > 0 with model.m2", cfg.m2_rank));
     return std::make_unique<StandardMlp>(cfg, layer);
 }

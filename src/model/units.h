@@ -37,6 +37,11 @@ struct StepContext {
 struct BlockLink {
     Ten m1_gate, d_m1_gate;   // Act [N,H]: M1's gate, produced by MLP l, consumed by attention l+1
     Ten m2_idx, m2_wts;       // Index / Stat [N,k]: M2's sparse rows, attention l -> MLP l
+    // M3 (MLA only): attention l's k_lat [N,L] (Act, as used by its attention) goes to MLP l,
+    // whose backward writes d_k_lat; MLP l's m3_latent = h C [N,L] goes to attention l+1, which
+    // adds m3_alpha_next (a Param [1] of MLP l) times it to its k_lat and writes d_m3_latent.
+    Ten k_lat, d_k_lat;
+    Ten m3_latent, d_m3_latent, m3_alpha_next;
 };
 
 // Buffers that every layer uses in turn (never two layers at once), planned once by GPT.
