@@ -22,35 +22,44 @@ namespace gpt {
 namespace {
 
 // Seconds per token of the real model on this machine, measured on one short micro-batch
-// (B = 1, T <= 128): an estimate, stated as such.
+// (B <= 4, T <= 128): an estimate, stated as such.
 double measure_seconds_per_token(const RunConfig& cfg) {
     RunConfig c = cfg;
-    c.train.batch_size = 1;
+    c.train.batch_size = std::min(cfg.train.batch_size, 4);
     c.train.seq_len = std::min(cfg.train.seq_len, 128);
     c.train.grad_accum = 1;
-    Session s(c, 1, c.train.seq_len, true);
+    const int n = c.train.batch_size * c.train.seq_len;
+    Session s(c, c.train.batch_size, c.train.seq_len, true);
     auto batch = [&](int32_t* in, int32_t* tg) {
-        for (int i = 0; i < c.train.seq_len; ++i) in[i] = tg[i] = (i * 7919) % cfg.model.vocab_size;
+        for (int i = 0; i < n; ++i) in[i] = tg[i] = (i * 7919) % cfg.model.vocab_size;
     };
     train_step(s, 1, batch);   // warm-up
     s.ops().synchronize();
     auto t0 = std::chrono::steady_clock::now();
     train_step(s, 2, batch);
     s.ops().synchronize();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / c.train.seq_len;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / n;
 }
 
 }  // namespace
 
 int cmd_check(const RunConfig& cfg) {
     std::cout << "config: valid (job " << cfg.job << ")\n";
+    int passed = 0, failed = 0;
+    try {
+        check_data_files(cfg);
+        std::cout << "data: present\n";
+    } catch (const Error& e) {
+        std::cout << "FAIL data: " << e.what() << "\n";
+        ++failed;
+    }
     std::vector<std::pair<std::string, RunConfig>> models;
     if (cfg.job == "ablation") {
-        for (const auto& [st, c] : ablation_step_configs(cfg)) models.emplace_back(fmt::format("step {:>2}", st.id), c);
+        for (const auto& [st, c] : ablation_step_configs(cfg))
+            models.emplace_back(fmt::format("step {:>2} ({})", st.id, st.description), c);
     } else {
         models.emplace_back("model", cfg);
     }
-    int passed = 0, failed = 0;
     for (const auto& [label, c] : models) {
         const DryRunResult r = dry_run(c);
         std::cout << fmt::format("{} {}: {}\n", r.pass ? "PASS" : "FAIL", label, r.description);
@@ -80,7 +89,7 @@ int cmd_check(const RunConfig& cfg) {
         std::cout << fmt::format("  time: about {:.1f} h per model, {:.1f} h in all (from one {}-token step "
                                  "measured here; a rough, usually pessimistic estimate)\n",
                                  spt * tokens / 3600, spt * tokens * double(models.size()) / 3600,
-                                 std::min(first.train.seq_len, 128));
+                                 std::min(first.train.batch_size, 4) * std::min(first.train.seq_len, 128));
     } catch (const Error& e) {
         std::cout << "  plan: cannot estimate on this machine: " << e.what() << "\n";
     }

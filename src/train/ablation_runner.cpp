@@ -55,6 +55,7 @@ std::vector<AblationRow> run_ablation(const RunConfig& cfg) {
         AblationRow row;
         row.step = step.id;
         row.description = step.description;
+        if (c.train.optim.prune_sparsity > 0) row.description += fmt::format(" (sparsity reached {:.1f}%)", 100 * r.sparsity);
         row.parameters = size_t(count_parameters(c.model));
         row.final_val = r.val_losses.empty() ? std::nan("") : r.val_losses.back().second;
         row.best_val = row.final_val;

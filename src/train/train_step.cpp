@@ -22,7 +22,7 @@ StepOutcome train_step(Session& s, int64_t step, const BatchSource& next_batch) 
     }
     out.loss /= accum;
     const float lr = learning_rate(tc.optim, int(step), tc.max_iters);
-    out.info = s.optimizer().step(s.ops(), int(step), lr);
+    out.info = s.optimizer().step(s.ops(), int(step), lr, tc.max_iters);
     s.ops().params_changed();
     return out;
 }

@@ -195,6 +195,10 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
             result.val_losses.emplace_back(step, val);
             spdlog::info("step {}: train loss {:.4f}, val loss {:.4f} (perplexity {:.2f})", step, loss, val,
                          std::exp(val));
+            if (s.optimizer().pruning())
+                spdlog::info("step {}: sparsity of the attention/MLP weights {:.2f}% (target now {:.2f}%)", step,
+                             100 * s.optimizer().measured_sparsity(s.ops()),
+                             100 * s.optimizer().target_sparsity(int(step), tc.max_iters));
         }
         if ((tc.sample_interval > 0 && step % tc.sample_interval == 0) || last)
             result.sample = sample_text(step);
@@ -206,6 +210,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         if (opt.stop_after > 0 && step >= opt.stop_after) break;
     }
     if (progress) progress->finish();
+    if (s.optimizer().pruning()) result.sparsity = s.optimizer().measured_sparsity(s.ops());
     metrics.flush();
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     result.tokens_per_s = timed_seconds > 0 ? timed_tokens / timed_seconds : 0;

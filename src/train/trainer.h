@@ -17,6 +17,7 @@ struct TrainResult {
     double seconds = 0;
     double tokens_per_s = 0;
     double planned_gib = 0;            // the memory plan of this run
+    double sparsity = 0;               // of the prunable weights at the end (magnitude pruning)
     std::string sample;                // the last generated sample, if any
 };
 
