@@ -132,6 +132,19 @@ __device__ __forceinline__ void band_mask(float (&x)[MT][NT][4], int row0, int c
             }
 }
 
+// acc = this warp's scores (S, or S^T when KEY_ROWS): the banded dims [split, D) first, masked
+// to the band, then the plain dims [0, split) on top (mode from band_mode).
+template <bool KEY_ROWS, int MT, int NT, int KS>
+__device__ __forceinline__ void banded_scores(float (&acc)[MT][NT][4], const __nv_bfloat16* sa, int lda,
+                                              int a_row0, const __nv_bfloat16* sb, int ldb,
+                                              int split_steps, int mode, int row0, int col0,
+                                              int band, int g, int t, int lane) {
+    zero(acc);
+    if (mode != kBandNone) mma_rows_nk<MT, NT, KS>(acc, sa, lda, a_row0, sb, ldb, split_steps, KS, lane);
+    if (mode == kBandMixed) band_mask<KEY_ROWS>(acc, row0, col0, band, g, t);
+    mma_rows_nk<MT, NT, KS>(acc, sa, lda, a_row0, sb, ldb, 0, split_steps, lane);
+}
+
 // ---- dK, dV: one block per (key tile, batch, kv head) --------------------------------------------
 template <int DQK, int DV>
 struct KvCfg {
@@ -211,12 +224,9 @@ __global__ void __launch_bounds__(kThreads, KvCfg<DQK, DV>::kMinBlocks) attn_bwd
 
             // S^T = K Q^T (rows: this warp's keys; columns: the step's queries).
             float st[MT][NQ][4];
-            zero(st);
             const int mode = band_mode(p, q0, BRB, kw0, 16 * MT);
-            if (mode != kBandNone)
-                mma_rows_nk<MT, NQ, DQK / 16>(st, sK, C::SQ, wrow0, q_s, C::SQ, split_steps, DQK / 16, lane);
-            if (mode == kBandMixed) band_mask<true>(st, kw0, q0, p.band, g, t);
-            mma_rows_nk<MT, NQ, DQK / 16>(st, sK, C::SQ, wrow0, q_s, C::SQ, 0, split_steps, lane);
+            banded_scores<true, MT, NQ, DQK / 16>(st, sK, C::SQ, wrow0, q_s, C::SQ, split_steps, mode,
+                                                  kw0, q0, p.band, g, t, lane);
             // dP^T = V dO^T
             float dpt[MT][NQ][4];
             zero(dpt);
@@ -343,12 +353,9 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
             const __nv_bfloat16* k_s = sK + buf * C::kK;
             const __nv_bfloat16* v_s = sV + buf * C::kV;
             float s[MT][NK][4];
-            zero(s);
             const int mode = band_mode(p, qw0, 16 * MT, k0, BCQ);
-            if (mode != kBandNone)
-                mma_rows_nk<MT, NK, DQK / 16>(s, sQ, C::SQ, wrow0, k_s, C::SQ, split_steps, DQK / 16, lane);
-            if (mode == kBandMixed) band_mask<false>(s, qw0, k0, p.band, g, t);
-            mma_rows_nk<MT, NK, DQK / 16>(s, sQ, C::SQ, wrow0, k_s, C::SQ, 0, split_steps, lane);
+            banded_scores<false, MT, NK, DQK / 16>(s, sQ, C::SQ, wrow0, k_s, C::SQ, split_steps, mode,
+                                                   qw0, k0, p.band, g, t, lane);
             float dp[MT][NK][4];
             zero(dp);
             mma_rows_nk<MT, NK, DV / 16>(dp, sO, C::SV, wrow0, v_s, C::SV, 0, DV / 16, lane);

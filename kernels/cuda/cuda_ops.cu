@@ -214,18 +214,9 @@ public:
         const size_t MN = size_t(M) * N;
         TView o = view(out, MN, "matmul_fwd", "out");
         TView go = view_opt(gelu_out, MN, "matmul_fwd", "gelu_out");
-        GemmArgs g;
-        g.trans_a = true;   // w [N, K] row-major is column-major K x N: op = T gives N x K
-        g.m = N;
-        g.n = M;
-        g.k = K;
-        g.lda = K;
-        g.ldb = K;
-        g.ldd = N;
-        g.a = operand(w, size_t(N) * K, "matmul_fwd", "w");
-        g.b = operand(in, size_t(M) * K, "matmul_fwd", "in");
-        g.d = o.p;
-        g.d_type = o.t;
+        // w [N, K] row-major is column-major K x N: op = T gives N x K.
+        GemmArgs g = gemm_args(true, false, N, M, K, K, K, N, operand(w, size_t(N) * K, "matmul_fwd", "w"),
+                               operand(in, size_t(M) * K, "matmul_fwd", "in"), o, 0.f);
         const bool has_bias = bias.present();
         if (has_bias) {
             g.bias = bias_ptr(bias, N, o.t, "matmul_fwd");
@@ -243,9 +234,7 @@ public:
         g.epilogue = has_bias ? Epilogue::Bias : Epilogue::None;
         if (!gemm_->run(g, stream_)) {
             g.epilogue = Epilogue::None;
-            GPT_CHECK(gemm_->run(g, stream_), "cuda-bf16 matmul_fwd: cuBLASLt has no algorithm for M=" +
-                                                  std::to_string(M) + " K=" + std::to_string(K) +
-                                                  " N=" + std::to_string(N));
+            run_gemm(g, "matmul_fwd", M, K, N);
             if (has_bias) add_bias(o, view(bias, N, "matmul_fwd", "bias"), M, N, stream_);
         }
         if (go.p) cuda::gelu_fwd(go, o, MN, stream_);
@@ -255,39 +244,17 @@ public:
                     int N) override {
         const void* dout_p = operand(dout, size_t(M) * N, "matmul_bwd", "dout");
         if (din.present()) {   // din[M,K] = dout[M,N] . w[N,K]  ->  din^T = w^T dout^T
-            TView d = view(din, size_t(M) * K, "matmul_bwd", "din");
-            GemmArgs g;
-            g.m = K;
-            g.n = M;
-            g.k = N;
-            g.lda = K;
-            g.ldb = N;
-            g.ldd = K;
-            g.a = operand(w, size_t(N) * K, "matmul_bwd", "w");
-            g.b = dout_p;
-            g.d = d.p;
-            g.d_type = d.t;
-            GPT_CHECK(gemm_->run(g, stream_), "cuda-bf16 matmul_bwd: cuBLASLt has no algorithm for din, M=" +
-                                                  std::to_string(M) + " K=" + std::to_string(K) +
-                                                  " N=" + std::to_string(N));
+            GemmArgs g = gemm_args(false, false, K, M, N, K, N, K,
+                                   operand(w, size_t(N) * K, "matmul_bwd", "w"), dout_p,
+                                   view(din, size_t(M) * K, "matmul_bwd", "din"), 0.f);
+            run_gemm(g, "matmul_bwd (din)", M, K, N);
         }
         bool bias_done = !dbias.present();
         TView db = view_opt(dbias, N, "matmul_bwd", "dbias");
         if (dw.present()) {   // dw[N,K] += dout^T in  ->  dw^T[K,N] += in^T[K,M] dout[M,N]
-            TView d = view(dw, size_t(N) * K, "matmul_bwd", "dw");
-            GemmArgs g;
-            g.trans_b = true;
-            g.m = K;
-            g.n = N;
-            g.k = M;
-            g.lda = K;
-            g.ldb = N;
-            g.ldd = K;
-            g.a = operand(in, size_t(M) * K, "matmul_bwd", "in");
-            g.b = dout_p;
-            g.d = d.p;
-            g.d_type = d.t;
-            g.beta = 1.f;
+            const TView d = view(dw, size_t(N) * K, "matmul_bwd", "dw");
+            GemmArgs g = gemm_args(false, true, K, N, M, K, N, K,
+                                   operand(in, size_t(M) * K, "matmul_bwd", "in"), dout_p, d, 1.f);
             bool done = false;
             if (!bias_done && d.t == DType::F32) {   // BGRADB writes colsum(dout) to a scratch vector
                 float* tmp = static_cast<float*>(scratch(size_t(N) * 4));
@@ -301,10 +268,7 @@ public:
                 g.epilogue = Epilogue::None;
                 g.bias = nullptr;
             }
-            if (!done)
-                GPT_CHECK(gemm_->run(g, stream_), "cuda-bf16 matmul_bwd: cuBLASLt has no algorithm for dw, M=" +
-                                                      std::to_string(M) + " K=" + std::to_string(K) +
-                                                      " N=" + std::to_string(N));
+            if (!done) run_gemm(g, "matmul_bwd (dw)", M, K, N);
         }
         if (!bias_done) {
             float* partial = static_cast<float*>(scratch(colsum_scratch(M, N) * 4));
@@ -439,6 +403,31 @@ private:
         e.o = rows * d.Hq * d.Dv;
         e.l = size_t(d.B) * d.Hq * d.T;
         return e;
+    }
+
+    // Column-major GEMM arguments: D[m, n] = op(A) op(B) + beta D, A and B bf16.
+    static GemmArgs gemm_args(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb,
+                              int ldd, const void* a, const void* b, TView d, float beta) {
+        GemmArgs g;
+        g.trans_a = trans_a;
+        g.trans_b = trans_b;
+        g.m = m;
+        g.n = n;
+        g.k = k;
+        g.lda = lda;
+        g.ldb = ldb;
+        g.ldd = ldd;
+        g.a = a;
+        g.b = b;
+        g.d = d.p;
+        g.d_type = d.t;
+        g.beta = beta;
+        return g;
+    }
+    void run_gemm(const GemmArgs& g, const char* what, int M, int K, int N) {
+        GPT_CHECK(gemm_->run(g, stream_), std::string("cuda-bf16 ") + what +
+                                              ": cuBLASLt has no algorithm for M=" + std::to_string(M) +
+                                              " K=" + std::to_string(K) + " N=" + std::to_string(N));
     }
 
     void release() {
