@@ -2,6 +2,7 @@
 // gpt::ref reference math of kernels/cpu/variant_*.cpp, plus the materialised attention
 // probabilities. The ref functions accumulate their gradients; where an Ops method overwrites,
 // the target is zeroed first (only the columns the operation owns, for strided layouts).
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -15,7 +16,6 @@
 #include "cpu/cpu_ops.h"
 #include "cpu/variant_attention.h"
 #include "cpu/variant_head_gate.h"
-#include "cpu/variant_mla.h"
 #include "cpu/variant_mlp.h"
 #include "cpu/variant_ract.h"
 
@@ -141,25 +141,48 @@ void CpuOps::ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten 
 // ---- MLA maps ------------------------------------------------------------------------------------
 
 namespace {
-ref::HeadMapDims to_ref(const HeadMapDims& d) { return {d.N, d.H, d.Hin, d.Hm, d.Din, d.Dout, d.in_stride}; }
+void check_head_map(const HeadMapDims& d) {
+    GPT_CHECK((d.Hin == d.H || d.Hin == 1) && (d.Hm == d.H || d.Hm == 1) && d.in_stride >= d.Hin * d.Din,
+              fmt::format("cpu backend: head_map: Hin = {} and Hm = {} must be H = {} or 1, and in_stride {} must "
+                          "cover the input heads ({})",
+                          d.Hin, d.Hm, d.H, d.in_stride, d.Hin * d.Din));
+}
 }  // namespace
 
+// One strided GEMM per head (OpenBLAS): head h reads rows of `in` at in_stride from column
+// hin(h)*Din and writes the columns h*Dout of rows of H*Dout. Same math as ref::head_map_*.
 void CpuOps::head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d) {
     check_positive("head_map_fwd", {d.N, d.H, d.Hin, d.Hm, d.Din, d.Dout});
-    ref::head_map_fwd(f32(out, size_t(d.N) * d.H * d.Dout, "head_map_fwd out"),
-                      f32_extent(in, strided_extent(d.N, d.in_stride, d.Hin * d.Din), "head_map_fwd in"),
-                      f32(M, size_t(d.Hm) * d.Din * d.Dout, "head_map_fwd M"), to_ref(d));
+    check_head_map(d);
+    float* o = f32(out, size_t(d.N) * d.H * d.Dout, "head_map_fwd out");
+    const float* x = f32_extent(in, strided_extent(d.N, d.in_stride, d.Hin * d.Din), "head_map_fwd in");
+    const float* m = f32(M, size_t(d.Hm) * d.Din * d.Dout, "head_map_fwd M");
+    for (int h = 0; h < d.H; ++h)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.N, d.Dout, d.Din, 1.f,
+                    x + size_t(d.Hin == 1 ? 0 : h) * d.Din, d.in_stride, m + size_t(d.Hm == 1 ? 0 : h) * d.Din * d.Dout,
+                    d.Dout, 0.f, o + size_t(h) * d.Dout, d.H * d.Dout);
 }
 
 void CpuOps::head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) {
     check_positive("head_map_bwd", {d.N, d.H, d.Hin, d.Hm, d.Din, d.Dout});
+    check_head_map(d);
     const size_t in_ext = strided_extent(d.N, d.in_stride, d.Hin * d.Din);
-    float* dinp = din.present() ? f32_extent(din, in_ext, "head_map_bwd din") : nullptr;
-    if (dinp) zero_rows(dinp, d.N, d.in_stride, d.Hin * d.Din);
-    ref::head_map_bwd(dinp, f32_optional(dM, size_t(d.Hm) * d.Din * d.Dout, "head_map_bwd dM"),
-                      f32(dout, size_t(d.N) * d.H * d.Dout, "head_map_bwd dout"),
-                      f32_extent(in, in_ext, "head_map_bwd in"),
-                      f32(M, size_t(d.Hm) * d.Din * d.Dout, "head_map_bwd M"), to_ref(d));
+    float* dx = din.present() ? f32_extent(din, in_ext, "head_map_bwd din") : nullptr;
+    float* dm = f32_optional(dM, size_t(d.Hm) * d.Din * d.Dout, "head_map_bwd dM");
+    const float* gy = f32(dout, size_t(d.N) * d.H * d.Dout, "head_map_bwd dout");
+    const float* x = f32_extent(in, in_ext, "head_map_bwd in");
+    const float* m = f32(M, size_t(d.Hm) * d.Din * d.Dout, "head_map_bwd M");
+    if (dx) zero_rows(dx, d.N, d.in_stride, d.Hin * d.Din);
+    for (int h = 0; h < d.H; ++h) {
+        const size_t xo = size_t(d.Hin == 1 ? 0 : h) * d.Din, mo = size_t(d.Hm == 1 ? 0 : h) * d.Din * d.Dout;
+        const float* g = gy + size_t(h) * d.Dout;
+        if (dx)   // din_h += dout_h M_h^T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.N, d.Din, d.Dout, 1.f, g, d.H * d.Dout, m + mo,
+                        d.Dout, 1.f, dx + xo, d.in_stride);
+        if (dm)   // dM_h += in_h^T dout_h
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.Din, d.Dout, d.N, 1.f, x + xo, d.in_stride, g,
+                        d.H * d.Dout, 1.f, dm + mo, d.Dout);
+    }
 }
 
 // ---- materialised probabilities ------------------------------------------------------------------
