@@ -33,7 +33,7 @@ CMAKE_ASAN_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGPT_SANITIZE=ON
 # The shards of the embedded corpus (defconfigs/default), made from the fetched JSONL.
 SOTU_INPUT := assets/corpus/sotu.jsonl
 
-.PHONY: all run setup build configure check test test-asan bench clean distclean help \
+.PHONY: all run setup build configure check test test-asan bench bench-gpt2 clean distclean help \
         menuconfig olddefconfig savedefconfig data FORCE
 
 all: run
@@ -87,6 +87,12 @@ check: build data
 bench: build $(RUN_FILE)
 	$(GPT2) bench --config $(RUN_FILE) $(SET_ARGS)
 
+# The issue's benchmark: GPT-2 124M at T = 1024, B = 32 and 64, then the attention core at the
+# seeds' shape (CUDA builds only). tools/gpu-bench.sh runs these beside the PyTorch peers.
+bench-gpt2: build
+	$(GPT2) bench --set model.preset=gpt2 train.seq_len=1024 $(SET_ARGS) -b 32 -b 64
+	@if [[ -x $(BUILD)/bench_attention ]]; then $(BUILD)/bench_attention; fi
+
 # The test suite: CPU tests always, GPU tests too when the CUDA backend was built (they report
 # themselves skipped without a GPU). This is also what CI runs.
 test: build
@@ -136,7 +142,8 @@ help:
 	@echo "  make                  install what is missing, build, prepare data, run the job"
 	@echo "                        (no .config: defconfigs/default, a small GPT on the embedded corpus)"
 	@echo "  make check            dry run: validate, build and briefly train every model of the job"
-	@echo "  make bench            attention and training-step benchmarks"
+	@echo "  make bench            training-step benchmark of the configured model"
+	@echo "  make bench-gpt2       GPT-2 124M at T=1024, B=32/64, and the attention core (GPU)"
 	@echo "  make SET=\"k=v ...\"    add --set overrides, e.g. SET=\"train.max_iters=20\""
 	@echo "Building and testing:"
 	@echo "  make setup            install missing packages and fetch the tokenizer and corpus"

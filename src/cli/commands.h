@@ -22,6 +22,7 @@ struct CommandArgs {
     std::string tokenizer_dir;
     std::vector<int> batches;   // bench
     int warmup = 3, steps = 10;
+    std::vector<int> ablation_steps;   // bench: time these ablation steps' models instead
 };
 
 int cmd_run(const RunConfig& cfg, const CommandArgs& args);

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Training-step benchmarks on the GPU machine, ours and PyTorch's in the same run (SPEC §7-§8):
+# GPT-2 124M, T = 1024, B = 32 and 64 (ms/step, tokens/s, MFU, memory), then the ablation's
+# attention variants at B = 32 as tokens/s ratios to the baseline (step 0), then the PyTorch peer
+# (.peer/peer_torch_gpt2.py, copied there by hand from ../shared/bench, never committed).
+# Expects tools/gpu-check.sh to have configured the build directory.
+#
+# Usage: tools/gpu-bench.sh [build-dir]      GPU_BENCH_SKIP="variants peer" skips parts
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build-gpu}
+LOG=$BUILD/gpu-check-logs
+SKIP=${GPU_BENCH_SKIP:-}
+mkdir -p "$LOG"
+cmake --build "$BUILD" -j "$(nproc)" --target gpt2 >"$LOG/build-gpt2.log" 2>&1 || { tail -30 "$LOG/build-gpt2.log"; exit 1; }
+G=$BUILD/gpt2
+COMMON=(--set model.preset=gpt2 train.seq_len=1024 train.device=cuda)
+
+echo "=== ours: GPT-2 124M training step"
+"$G" bench "${COMMON[@]}" -b 32 -b 64 --warmup 5 --steps 20 2>&1 | tee "$LOG/bench-gpt2.log"
+if [[ " $SKIP " != *" variants "* ]]; then
+    echo "=== ours: ablation models at B=32 (ratios to step 0, same run)"
+    "$G" bench "${COMMON[@]}" -b 32 --warmup 3 --steps 10 --ablation-step 0 5 8 11 13 4 2>&1 \
+        | tee "$LOG/bench-variants.log"
+fi
+if [[ " $SKIP " != *" peer "* && -f "$ROOT/.peer/peer_torch_gpt2.py" ]]; then
+    for b in 32 64; do
+        echo "=== PyTorch peer: B=$b"
+        PYTHONUNBUFFERED=1 python3 "$ROOT/.peer/peer_torch_gpt2.py" "$b" 2>&1 | tee "$LOG/peer-gpt2-$b.log"
+    done
+fi
+[[ -n "${OUT:-}" ]] && cp "$LOG"/bench-*.log "$LOG"/peer-gpt2-*.log "$OUT"/ 2>/dev/null
+exit 0
