@@ -31,22 +31,12 @@ constexpr uint64_t kValSeedSalt = 0x76616c6964617465ull;   // validation order d
 // Peak dense bf16 tensor throughput for MFU; NaN where we don't know it (the CPU).
 double peak_flops(const Backend& b) { return b.is_cuda ? 989.4e12 : std::nan(""); }
 
-const std::vector<float>& find_array(const CheckpointData& d, const std::string& name) {
-    for (const auto& [k, v] : d.arrays)
-        if (k == name) return v;
-    fail("checkpoint has no array '" + name + "'");
-}
-
-const std::vector<uint64_t>& find_u64(const CheckpointData& d, const std::string& name) {
-    for (const auto& [k, v] : d.u64)
-        if (k == name) return v;
-    fail("checkpoint has no integer array '" + name + "'");
-}
-
-const std::vector<double>& find_f64(const CheckpointData& d, const std::string& name) {
-    for (const auto& [k, v] : d.f64)
-        if (k == name) return v;
-    fail("checkpoint has no float64 array '" + name + "'");
+// The checkpoint entry or an Error naming the file and the entry (pointers, not references: g++ 13
+// warns about references bound to results of calls that take temporaries).
+template <class T>
+const T* need(const T* entry, const std::string& path, const std::string& name) {
+    if (!entry) fail("checkpoint " + path + " has no entry '" + name + "': it was not written by this trainer");
+    return entry;
 }
 
 CheckpointData snapshot(Session& s, const RunConfig& cfg, int64_t step, const TokenLoader& loader) {
@@ -59,35 +49,32 @@ CheckpointData snapshot(Session& s, const RunConfig& cfg, int64_t step, const To
     d.u64.emplace_back("loader_state", std::vector<uint64_t>{st.epoch, st.cursor});
     d.u64.emplace_back("optimizer_last_reset", std::vector<uint64_t>{uint64_t(s.optimizer().last_reset())});
     d.f64.emplace_back("optimizer_norm_history", s.optimizer().norm_history());
-    for (const auto& p : s.model().params().specs()) {
-        std::string shape;
-        for (auto dim : p.shape) {
-            if (!shape.empty()) shape += ',';
-            shape += std::to_string(dim);
-        }
-        d.strings.emplace_back("param:" + p.name, fmt::format("offset={} shape={}", p.t.off, shape));
-    }
+    // Names, offsets and shapes of the flat parameter array, for h5py users (docs/file-formats.md).
+    for (const auto& p : s.model().params().specs())
+        d.param_index.push_back(ParamIndexEntry{p.name, int64_t(p.t.off), p.shape});
     return d;
 }
 
 void restore(Session& s, const CheckpointData& d, TokenLoader& loader, const std::string& path) {
-    const auto& params = find_array(d, "params");
-    if (params.size() != s.param_elems())
+    const auto* params = need(d.find_array("params"), path, "params");
+    if (params->size() != s.param_elems())
         fail(fmt::format("checkpoint {} holds {} parameter values but this model has {}: it was made "
                          "for a different model. Use another train.out_dir or set train.resume=false",
-                         path, params.size(), s.param_elems()));
-    const auto& opt = find_array(d, "optimizer_state");
-    if (opt.size() != s.opt_elems())
-        fail(fmt::format("checkpoint {} has optimizer state of {} values, expected {} (was AMSGrad "
-                         "toggled?). Use another train.out_dir or set train.resume=false",
-                         path, opt.size(), s.opt_elems()));
-    s.upload(Space::Param, params);
-    s.upload(Space::Opt, opt);
-    const auto& ls = find_u64(d, "loader_state");
-    GPT_CHECK(ls.size() == 2, "checkpoint " + path + ": loader_state must hold 2 values");
-    loader.restore(TokenLoader::State{ls[0], ls[1]});
-    s.optimizer().restore(find_f64(d, "optimizer_norm_history"),
-                          int64_t(find_u64(d, "optimizer_last_reset").at(0)));
+                         path, params->size(), s.param_elems()));
+    const auto* opt = need(d.find_array("optimizer_state"), path, "optimizer_state");
+    if (opt->size() != s.opt_elems())
+        fail(fmt::format("checkpoint {} has optimizer state of {} values, expected {} (was AMSGrad or "
+                         "pruning toggled?). Use another train.out_dir or set train.resume=false",
+                         path, opt->size(), s.opt_elems()));
+    s.upload(Space::Param, *params);
+    s.upload(Space::Opt, *opt);
+    const auto* ls = need(d.find_u64("loader_state"), path, "loader_state");
+    GPT_CHECK(ls->size() == 2, "checkpoint " + path + ": loader_state must hold 2 values");
+    loader.restore(TokenLoader::State{(*ls)[0], (*ls)[1]});
+    const auto* reset = need(d.find_u64("optimizer_last_reset"), path, "optimizer_last_reset");
+    GPT_CHECK(reset->size() == 1, "checkpoint " + path + ": optimizer_last_reset must hold 1 value");
+    s.optimizer().restore(*need(d.find_f64("optimizer_norm_history"), path, "optimizer_norm_history"),
+                          int64_t((*reset)[0]));
 }
 
 }  // namespace

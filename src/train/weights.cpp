@@ -17,16 +17,14 @@ std::string resolve_checkpoint(const RunConfig& cfg, const std::string& explicit
 
 int64_t load_weights(Session& s, const std::string& path) {
     CheckpointData d = load_checkpoint(path);
-    for (const auto& [name, values] : d.arrays) {
-        if (name != "params") continue;
-        if (values.size() != s.param_elems())
-            fail(fmt::format("checkpoint {} holds {} parameter values but the configured model has {}: "
-                             "pass the config the checkpoint was trained with", path, values.size(),
-                             s.param_elems()));
-        s.upload(Space::Param, values);
-        return d.step;
-    }
-    fail("checkpoint " + path + " has no 'params' array");
+    const std::vector<float>* params = d.find_array("params");
+    if (!params) fail("checkpoint " + path + " has no 'params' array");
+    if (params->size() != s.param_elems())
+        fail(fmt::format("checkpoint {} holds {} parameter values but the configured model has {}: "
+                         "pass the config the checkpoint was trained with", path, params->size(),
+                         s.param_elems()));
+    s.upload(Space::Param, *params);
+    return d.step;
 }
 
 }  // namespace gpt
