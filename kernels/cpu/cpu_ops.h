@@ -92,6 +92,10 @@ public:
     void sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k) override;
     void add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n) override;
     void add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n) override;
+    void disc_channel_fwd(Ten qt_out, Ten kt_out, Ten qt, Ten kt, Ten k, Ten u, Ten g_disc,
+                          const DiscChannelDims& d) override;
+    void disc_channel_bwd(Ten dqt, Ten dkt, Ten dk, Ten du, Ten dg_disc, Ten dqt_out, Ten dkt_out, Ten k, Ten u,
+                          Ten g_disc, const DiscChannelDims& d) override;
 };
 
 // The backend as the interface; threads = 0 uses all cores.

@@ -7,7 +7,9 @@
 namespace gpt {
 
 RaAttention::RaAttention(const ModelConfig& cfg, int layer)
-    : AttentionBase(cfg, layer), lowrank_(cfg.attention == AttentionKind::ra_lowrank) {}
+    : AttentionBase(cfg, layer),
+      lowrank_(cfg.attention == AttentionKind::ra_lowrank),
+      disc_(cfg.ra.discoverability) {}
 
 void RaAttention::declare_inputs(ParamTable& p) { packed_.declare(p, cfg_, layer_); }
 
@@ -19,6 +21,10 @@ void RaAttention::declare_extras(ParamTable& p) {
     }
     if (lowrank_)
         w_lowrank_ = p.add(pre + "w_lowrank", {cfg_.head_dim(), cfg_.ra.rank}, Init::normal, 0.02f, true);
+    if (disc_) {
+        disc_u_ = p.add(pre + "disc_u", {cfg_.n_head, cfg_.head_dim()}, Init::normal, 0.02f, false);
+        g_disc_ = p.add(pre + "g_disc", {cfg_.n_head}, Init::constant, 0.2f, false);
+    }
 }
 
 void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
@@ -26,11 +32,29 @@ void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
     const size_t n = size_t(B) * T * cfg_.n_head * folded_width();
     qt_ = a.add(Space::Act, n, "attention", fmt::format("h.{}.ra_qt", layer_));
     kt_ = a.add(Space::Act, n, "attention", fmt::format("h.{}.ra_kt", layer_));
+    if (disc_) {
+        const size_t nd = size_t(B) * T * cfg_.n_head * operand_width();
+        qd_ = a.add(Space::Act, nd, "attention", fmt::format("h.{}.ra_qt_disc", layer_));
+        kd_ = a.add(Space::Act, nd, "attention", fmt::format("h.{}.ra_kt_disc", layer_));
+    }
 }
 
 size_t RaAttention::inputs_scratch_elems(int B, int T) const {
     const size_t N = size_t(B) * T;
-    return N * 3 * cfg_.n_embd + 2 * N * cfg_.n_head * folded_width();   // dqkv, dq̃, dk̃
+    const size_t disc = disc_ ? 2 * N * cfg_.n_head * operand_width() : 0;
+    return N * 3 * cfg_.n_embd + 2 * N * cfg_.n_head * folded_width() + disc;   // dqkv, dq̃, dk̃ (+ disc)
+}
+
+DiscChannelDims RaAttention::disc_dims(const StepContext& c) const {
+    DiscChannelDims d;
+    d.N = c.B * c.T;
+    d.H = cfg_.n_head;
+    d.D = cfg_.head_dim();
+    d.k_stride = 3 * cfg_.n_embd;
+    d.W = folded_width();
+    d.split = split();
+    d.scale = 1.0f / std::sqrt(float(cfg_.head_dim()));
+    return d;
 }
 
 RaFoldDims RaAttention::fold_dims(const StepContext& c) const {
@@ -65,6 +89,7 @@ void RaAttention::inputs_fwd(const StepContext& c, Ten in) {
         c.ops->ra_lowrank_fwd(qt_, kt_, q, k, w_lowrank_, g_std_, g_rec_, lowrank_dims(c));
     else
         c.ops->ra_fold_fwd(qt_, kt_, q, k, g_std_, g_rec_, fold_dims(c));
+    if (disc_) c.ops->disc_channel_fwd(qd_, kd_, qt_, kt_, k, disc_u_, g_disc_, disc_dims(c));
 }
 
 // Attention on the folded operands: scale 1/sqrt(D) (not 1/sqrt(Dqk)); with a band only the
@@ -73,36 +98,53 @@ AttentionOperands RaAttention::folded(Ten qt, Ten kt, Ten v, const StepContext& 
     AttnDims d = base_dims(c);
     const int D = cfg_.head_dim();
     d.Hq = d.Hkv = cfg_.n_head;
-    d.Dqk = folded_width();
+    d.Dqk = operand_width();
     d.Dv = D;
     d.q_stride = d.k_stride = cfg_.n_head * d.Dqk;
     d.v_stride = 3 * cfg_.n_embd;
     d.scale = 1.0f / std::sqrt(float(D));
     d.band = cfg_.ra.band;
-    d.band_split = lowrank_ ? D - cfg_.ra.rank : D;
+    d.band_split = split() + (disc_ ? 1 : 0);   // the bias channel is never banded
     return {qt, kt, v, d};
 }
 
 AttentionOperands RaAttention::operands(const StepContext& c) const {
-    return folded(qt_, kt_, PackedQkv::part(packed_.qkv, 2, cfg_, c), c);
+    return folded(disc_ ? qd_ : qt_, disc_ ? kd_ : kt_, PackedQkv::part(packed_.qkv, 2, cfg_, c), c);
+}
+
+// Scratch: dqkv [N,3E], dq̃, dk̃ [N,H,folded width], then (disc) the gradients of the widened operands.
+RaAttention::FoldGrads RaAttention::fold_grads(const StepContext& c, Ten scratch) const {
+    const size_t N = size_t(c.B) * c.T, n3 = N * 3 * cfg_.n_embd, nt = N * cfg_.n_head * folded_width();
+    const size_t nd = N * cfg_.n_head * operand_width();
+    FoldGrads g{scratch.sub(n3, nt), scratch.sub(n3 + nt, nt), {}, {}};
+    if (disc_) {
+        g.dqd = scratch.sub(n3 + 2 * nt, nd);
+        g.dkd = scratch.sub(n3 + 2 * nt + nd, nd);
+    }
+    return g;
 }
 
 AttentionOperands RaAttention::operand_grads(const StepContext& c, Ten scratch) const {
-    const size_t N = size_t(c.B) * c.T, n3 = N * 3 * cfg_.n_embd, nt = N * cfg_.n_head * folded_width();
-    return folded(scratch.sub(n3, nt), scratch.sub(n3 + nt, nt), PackedQkv::part(scratch, 2, cfg_, c), c);
+    const FoldGrads g = fold_grads(c, scratch);
+    return folded(disc_ ? g.dqd : g.dqt, disc_ ? g.dkd : g.dkt, PackedQkv::part(scratch, 2, cfg_, c), c);
 }
 
 void RaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) {
-    const AttentionOperands g = operand_grads(c, scratch);
+    const FoldGrads g = fold_grads(c, scratch);
     const Ten q = PackedQkv::part(packed_.qkv, 0, cfg_, c), k = PackedQkv::part(packed_.qkv, 1, cfg_, c);
     const Ten dq = PackedQkv::part(scratch, 0, cfg_, c), dk = PackedQkv::part(scratch, 1, cfg_, c);
     const Ten dg_std = g_std_.present() ? g_std_.as(Space::Grad) : Ten{};
     const Ten dg_rec = g_rec_.present() ? g_rec_.as(Space::Grad) : Ten{};
+    if (disc_)   // drop the bias channel from the operand gradients; u, g_disc get theirs
+        c.ops->disc_channel_bwd(g.dqt, g.dkt, {}, disc_u_.as(Space::Grad), g_disc_.as(Space::Grad), g.dqd, g.dkd, k,
+                                disc_u_, g_disc_, disc_dims(c));
     if (lowrank_)
-        c.ops->ra_lowrank_bwd(dq, dk, w_lowrank_.as(Space::Grad), dg_std, dg_rec, g.q, g.k, q, k, w_lowrank_, g_std_,
-                              g_rec_, lowrank_dims(c));
+        c.ops->ra_lowrank_bwd(dq, dk, w_lowrank_.as(Space::Grad), dg_std, dg_rec, g.dqt, g.dkt, q, k, w_lowrank_,
+                              g_std_, g_rec_, lowrank_dims(c));
     else
-        c.ops->ra_fold_bwd(dq, dk, dg_std, dg_rec, g.q, g.k, q, k, g_std_, g_rec_, fold_dims(c));
+        c.ops->ra_fold_bwd(dq, dk, dg_std, dg_rec, g.dqt, g.dkt, q, k, g_std_, g_rec_, fold_dims(c));
+    if (disc_)   // the bias's path into k, after the fold's backward has overwritten dk
+        c.ops->disc_channel_bwd({}, {}, dk, {}, {}, g.dqd, g.dkd, k, disc_u_, g_disc_, disc_dims(c));
     packed_.backward(c, cfg_, in, scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd), din);
 }
 
@@ -110,7 +152,8 @@ std::string RaAttention::describe_kind() const {
     const std::string gates = fmt::format("{} {} gates g_std={} g_rec={}", cfg_.ra.learnable ? "learnable" : "fixed",
                                           cfg_.ra.gates == GateScope::per_head ? "per-head" : "per-layer",
                                           cfg_.ra.g_std, cfg_.ra.g_rec);
-    const std::string band = cfg_.ra.band > 0 ? fmt::format("band W={}", cfg_.ra.band) : "full transpose";
+    const std::string band = fmt::format("{}{}", cfg_.ra.band > 0 ? fmt::format("band W={}", cfg_.ra.band) : "full transpose",
+                                         disc_ ? ", discoverability bias" : "");
     if (lowrank_)
         return fmt::format("same-FLOP low-rank RA (H={}, D={}, R={}, {}, {})", cfg_.n_head, cfg_.head_dim(),
                            cfg_.ra.rank, band, gates);

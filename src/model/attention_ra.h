@@ -2,7 +2,8 @@
 // c_attn rows give q, k, v; ra_fold_fwd (or ra_lowrank_fwd) writes q̃, k̃ so that ordinary causal
 // attention on them computes (g_std S + g_rec band_W R) / sqrt(D); the backward folds the
 // gradients back onto q, k and the gates. Gates per head or per layer (model.ra.gates), learnable
-// parameters or fixed constants (model.ra.learnable).
+// parameters or fixed constants (model.ra.learnable). model.ra.discoverability adds the per-key
+// bias g_disc[h] (k_j.u_h) as one more channel of q̃, k̃ (disc_channel_fwd), before the band split.
 #pragma once
 #include "model/attention_baseline.h"
 
@@ -25,16 +26,25 @@ protected:
     std::string describe_kind() const override;
 
 private:
-    int folded_width() const { return lowrank_ ? cfg_.head_dim() : 2 * cfg_.head_dim(); }   // Dqk
+    int folded_width() const { return lowrank_ ? cfg_.head_dim() : 2 * cfg_.head_dim(); }   // before disc
+    int split() const { return lowrank_ ? cfg_.head_dim() - cfg_.ra.rank : cfg_.head_dim(); }   // band_split
+    int operand_width() const { return folded_width() + (disc_ ? 1 : 0); }                    // Dqk
+    DiscChannelDims disc_dims(const StepContext& c) const;
     int n_gates() const { return cfg_.ra.gates == GateScope::per_head ? cfg_.n_head : 1; }
     RaFoldDims fold_dims(const StepContext& c) const;
     RaLowRankDims lowrank_dims(const StepContext& c) const;
     AttentionOperands folded(Ten qt, Ten kt, Ten v, const StepContext& c) const;
+    struct FoldGrads {
+        Ten dqt, dkt, dqd, dkd;   // gradients of q̃, k̃ and (disc) of the widened operands
+    };
+    FoldGrads fold_grads(const StepContext& c, Ten scratch) const;
 
-    bool lowrank_;
+    bool lowrank_, disc_;
     PackedQkv packed_;
     Ten g_std_, g_rec_, w_lowrank_;   // parameters (gates absent when fixed)
-    Ten qt_, kt_;                     // folded q̃, k̃ [B*T, H, Dqk]
+    Ten disc_u_, g_disc_;             // discoverability bias (model.ra.discoverability)
+    Ten qt_, kt_;                     // folded q̃, k̃ [B*T, H, folded width]
+    Ten qd_, kd_;                     // with the discoverability channel [B*T, H, folded width + 1]
 };
 
 }  // namespace gpt

@@ -46,5 +46,11 @@ void Ops::sparse_mix_fwd(Ten, Ten, Ten, Ten, int, int, int) { missing(*this, "sp
 void Ops::sparse_mix_bwd(Ten, Ten, Ten, Ten, int, int, int) { missing(*this, "sparse_mix_bwd"); }
 void Ops::add_scaled_fwd(Ten, Ten, Ten, Ten, size_t) { missing(*this, "add_scaled_fwd"); }
 void Ops::add_scaled_bwd(Ten, Ten, Ten, Ten, Ten, size_t) { missing(*this, "add_scaled_bwd"); }
+void Ops::disc_channel_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const DiscChannelDims&) {
+    missing(*this, "disc_channel_fwd");
+}
+void Ops::disc_channel_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const DiscChannelDims&) {
+    missing(*this, "disc_channel_bwd");
+}
 
 }  // namespace gpt

@@ -21,9 +21,6 @@ bool is_mla(AttentionKind k) { return k == AttentionKind::mla || k == AttentionK
 void check_attention_options(const ModelConfig& cfg) {
     const char* kind = attention_kind_str(cfg.attention);
     if (is_ra(cfg.attention)) {
-        if (cfg.ra.discoverability)
-            fail("model.ra.discoverability: the discoverability bias is not wired into the model (its CPU "
-                 "reference is ref::disc_bias_fwd in kernels/cpu/variant_attention.h); set it to false");
         if (cfg.ra.route_threshold >= 0.f)
             fail(fmt::format("model.ra.route_threshold: head-selective routing ({}) is not wired into the model "
                              "(SPEC §2.2 calls it optional; the prototype measured no gain); set it to -1 (off)",
