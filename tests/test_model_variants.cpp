@@ -403,3 +403,23 @@ TEST_CASE("model variants: RA discoverability bias (exact and low rank, banded)"
         CHECK(check_every_gradient(h) == int(h.model.params().specs().size()));
     }
 }
+
+TEST_CASE("model variants: attention FLOPs follow the operands' widths") {
+    ModelConfig m = tiny_base();
+    const int T = 16;
+    auto attention_flops = [&](const ModelConfig& c) {
+        GPT g(c, 1, T);
+        size_t n = 0;
+        for (const auto& s : g.params().specs()) n += s.numel();
+        n -= g.params().get("wpe.weight").numel();
+        return g.flops_per_token(T) - 6.0 * double(n);
+    };
+    const double base = attention_flops(m);
+    CHECK(base == doctest::Approx(6.0 * m.n_layer * m.n_embd * T));   // the GPT-2 rule
+    m.attention = AttentionKind::ra;                                  // Dqk = 2D, Dv = D
+    CHECK(attention_flops(m) == doctest::Approx(1.5 * base));
+    m.attention = AttentionKind::mla;                                 // Dqk = Dv = L = 16 = D here
+    CHECK(attention_flops(m) == doctest::Approx(base));
+    m.attention = AttentionKind::ra_mla;                              // Dqk = 2L, Dv = D
+    CHECK(attention_flops(m) == doctest::Approx(1.5 * base));
+}

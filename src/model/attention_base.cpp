@@ -64,6 +64,13 @@ size_t AttentionBase::probs_elems(int B, int T) const {
     return needs_probs() ? size_t(B) * cfg_.n_head * T * T : 0;
 }
 
+double AttentionBase::attention_flops_per_token(int T) const {
+    // Per token, forward: Hq Dqk T/2 multiply-adds for q.k and Hq Dv T/2 for p.v (causal half),
+    // 2 FLOPs each; backward twice that. The band's skipped reciprocal tiles are not subtracted.
+    const AttnDims d = operands(StepContext{nullptr, 1, T, false, 0}).d;
+    return 3.0 * double(d.Hq) * double(d.Dqk + d.Dv) * double(T);
+}
+
 size_t AttentionBase::grad_scratch_elems(int B, int T) const {
     const size_t gates = align64(2 * rows_heads_dv(B, T) + size_t(B) * T * cfg_.n_head);
     return gates + std::max(inputs_scratch_elems(B, T), output_scratch_elems(B, T));

@@ -29,6 +29,7 @@ public:
     void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) final;
     std::string describe() const final;
     size_t probs_elems(int B, int T) const final;
+    double attention_flops_per_token(int T) const final;
     void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) final;
 
 protected:

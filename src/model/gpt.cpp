@@ -105,9 +105,11 @@ double GPT::flops_per_token(int T) const {
     size_t n = 0;
     for (const auto& s : params_.specs()) n += s.numel();
     n -= params_.get("wpe.weight").numel();   // a lookup, not a matmul
-    // 6N for the matmuls (fwd + bwd), attention: 2 matmuls of T x D per head, x3 for fwd+bwd,
-    // halved by causality.
-    return 6.0 * double(n) + 6.0 * double(cfg_.n_layer) * double(cfg_.n_embd) * double(T);
+    // 6N for the matmuls (fwd + bwd), plus each layer's attention op (q.k and p.v over the causal
+    // half, fwd + bwd): 6 E T for the baseline, more for RA's folded width or MLA's latent.
+    double attention = 0;
+    for (const Layer& L : layers_) attention += L.attn->attention_flops_per_token(T);
+    return 6.0 * double(n) + attention;
 }
 
 void GPT::set_batch(Ops& ops, const int32_t* inputs, const int32_t* targets, int B, int T) {

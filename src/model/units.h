@@ -60,6 +60,9 @@ public:
     // din is overwritten; scratch is shared by all layers (grad_scratch_elems long).
     virtual void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) = 0;
     virtual std::string describe() const = 0;
+    // FLOPs of the attention op itself (q.k and p.v, forward + backward, causal) per token at
+    // sequence length T; the projections are counted from the parameters (6N).
+    virtual double attention_flops_per_token(int T) const = 0;
     // Stat elements of SharedScratch::probs (and dprobs) this unit needs (0: none).
     virtual size_t probs_elems(int B, int T) const { (void)B, (void)T; return 0; }
     // Called once after construction, before plan(): the link from the previous block (nullptr
