@@ -64,6 +64,10 @@ size_t AttentionBase::probs_elems(int B, int T) const {
     return needs_probs() ? size_t(B) * cfg_.n_head * T * T : 0;
 }
 
+size_t AttentionBase::dprobs_elems(int B, int T) const {
+    return cfg_.ract.enabled && !cfg_.ract.detach ? size_t(B) * cfg_.n_head * T * T : 0;
+}
+
 double AttentionBase::attention_flops_per_token(int T) const {
     // Per token, forward: Hq Dqk T/2 multiply-adds for q.k and Hq Dv T/2 for p.v (causal half),
     // 2 FLOPs each; backward twice that. The band's skipped reciprocal tiles are not subtracted.
@@ -71,9 +75,15 @@ double AttentionBase::attention_flops_per_token(int T) const {
     return 3.0 * double(d.Hq) * double(d.Dqk + d.Dv) * double(T);
 }
 
+// The gradient of the attention output and, with gates, a second buffer of that size (gate backward
+// reads one and writes the other) plus RA-CT's dgate [N,H].
+size_t AttentionBase::gate_scratch_elems(int B, int T) const {
+    const size_t nyd = rows_heads_dv(B, T);
+    return align64(has_gates() ? 2 * nyd + size_t(B) * T * cfg_.n_head : nyd);
+}
+
 size_t AttentionBase::grad_scratch_elems(int B, int T) const {
-    const size_t gates = align64(2 * rows_heads_dv(B, T) + size_t(B) * T * cfg_.n_head);
-    return gates + std::max(inputs_scratch_elems(B, T), output_scratch_elems(B, T));
+    return gate_scratch_elems(B, T) + std::max(inputs_scratch_elems(B, T), output_scratch_elems(B, T));
 }
 
 AttnDims AttentionBase::base_dims(const StepContext& c) const {
@@ -137,8 +147,12 @@ void AttentionBase::forward(const StepContext& c, Ten in, Ten out) {
 void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, H = cfg_.n_head, Dv = value_width();
-    const size_t nyd = rows_heads_dv(c.B, c.T), gates_end = align64(2 * nyd + size_t(N) * H);
-    Ten dcur = scratch.sub(0, nyd), dother = scratch.sub(nyd, nyd), dgate = scratch.sub(2 * nyd, size_t(N) * H);
+    const size_t nyd = rows_heads_dv(c.B, c.T), gates_end = gate_scratch_elems(c.B, c.T);
+    Ten dcur = scratch.sub(0, nyd), dother, dgate;
+    if (has_gates()) {
+        dother = scratch.sub(nyd, nyd);
+        dgate = scratch.sub(2 * nyd, size_t(N) * H);
+    }
     Ten rest = scratch.sub(gates_end, scratch.n - gates_end);
 
     // The gated chain y -> y_ract -> y_m1, walked backwards.

@@ -46,12 +46,13 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), m
     tokens_ = acts_.add(Space::Index, BT, "inputs", "tokens");
     targets_ = acts_.add(Space::Index, BT, "inputs", "targets");
     encoded_ = acts_.add(Space::Act, BTE, "residual", "encoded");
-    size_t probs = 0;   // materialised attention probabilities, one layer at a time (RA-CT, M2)
-    for (const Layer& L : layers_) probs = std::max(probs, L.attn->probs_elems(maxB, maxT));
-    if (probs > 0) {
-        shared_.probs = acts_.add(Space::Stat, probs, "attention", "shared_probs");
-        shared_.dprobs = acts_.add(Space::Stat, probs, "activation grads", "shared_dprobs");
+    size_t probs = 0, dprobs = 0;   // materialised attention probabilities, one layer at a time
+    for (const Layer& L : layers_) {
+        probs = std::max(probs, L.attn->probs_elems(maxB, maxT));
+        dprobs = std::max(dprobs, L.attn->dprobs_elems(maxB, maxT));
     }
+    if (probs > 0) shared_.probs = acts_.add(Space::Stat, probs, "attention", "shared_probs");
+    if (dprobs > 0) shared_.dprobs = acts_.add(Space::Stat, dprobs, "activation grads", "shared_dprobs");
     size_t scratch = 0;
     for (int l = 0; l < cfg.n_layer; ++l) {
         Layer& L = layers_[l];

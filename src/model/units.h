@@ -46,7 +46,8 @@ struct BlockLink {
 
 // Buffers that every layer uses in turn (never two layers at once), planned once by GPT.
 struct SharedScratch {
-    Ten probs, dprobs;        // Stat [B,H,T,T]: materialised attention probabilities, their gradient
+    Ten probs;                // Stat [B,H,T,T]: materialised attention probabilities (RA-CT, M2)
+    Ten dprobs;               // Stat [B,H,T,T]: their gradient (RA-CT without detach)
 };
 
 class AttentionUnit {
@@ -63,8 +64,10 @@ public:
     // FLOPs of the attention op itself (q.k and p.v, forward + backward, causal) per token at
     // sequence length T; the projections are counted from the parameters (6N).
     virtual double attention_flops_per_token(int T) const = 0;
-    // Stat elements of SharedScratch::probs (and dprobs) this unit needs (0: none).
+    // Stat elements of SharedScratch::probs this unit needs (0: none).
     virtual size_t probs_elems(int B, int T) const { (void)B, (void)T; return 0; }
+    // Stat elements of SharedScratch::dprobs (the probabilities' gradient) it needs (0: none).
+    virtual size_t dprobs_elems(int B, int T) const { (void)B, (void)T; return 0; }
     // Called once after construction, before plan(): the link from the previous block (nullptr
     // in block 0), this block's link, and the shared buffers (planned later, read at run time).
     virtual void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) {
