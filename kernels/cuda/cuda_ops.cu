@@ -13,6 +13,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/variant_ops.cuh"
 
 namespace gpt {
 namespace cuda {
@@ -538,6 +539,72 @@ private:
     size_t adamw_chunks_n_ = 0;
     AdamWDevTensor* adamw_tensors_dev_ = nullptr;
     AdamWChunk* adamw_chunks_dev_ = nullptr;
+    // --- variant operations (kernels/cuda/variant_*.cu) ---
+    // Each forwards to the function of the same name in cuda/variant_ops.cuh (semantics: ops.h).
+public:
+    void ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d) override {
+        variant::ra_fold_fwd(venv(), qt, kt, q, k, g_std, g_rec, d);
+    }
+    void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten g_std, Ten g_rec,
+                     const RaFoldDims& d) override {
+        variant::ra_fold_bwd(venv(), dq, dk, dg_std, dg_rec, dqt, dkt, q, k, g_std, g_rec, d);
+    }
+    void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) override {
+        variant::ra_lowrank_fwd(venv(), qt, kt, q, k, W, g_std, g_rec, d);
+    }
+    void ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten W,
+                        Ten g_std, Ten g_rec, const RaLowRankDims& d) override {
+        variant::ra_lowrank_bwd(venv(), dq, dk, dW, dg_std, dg_rec, dqt, dkt, q, k, W, g_std, g_rec, d);
+    }
+    void head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d) override {
+        variant::head_map_fwd(venv(), out, in, M, d);
+    }
+    void head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) override {
+        variant::head_map_bwd(venv(), din, dM, dout, in, M, d);
+    }
+    void attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d) override {
+        variant::attention_probs(venv(), probs, lse, q, k, d);
+    }
+    void attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k, const AttnDims& d) override {
+        variant::attention_probs_bwd(venv(), dq, dk, dprobs, probs, q, k, d);
+    }
+    void ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d) override {
+        variant::ract_gate_fwd(venv(), stat, gate, probs, scale, bias, d);
+    }
+    void ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat, Ten gate, Ten scale,
+                       const RactDims& d) override {
+        variant::ract_gate_bwd(venv(), dprobs, dscale, dbias, dgate, probs, stat, gate, scale, d);
+    }
+    void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) override {
+        variant::head_gate_fwd(venv(), out, ctx, gate, alpha, alpha_fixed, N, H, Dv);
+    }
+    void head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha, float alpha_fixed,
+                       int N, int H, int Dv) override {
+        variant::head_gate_bwd(venv(), dctx, dgate, dalpha, dout, ctx, gate, alpha, alpha_fixed, N, H, Dv);
+    }
+    void sigmoid_fwd(Ten out, Ten in, size_t n) override { variant::sigmoid_fwd(venv(), out, in, n); }
+    void sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n) override { variant::sigmoid_bwd(venv(), din, out, dout, n); }
+    void topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k) override {
+        variant::topk_rows(venv(), idx, wts, probs, B, H, T, k);
+    }
+    void sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k) override {
+        variant::sparse_mix_fwd(venv(), agg, z, idx, wts, N, r, k);
+    }
+    void sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k) override {
+        variant::sparse_mix_bwd(venv(), dz, dagg, idx, wts, N, r, k);
+    }
+    void add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n) override {
+        variant::add_scaled_fwd(venv(), out, a, b, alpha, n);
+    }
+    void add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n) override {
+        variant::add_scaled_bwd(venv(), db, dalpha, dout, b, alpha, n);
+    }
+
+private:
+    VariantEnv venv() {
+        return VariantEnv{buf_, &plan_, param_bf16_, gemm_.get(), stream_, [this](size_t b) { return scratch(b); }};
+    }
+    // --- end of variant operations ---
 };
 
 }  // namespace

@@ -1,0 +1,114 @@
+// The CUDA backend's variant operations (model/ops.h, "variant operations", SPEC §2), as free
+// functions over a VariantEnv: CudaOps (cuda_ops.cu) forwards each Ops override to the function of
+// the same name here, so the kernels live in their own files (kernels/cuda/variant_*.cu) without
+// reaching into the class. Semantics, spaces, overwrite vs accumulate: exactly ops.h's comments.
+// Parameter gradients are reduced deterministically (per-row or per-block partials summed in a
+// fixed order), never with float atomics.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+
+#include "cuda/cuda_common.cuh"
+#include "cuda/gemm.cuh"
+#include "model/ops.h"
+
+namespace gpt::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// What a variant operation needs from CudaOps, taken fresh at each call (buffers move on allocate).
+struct VariantEnv {
+    void* const* buf = nullptr;                  // the six spaces' device buffers, by Space
+    const MemoryPlan* plan = nullptr;            // their sizes, for range checks
+    const __nv_bfloat16* param_bf16 = nullptr;   // bf16 copy of Param (GEMM operands)
+    Gemm* gemm = nullptr;
+    cudaStream_t stream = nullptr;
+    std::function<void*(size_t)> scratch;        // CudaOps' arena: valid until the next request
+};
+
+namespace variant {
+
+void ra_fold_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec,
+                 const RaFoldDims& d);
+void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q,
+                 Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d);
+void ra_lowrank_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,
+                    const RaLowRankDims& d);
+void ra_lowrank_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt,
+                    Ten dkt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
+void head_map_fwd(const VariantEnv& e, Ten out, Ten in, Ten M, const HeadMapDims& d);
+void head_map_bwd(const VariantEnv& e, Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d);
+void attention_probs(const VariantEnv& e, Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d);
+void attention_probs_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k,
+                         const AttnDims& d);
+void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten probs, Ten scale, Ten bias,
+                   const RactDims& d);
+void ract_gate_bwd(const VariantEnv& e, Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs,
+                   Ten stat, Ten gate, Ten scale, const RactDims& d);
+void head_gate_fwd(const VariantEnv& e, Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed,
+                   int N, int H, int Dv);
+void head_gate_bwd(const VariantEnv& e, Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate,
+                   Ten alpha, float alpha_fixed, int N, int H, int Dv);
+void sigmoid_fwd(const VariantEnv& e, Ten out, Ten in, size_t n);
+void sigmoid_bwd(const VariantEnv& e, Ten din, Ten out, Ten dout, size_t n);
+void topk_rows(const VariantEnv& e, Ten idx, Ten wts, Ten probs, int B, int H, int T, int k);
+void sparse_mix_fwd(const VariantEnv& e, Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k);
+void sparse_mix_bwd(const VariantEnv& e, Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k);
+void add_scaled_fwd(const VariantEnv& e, Ten out, Ten a, Ten b, Ten alpha, size_t n);
+void add_scaled_bwd(const VariantEnv& e, Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n);
+
+// ---- shared by the variant_*.cu files (variant_env.cu) ----------------------------------------
+
+// Views resolved with a range check; the messages name the operation and argument.
+bf16* act(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg);       // Act
+bf16* act_opt(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg);   // or null
+float* f32(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg);      // fp32 spaces
+float* f32_opt(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg);
+int32_t* index(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg);  // Index
+const bf16* operand(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg);  // Act/Param(bf16)
+
+// Elements from a strided view's start to the end of its last row's used columns.
+inline size_t strided_extent(long long rows, long long stride, long long width) {
+    return size_t((rows - 1) * stride + width);
+}
+// gpt::Error unless every dimension is positive.
+void check_positive(const char* op, std::initializer_list<long long> dims);
+void check_gate_count(int n_gates, int H, const char* op);
+
+// Carves one scratch request into aligned fp32 pieces: ask for every piece's size first.
+class ScratchPlan {
+public:
+    size_t add(size_t floats) {   // returns the piece's offset (in floats)
+        const size_t at = used_;
+        used_ += (floats + 63) / 64 * 64;
+        return at;
+    }
+    float* take(const VariantEnv& e) { return static_cast<float*>(e.scratch(used_ * 4 + 256)); }
+
+private:
+    size_t used_ = 0;
+};
+
+// out[c] += sum over rows of x[r, c] (x fp32 [M, N] contiguous), in a fixed order. `partial` holds
+// colsum_scratch(M, N) floats.
+void rows_sum_add(float* out, const float* x, int M, int N, float* partial, cudaStream_t s);
+
+// out[0] += sum_i a[i] b[i] (bf16 a, b): fixed grid, fixed order. `partial` holds
+// kDotPartials + 1 floats.
+constexpr int kDotPartials = 256;
+void dot_add(float* out, const bf16* a, const bf16* b, size_t n, float* partial, cudaStream_t s);
+
+}  // namespace variant
+
+// Gates enter as sqrt(max(g, 1e-8)); below the floor a gate gets no gradient (ops.h, RaFoldDims).
+__device__ __forceinline__ float sqrt_gate(float g) { return sqrtf(fmaxf(g, 1e-8f)); }
+__device__ __forceinline__ float dsqrt_gate(float g) { return g > 1e-8f ? 0.5f / sqrtf(g) : 0.f; }
+// A gate's value: the tensor's entry, or the fixed value when the tensor is absent (null).
+__device__ __forceinline__ float gate_value(const float* g, int i, float fixed) { return g ? g[i] : fixed; }
+
+}  // namespace gpt::cuda

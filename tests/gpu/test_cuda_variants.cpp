@@ -1,0 +1,449 @@
+// The CUDA backend's variant operations (ops.h "variant operations", kernels/cuda/variant_*.cu)
+// against the CPU fp32 reference: every method forward and backward on fresh random inputs
+// (bf16-representable, so both backends see the same values), with GPU outputs poisoned (NaN)
+// first so an unwritten element fails. Strided outputs that are "overwritten on the heads'
+// columns" start from the same random values on both backends, so a write outside those columns
+// fails too. Then the whole model of each ablation-step family on both backends.
+// Tolerances (relative L2): bf16 outputs 1e-2 (one rounding of fp32 math on bf16 inputs);
+// reductions into fp32 gradients 2e-2 (bf16 operands); the whole model: loss 2%, gradients 8%.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "gpu_test_util.h"
+#include "model/gpt.h"
+#include "train/ablation.h"
+
+using namespace gpt;
+using namespace gpt::gputest;
+
+namespace {
+
+constexpr double kAct = 1e-2;    // bf16 outputs
+constexpr double kGrad = 2e-2;   // fp32 reductions over bf16 operands
+
+// Random values in t on both backends; returns them.
+std::vector<float> fill(Pair& p, Ten t, uint64_t seed, float sd = 1.f) {
+    auto v = randn(t.n, seed, sd);
+    p.set(t, v);
+    return v;
+}
+
+// GPU copy of `base` with NaN in the `width` columns from `col` of each `stride`-row: the
+// columns an overwriting strided op owns (the rest must stay as on the CPU).
+void poison_columns(Pair& p, Ten t, std::vector<float> base, int rows, int stride, int col, int width) {
+    for (int n = 0; n < rows; ++n)
+        for (int c = 0; c < width; ++c) base[size_t(n) * stride + col + c] = NAN;
+    p.gpu->upload(t, base.data());
+}
+
+// Causal probability rows [B,H,T,T] (softmax of random logits, zeros above the diagonal).
+std::vector<float> prob_rows(int B, int H, int T, uint64_t seed) {
+    auto z = randn(size_t(B) * H * T * T, seed, 2.f, false);
+    std::vector<float> P(z.size(), 0.f);
+    for (size_t r = 0; r < size_t(B) * H * T; ++r) {
+        const int i = int(r % T);
+        float mx = -INFINITY, s = 0.f;
+        for (int j = 0; j <= i; ++j) mx = std::max(mx, z[r * T + j]);
+        for (int j = 0; j <= i; ++j) s += (P[r * T + j] = std::exp(z[r * T + j] - mx));
+        for (int j = 0; j <= i; ++j) P[r * T + j] /= s;
+    }
+    return P;
+}
+
+void check_err(Pair& p, Ten t, double tol, const char* what) {
+    const double e = p.err(t);
+    CAPTURE(what);
+    CAPTURE(e);
+    CHECK(e < tol);
+}
+
+}  // namespace
+
+TEST_CASE("cuda variants: RA fold forward and backward (per-head and per-layer gates, shared key)") {
+    GPT_REQUIRE_GPU();
+    for (int Hk : {2, 1})
+        for (int n_gates : {2, 1}) {
+            CAPTURE(Hk);
+            CAPTURE(n_gates);
+            Pair p;
+            RaFoldDims d;
+            d.N = 96, d.H = 2, d.Hk = Hk, d.D = 64, d.n_gates = n_gates;
+            d.q_stride = 3 * d.H * d.D, d.k_stride = Hk == 1 ? d.D + 64 : 3 * d.H * d.D;
+            d.g_std_fixed = 0.7f, d.g_rec_fixed = 0.2f;
+            const size_t nt = size_t(d.N) * d.H * 2 * d.D;
+            Ten q = p.reserve(Space::Act, size_t(d.N) * d.q_stride), k = p.reserve(Space::Act, size_t(d.N) * d.k_stride);
+            Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
+            Ten qt = p.reserve(Space::Act, nt), kt = p.reserve(Space::Act, nt);
+            Ten dqt = p.reserve(Space::Act, nt), dkt = p.reserve(Space::Act, nt);
+            // Learnable gates with per-head gates, fixed ones with the per-layer gate (both paths).
+            const bool learn = n_gates == 2;
+            Ten gs = learn ? p.reserve(Space::Param, 2) : Ten{}, gr = learn ? p.reserve(Space::Param, 2) : Ten{};
+            p.allocate();
+            fill(p, q, 1), fill(p, k, 2), fill(p, dqt, 3), fill(p, dkt, 4);
+            if (learn) {
+                p.set(gs, {0.9f, 0.5f});
+                p.set(gr, {0.3f, 1e-9f});   // below the floor: no gradient
+                fill(p, gs.as(Space::Grad), 5), fill(p, gr.as(Space::Grad), 6);
+            }
+            const auto dq0 = fill(p, dq, 7), dk0 = fill(p, dk, 8);
+            p.poison(qt), p.poison(kt);
+            poison_columns(p, dq, dq0, d.N, d.q_stride, 0, d.H * d.D);
+            poison_columns(p, dk, dk0, d.N, d.k_stride, 0, d.Hk * d.D);
+            p.run([&](Ops& o) {
+                o.ra_fold_fwd(qt, kt, q, k, gs, gr, d);
+                o.ra_fold_bwd(dq, dk, gs.as(Space::Grad), gr.as(Space::Grad), dqt, dkt, q, k, gs, gr, d);
+            });
+            check_err(p, qt, kAct, "qt");
+            check_err(p, kt, kAct, "kt");
+            check_err(p, dq, kAct, "dq");
+            check_err(p, dk, kAct, "dk");
+            if (learn) {
+                check_err(p, gs.as(Space::Grad), kGrad, "dg_std");
+                check_err(p, gr.as(Space::Grad), kGrad, "dg_rec");
+            }
+        }
+}
+
+TEST_CASE("cuda variants: low-rank RA forward and backward (dW, gates)") {
+    GPT_REQUIRE_GPU();
+    Pair p;
+    RaLowRankDims d;
+    d.N = 80, d.H = 2, d.D = 64, d.R = 16, d.n_gates = 2;
+    d.q_stride = d.k_stride = 3 * d.H * d.D;
+    const size_t nt = size_t(d.N) * d.H * d.D;
+    Ten qkv = p.reserve(Space::Act, size_t(d.N) * d.q_stride), dqkv = p.reserve(Space::Act, qkv.n);
+    Ten q = qkv, k = qkv.sub(size_t(d.H) * d.D, qkv.n - size_t(d.H) * d.D);
+    Ten dq = dqkv, dk = dqkv.sub(size_t(d.H) * d.D, dqkv.n - size_t(d.H) * d.D);
+    Ten qt = p.reserve(Space::Act, nt), kt = p.reserve(Space::Act, nt);
+    Ten dqt = p.reserve(Space::Act, nt), dkt = p.reserve(Space::Act, nt);
+    Ten W = p.reserve(Space::Param, size_t(d.D) * d.R), gs = p.reserve(Space::Param, 2), gr = p.reserve(Space::Param, 2);
+    p.allocate();
+    fill(p, qkv, 11), fill(p, dqt, 12), fill(p, dkt, 13), fill(p, W, 14, 0.15f);
+    p.set(gs, {0.8f, 0.6f});
+    p.set(gr, {0.3f, 0.4f});
+    fill(p, W.as(Space::Grad), 15), fill(p, gs.as(Space::Grad), 16), fill(p, gr.as(Space::Grad), 17);
+    auto base = fill(p, dqkv, 18);
+    for (int n = 0; n < d.N; ++n)   // the q and k columns are written, v's stay
+        for (int c = 0; c < 2 * d.H * d.D; ++c) base[size_t(n) * d.q_stride + c] = NAN;
+    p.gpu->upload(dqkv, base.data());
+    p.poison(qt), p.poison(kt);
+    p.run([&](Ops& o) {
+        o.ra_lowrank_fwd(qt, kt, q, k, W, gs, gr, d);
+        o.ra_lowrank_bwd(dq, dk, W.as(Space::Grad), gs.as(Space::Grad), gr.as(Space::Grad), dqt, dkt, q, k, W, gs, gr,
+                         d);
+    });
+    check_err(p, qt, kAct, "qt");
+    check_err(p, kt, kAct, "kt");
+    check_err(p, dqkv, kAct, "dq, dk");
+    check_err(p, W.as(Space::Grad), kGrad, "dW");
+    check_err(p, gs.as(Space::Grad), kGrad, "dg_std");
+    check_err(p, gr.as(Space::Grad), kGrad, "dg_rec");
+}
+
+TEST_CASE("cuda variants: MLA head maps (per-head, shared input, shared map)") {
+    GPT_REQUIRE_GPU();
+    struct Case {
+        int Hin, Hm;
+    };
+    for (Case c : {Case{2, 2}, Case{1, 2}, Case{2, 1}}) {
+        CAPTURE(c.Hin);
+        CAPTURE(c.Hm);
+        Pair p;
+        HeadMapDims d;
+        d.N = 96, d.H = 2, d.Hin = c.Hin, d.Hm = c.Hm, d.Din = 64, d.Dout = 32;
+        d.in_stride = d.Hin * d.Din + 64;
+        Ten in = p.reserve(Space::Act, size_t(d.N) * d.in_stride), din = p.reserve(Space::Act, in.n);
+        Ten out = p.reserve(Space::Act, size_t(d.N) * d.H * d.Dout), dout = p.reserve(Space::Act, out.n);
+        Ten M = p.reserve(Space::Param, size_t(d.Hm) * d.Din * d.Dout);
+        p.allocate();
+        fill(p, in, 21), fill(p, dout, 22), fill(p, M, 23, 0.1f), fill(p, M.as(Space::Grad), 24);
+        const auto din0 = fill(p, din, 25);
+        p.poison(out);
+        poison_columns(p, din, din0, d.N, d.in_stride, 0, d.Hin * d.Din);
+        p.run([&](Ops& o) {
+            o.head_map_fwd(out, in, M, d);
+            o.head_map_bwd(din, M.as(Space::Grad), dout, in, M, d);
+        });
+        check_err(p, out, kAct, "out");
+        check_err(p, din, kAct, "din");
+        check_err(p, M.as(Space::Grad), kGrad, "dM");
+    }
+}
+
+TEST_CASE("cuda variants: materialised attention probabilities and their backward (GQA, RA band)") {
+    GPT_REQUIRE_GPU();
+    struct Case {
+        int Hkv, Dqk, band;
+    };
+    for (Case c : {Case{2, 64, 0}, Case{1, 64, 0}, Case{2, 128, 8}}) {
+        CAPTURE(c.Hkv);
+        CAPTURE(c.Dqk);
+        CAPTURE(c.band);
+        Pair p;
+        AttnDims d;
+        d.B = 2, d.T = 64, d.Hq = 2, d.Hkv = c.Hkv, d.Dqk = c.Dqk, d.Dv = 64;
+        d.q_stride = d.Hq * d.Dqk, d.k_stride = d.Hkv * d.Dqk, d.v_stride = d.Hkv * d.Dv;
+        d.scale = 1.f / std::sqrt(float(c.band ? c.Dqk / 2 : c.Dqk));
+        d.band = c.band, d.band_split = c.band ? c.Dqk / 2 : 0;
+        const size_t rows = size_t(d.B) * d.T, np = rows * d.Hq * d.T;
+        Ten q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
+        Ten v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, rows * d.Hq * d.Dv);
+        Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
+        Ten lse = p.reserve(Space::Stat, rows * d.Hq), probs = p.reserve(Space::Stat, np),
+            dprobs = p.reserve(Space::Stat, np);
+        p.allocate();
+        fill(p, q, 31), fill(p, k, 32), fill(p, v, 33), fill(p, dq, 34), fill(p, dk, 35), fill(p, dprobs, 36);
+        p.poison(probs);
+        // Each backend's own log-sum-exp (as in the model): rows must sum to one.
+        p.run([&](Ops& o) {
+            o.attention_fwd(out, lse, q, k, v, d);
+            o.attention_probs(probs, lse, q, k, d);
+            o.attention_probs_bwd(dq, dk, dprobs, probs, q, k, d);
+        });
+        check_err(p, probs, kAct, "probs");
+        check_err(p, dq, kAct, "dq (accumulated)");
+        check_err(p, dk, kAct, "dk (accumulated)");
+        const auto P = Pair::get(*p.gpu, probs);
+        double worst = 0;
+        for (size_t r = 0; r < rows * d.Hq; ++r) {
+            double s = 0;
+            for (int j = 0; j < d.T; ++j) s += P[r * d.T + j];
+            worst = std::max(worst, std::abs(s - 1));
+        }
+        CHECK(worst < 1e-2);
+    }
+}
+
+TEST_CASE("cuda variants: RA-CT gate forward and backward, every statistic, head average") {
+    GPT_REQUIRE_GPU();
+    for (RactStat stat : {RactStat::topk, RactStat::max, RactStat::entropy, RactStat::rms})
+        for (bool avg : {false, true}) {
+            CAPTURE(int(stat));
+            CAPTURE(avg);
+            Pair p;
+            RactDims d;
+            d.B = 2, d.T = 48, d.H = 2, d.stat = stat, d.topk = 5, d.head_average = avg;
+            const size_t nh = size_t(d.B) * d.T * d.H;
+            Ten probs = p.reserve(Space::Stat, nh * d.T), dprobs = p.reserve(Space::Stat, nh * d.T);
+            Ten st = p.reserve(Space::Stat, nh), gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
+            Ten scale = p.reserve(Space::Param, d.H), bias = p.reserve(Space::Param, d.H);
+            p.allocate();
+            p.set(probs, prob_rows(d.B, d.H, d.T, 41));
+            p.set(scale, {1.5f, -0.7f});
+            p.set(bias, {0.1f, 0.3f});
+            fill(p, dprobs, 42), fill(p, dgate, 43), fill(p, scale.as(Space::Grad), 44), fill(p, bias.as(Space::Grad), 45);
+            p.poison(st), p.poison(gate);
+            p.run([&](Ops& o) {
+                o.ract_gate_fwd(st, gate, probs, scale, bias, d);
+                o.ract_gate_bwd(dprobs, scale.as(Space::Grad), bias.as(Space::Grad), dgate, probs, st, gate, scale, d);
+            });
+            check_err(p, st, 1e-5, "stat");   // fp32 math on identical fp32 rows
+            check_err(p, gate, kAct, "gate");
+            check_err(p, dprobs, kGrad, "dprobs (accumulated)");
+            check_err(p, scale.as(Space::Grad), kGrad, "dscale");
+            check_err(p, bias.as(Space::Grad), kGrad, "dbias");
+        }
+}
+
+TEST_CASE("cuda variants: per-head output gate, sigmoid, add_scaled") {
+    GPT_REQUIRE_GPU();
+    const int N = 70, H = 2, Dv = 64;
+    const size_t n = size_t(N) * H * Dv;
+    Pair p;
+    Ten ctx = p.reserve(Space::Act, n), out = p.reserve(Space::Act, n), dout = p.reserve(Space::Act, n),
+        dctx = p.reserve(Space::Act, n);
+    Ten gate = p.reserve(Space::Act, size_t(N) * H), dgate = p.reserve(Space::Act, size_t(N) * H);
+    Ten sig = p.reserve(Space::Act, size_t(N) * H), dsig = p.reserve(Space::Act, size_t(N) * H);
+    Ten alpha = p.reserve(Space::Param, 1);
+    Ten sum = p.reserve(Space::Act, n), db = p.reserve(Space::Act, n), a2 = p.reserve(Space::Param, 1);
+    p.allocate();
+    fill(p, ctx, 51), fill(p, dout, 52), fill(p, gate, 53);
+    p.set(alpha, {0.35f});
+    p.set(a2, {-0.6f});
+    fill(p, alpha.as(Space::Grad), 54), fill(p, a2.as(Space::Grad), 55);
+    for (bool learn : {true, false}) {
+        CAPTURE(learn);
+        Ten al = learn ? alpha : Ten{};
+        p.poison(out), p.poison(dctx), p.poison(dgate);
+        p.run([&](Ops& o) {
+            o.head_gate_fwd(out, ctx, gate, al, 0.25f, N, H, Dv);
+            o.head_gate_bwd(dctx, dgate, learn ? alpha.as(Space::Grad) : Ten{}, dout, ctx, gate, al, 0.25f, N, H, Dv);
+        });
+        check_err(p, out, kAct, "head_gate out");
+        check_err(p, dctx, kAct, "dctx");
+        check_err(p, dgate, kAct, "dgate");
+        check_err(p, alpha.as(Space::Grad), kGrad, "dalpha");
+    }
+    p.poison(sig), p.poison(dsig), p.poison(sum), p.poison(db);
+    p.run([&](Ops& o) {
+        o.sigmoid_fwd(sig, gate, sig.n);
+        o.sigmoid_bwd(dsig, sig, dgate, sig.n);
+        o.add_scaled_fwd(sum, ctx, dout, a2, n);
+        o.add_scaled_bwd(db, a2.as(Space::Grad), dctx, dout, a2, n);
+    });
+    check_err(p, sig, kAct, "sigmoid");
+    check_err(p, dsig, kAct, "sigmoid backward");
+    check_err(p, sum, kAct, "add_scaled");
+    check_err(p, db, kAct, "add_scaled db");
+    check_err(p, a2.as(Space::Grad), kGrad, "add_scaled dalpha");
+    // In place (out aliases a; db aliases dout) as the model may call them.
+    p.run([&](Ops& o) {
+        o.sigmoid_fwd(sig, sig, sig.n);
+        o.add_scaled_fwd(sum, sum, ctx, a2, n);
+        o.add_scaled_bwd(db, a2.as(Space::Grad), db, ctx, a2, n);
+    });
+    check_err(p, sig, kAct, "sigmoid in place");
+    check_err(p, sum, kAct, "add_scaled in place");
+    check_err(p, db, kAct, "add_scaled db in place");
+    check_err(p, a2.as(Space::Grad), kGrad, "add_scaled dalpha (db aliases dout)");
+}
+
+TEST_CASE("cuda variants: M2 top-k rows and the sparse mix forward and backward") {
+    GPT_REQUIRE_GPU();
+    const int B = 2, H = 2, T = 40, k = 6, r = 48, N = B * T;
+    Pair p;
+    Ten probs = p.reserve(Space::Stat, size_t(B) * H * T * T);
+    Ten idx = p.reserve(Space::Index, size_t(N) * k), wts = p.reserve(Space::Stat, size_t(N) * k);
+    Ten z = p.reserve(Space::Act, size_t(N) * r), agg = p.reserve(Space::Act, z.n), dagg = p.reserve(Space::Act, z.n),
+        dz = p.reserve(Space::Act, z.n);
+    p.allocate();
+    p.set(probs, prob_rows(B, H, T, 61));
+    fill(p, z, 62), fill(p, dagg, 63);
+    p.poison(wts), p.poison(agg), p.poison(dz);
+    p.run([&](Ops& o) {
+        o.topk_rows(idx, wts, probs, B, H, T, k);
+        o.sparse_mix_fwd(agg, z, idx, wts, N, r, k);
+        o.sparse_mix_bwd(dz, dagg, idx, wts, N, r, k);
+    });
+    // Index views download as floats on both backends.
+    CHECK(Pair::get(*p.gpu, idx) == Pair::get(*p.cpu, idx));
+    check_err(p, wts, 1e-5, "wts");
+    check_err(p, agg, kAct, "agg");
+    check_err(p, dz, kAct, "dz");
+    // A hand-made index with unused slots and many entries on one row (the scatter's collisions).
+    std::vector<int32_t> hand(size_t(N) * k);
+    for (size_t e = 0; e < hand.size(); ++e) hand[e] = e % 5 == 0 ? -1 : e % 3 == 0 ? 7 : int32_t((e * 13) % N);
+    p.set_index(idx, hand);
+    fill(p, wts, 64);
+    p.poison(agg), p.poison(dz);
+    p.run([&](Ops& o) {
+        o.sparse_mix_fwd(agg, z, idx, wts, N, r, k);
+        o.sparse_mix_bwd(dz, dagg, idx, wts, N, r, k);
+    });
+    check_err(p, agg, kAct, "agg (hand index)");
+    check_err(p, dz, kAct, "dz (hand index)");
+}
+
+// ---- whole model, one ablation-step family at a time -------------------------------------------
+
+namespace {
+
+ModelConfig small_base() {
+    ModelConfig m;
+    m.n_layer = 2;
+    m.n_embd = 128;
+    m.n_head = 2;   // head dim 64; the RA fold gives Dqk 128
+    m.vocab_size = 1000;
+    m.padded_vocab = 1024;
+    m.block_size = 128;
+    m.dropout = 0.1f;
+    m.mla.latent = 64;
+    return m;
+}
+
+struct ModelRun {
+    GPT model;
+    std::unique_ptr<Ops> ops;
+    ModelRun(std::unique_ptr<Ops> o, const ModelConfig& m, int B, int T) : model(m, B, T), ops(std::move(o)) {
+        ops->allocate(model.memory_plan());
+        auto init = model.params().initial_values(2024);
+        ops->upload(Ten{Space::Param, 0, init.size()}, init.data());
+        ops->params_changed();
+    }
+    double step(const std::vector<int32_t>& x, const std::vector<int32_t>& y, int B, int T) {
+        ops->zero(Ten{Space::Grad, 0, model.params().total()});
+        model.set_batch(*ops, x.data(), y.data(), B, T);
+        StepContext c{ops.get(), B, T, true, 99};
+        const double loss = model.forward(c, 1.f / float(B * T));
+        model.backward(c);
+        return loss;
+    }
+    std::vector<float> grads() {
+        std::vector<float> g(model.params().total());
+        ops->download(Ten{Space::Grad, 0, g.size()}, g.data());
+        return g;
+    }
+};
+
+// Loss within 2% and every parameter tensor's gradient within 8% relative L2 of the CPU model.
+void compare_model(const ModelConfig& m, const std::string& label) {
+    CAPTURE(label);
+    const int B = 2, T = 128;
+    ModelRun cpu(make_cpu_ops(2), m, B, T), gpu(make_cuda_ops(), m, B, T);
+    std::vector<int32_t> x(size_t(B) * T), y(x.size());
+    Rng r(7);
+    for (size_t i = 0; i < x.size(); ++i) {
+        x[i] = int32_t(r.next_u64() % uint64_t(m.vocab_size));
+        y[i] = int32_t(r.next_u64() % uint64_t(m.vocab_size));
+    }
+    const double lc = cpu.step(x, y, B, T), lg = gpu.step(x, y, B, T);
+    MESSAGE(label << ": loss cpu " << lc << " gpu " << lg);
+    CHECK(lg == doctest::Approx(lc).epsilon(2e-2));
+    const auto gc = cpu.grads(), gg = gpu.grads();
+    for (const auto& s : cpu.model.params().specs()) {
+        std::vector<float> a(gg.begin() + long(s.t.off), gg.begin() + long(s.t.off + s.t.n));
+        std::vector<float> ref(gc.begin() + long(s.t.off), gc.begin() + long(s.t.off + s.t.n));
+        const double err = rel_l2(a, ref);
+        CAPTURE(s.name);
+        CAPTURE(err);
+        CHECK(err < 8e-2);
+    }
+}
+
+void compare_step(int id) {
+    const auto steps = ratio_ablation_steps(small_base(), OptimConfig{});
+    REQUIRE(id < int(steps.size()));
+    compare_model(steps[size_t(id)].model, steps[size_t(id)].name);
+}
+
+}  // namespace
+
+TEST_CASE("cuda variants model: RA fold with band (ablation step 5)") {
+    GPT_REQUIRE_GPU();
+    compare_step(5);
+}
+
+TEST_CASE("cuda variants model: RA low-rank (same-FLOP RA, rank 16)") {
+    GPT_REQUIRE_GPU();
+    ModelConfig m = small_base();
+    m.attention = AttentionKind::ra_lowrank;
+    m.ra.rank = 16;
+    compare_model(m, "ra_lowrank");
+}
+
+TEST_CASE("cuda variants model: MLA (ablation step 8)") {
+    GPT_REQUIRE_GPU();
+    compare_step(8);
+}
+
+TEST_CASE("cuda variants model: RA+MLA (ablation step 11)") {
+    GPT_REQUIRE_GPU();
+    compare_step(11);
+}
+
+TEST_CASE("cuda variants model: RA-CT top-k output gate, weights apply, entropy (steps 13, 17, 18)") {
+    GPT_REQUIRE_GPU();
+    compare_step(13);
+    compare_step(17);
+    compare_step(18);
+}
+
+TEST_CASE("cuda variants model: M1 + M2 (steps 4, 7; RA+MLA with RA-CT, M1, M2: step 16)") {
+    GPT_REQUIRE_GPU();
+    compare_step(4);
+    compare_step(7);
+    compare_step(16);
+}
