@@ -599,6 +599,14 @@ public:
     void add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n) override {
         variant::add_scaled_bwd(venv(), db, dalpha, dout, b, alpha, n);
     }
+    void disc_channel_fwd(Ten qt_out, Ten kt_out, Ten qt, Ten kt, Ten k, Ten u, Ten g_disc,
+                          const DiscChannelDims& d) override {
+        variant::disc_channel_fwd(venv(), qt_out, kt_out, qt, kt, k, u, g_disc, d);
+    }
+    void disc_channel_bwd(Ten dqt, Ten dkt, Ten dk, Ten du, Ten dg_disc, Ten dqt_out, Ten dkt_out, Ten k, Ten u,
+                          Ten g_disc, const DiscChannelDims& d) override {
+        variant::disc_channel_bwd(venv(), dqt, dkt, dk, du, dg_disc, dqt_out, dkt_out, k, u, g_disc, d);
+    }
 
 private:
     VariantEnv venv() {

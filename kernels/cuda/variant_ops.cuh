@@ -61,6 +61,10 @@ void sparse_mix_fwd(const VariantEnv& e, Ten agg, Ten z, Ten idx, Ten wts, int N
 void sparse_mix_bwd(const VariantEnv& e, Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k);
 void add_scaled_fwd(const VariantEnv& e, Ten out, Ten a, Ten b, Ten alpha, size_t n);
 void add_scaled_bwd(const VariantEnv& e, Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n);
+void disc_channel_fwd(const VariantEnv& e, Ten qt_out, Ten kt_out, Ten qt, Ten kt, Ten k, Ten u, Ten g_disc,
+                      const DiscChannelDims& d);
+void disc_channel_bwd(const VariantEnv& e, Ten dqt, Ten dkt, Ten dk, Ten du, Ten dg_disc, Ten dqt_out, Ten dkt_out,
+                      Ten k, Ten u, Ten g_disc, const DiscChannelDims& d);
 
 // ---- shared by the variant_*.cu files (variant_env.cu) ----------------------------------------
 

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <string>
 
+#include "cpu/variant_mlp.h"
 #include "gpu_test_util.h"
 #include "model/gpt.h"
 #include "train/ablation.h"
@@ -195,7 +196,9 @@ TEST_CASE("cuda variants: materialised attention probabilities and their backwar
         Ten lse = p.reserve(Space::Stat, rows * d.Hq), probs = p.reserve(Space::Stat, np),
             dprobs = p.reserve(Space::Stat, np);
         p.allocate();
-        fill(p, q, 31), fill(p, k, 32), fill(p, v, 33), fill(p, dq, 34), fill(p, dk, 35), fill(p, dprobs, 36);
+        // Small accumulator starts, large dprobs: the added gradient dominates the comparison.
+        fill(p, q, 31), fill(p, k, 32), fill(p, v, 33), fill(p, dq, 34, 0.02f), fill(p, dk, 35, 0.02f);
+        fill(p, dprobs, 36, 20.f);
         p.poison(probs);
         // Each backend's own log-sum-exp (as in the model): rows must sum to one.
         p.run([&](Ops& o) {
@@ -310,7 +313,8 @@ TEST_CASE("cuda variants: M2 top-k rows and the sparse mix forward and backward"
     Ten z = p.reserve(Space::Act, size_t(N) * r), agg = p.reserve(Space::Act, z.n), dagg = p.reserve(Space::Act, z.n),
         dz = p.reserve(Space::Act, z.n);
     p.allocate();
-    p.set(probs, prob_rows(B, H, T, 61));
+    const auto P = prob_rows(B, H, T, 61);
+    p.set(probs, P);
     fill(p, z, 62), fill(p, dagg, 63);
     p.poison(wts), p.poison(agg), p.poison(dz);
     p.run([&](Ops& o) {
@@ -318,8 +322,12 @@ TEST_CASE("cuda variants: M2 top-k rows and the sparse mix forward and backward"
         o.sparse_mix_fwd(agg, z, idx, wts, N, r, k);
         o.sparse_mix_bwd(dz, dagg, idx, wts, N, r, k);
     });
-    // Index views download as floats on both backends.
-    CHECK(Pair::get(*p.gpu, idx) == Pair::get(*p.cpu, idx));
+    // The CPU backend cannot download Index views: the reference selection, computed here.
+    std::vector<int32_t> want(idx.n);
+    std::vector<float> want_w(idx.n);
+    ref::m2_sparse_rows(want.data(), want_w.data(), P.data(), B, H, T, k);
+    const auto got = Pair::get(*p.gpu, idx);   // the GPU converts int32 to float on download
+    CHECK(std::equal(got.begin(), got.end(), want.begin(), [](float g, int32_t w) { return g == float(w); }));
     check_err(p, wts, 1e-5, "wts");
     check_err(p, agg, kAct, "agg");
     check_err(p, dz, kAct, "dz");
@@ -335,6 +343,37 @@ TEST_CASE("cuda variants: M2 top-k rows and the sparse mix forward and backward"
     });
     check_err(p, agg, kAct, "agg (hand index)");
     check_err(p, dz, kAct, "dz (hand index)");
+}
+
+TEST_CASE("cuda variants: discoverability channel forward and backward") {
+    GPT_REQUIRE_GPU();
+    Pair p;
+    DiscChannelDims d;
+    d.N = 64, d.H = 2, d.D = 64, d.k_stride = 3 * d.H * d.D, d.W = 128, d.split = 64, d.scale = 0.125f;
+    const size_t w = size_t(d.N) * d.H * d.W, w1 = size_t(d.N) * d.H * (d.W + 1);
+    Ten qt = p.reserve(Space::Act, w), kt = p.reserve(Space::Act, w), dqt = p.reserve(Space::Act, w),
+        dkt = p.reserve(Space::Act, w);
+    Ten qo = p.reserve(Space::Act, w1), ko = p.reserve(Space::Act, w1), dqo = p.reserve(Space::Act, w1),
+        dko = p.reserve(Space::Act, w1);
+    Ten k = p.reserve(Space::Act, size_t(d.N) * d.k_stride), dk = p.reserve(Space::Act, k.n);
+    Ten u = p.reserve(Space::Param, size_t(d.H) * d.D), g = p.reserve(Space::Param, d.H);
+    p.allocate();
+    fill(p, qt, 71), fill(p, kt, 72), fill(p, dqo, 73), fill(p, dko, 74), fill(p, k, 75), fill(p, dk, 76);
+    fill(p, u, 77, 0.2f), fill(p, u.as(Space::Grad), 78);
+    p.set(g, {0.2f, -0.4f});
+    fill(p, g.as(Space::Grad), 79);
+    p.poison(qo), p.poison(ko), p.poison(dqt), p.poison(dkt);
+    p.run([&](Ops& o) {
+        o.disc_channel_fwd(qo, ko, qt, kt, k, u, g, d);
+        o.disc_channel_bwd(dqt, dkt, dk, u.as(Space::Grad), g.as(Space::Grad), dqo, dko, k, u, g, d);
+    });
+    check_err(p, qo, kAct, "qt_out");
+    check_err(p, ko, kAct, "kt_out");
+    check_err(p, dqt, kAct, "dqt");
+    check_err(p, dkt, kAct, "dkt");
+    check_err(p, dk, kAct, "dk (accumulated)");
+    check_err(p, u.as(Space::Grad), kGrad, "du");
+    check_err(p, g.as(Space::Grad), kGrad, "dg_disc");
 }
 
 // ---- whole model, one ablation-step family at a time -------------------------------------------
