@@ -15,7 +15,7 @@ int cmd_bench(const RunConfig& cfg, const CommandArgs& args) {
     const std::vector<int> batches = args.batches.empty() ? std::vector<int>{cfg.train.batch_size} : args.batches;
     bool failed = false;
     if (args.ablation_steps.empty()) {
-        const auto rows = bench_training_step(cfg, batches, args.warmup, args.steps);
+        const auto rows = bench_training_step(cfg, batches, args.warmup, args.steps, args.profile);
         std::cout << format_bench_table("training step: " + cfg.model.preset, rows);
         for (const auto& r : rows) failed |= !r.error.empty();
         return failed ? 1 : 0;
@@ -27,7 +27,7 @@ int cmd_bench(const RunConfig& cfg, const CommandArgs& args) {
         RunConfig c = cfg;
         c.model = table[size_t(id)].model;
         c.train.optim = table[size_t(id)].optim;
-        all.push_back(bench_training_step(c, batches, args.warmup, args.steps));
+        all.push_back(bench_training_step(c, batches, args.warmup, args.steps, args.profile));
         std::cout << format_bench_table(fmt::format("step {}: {}", id, table[size_t(id)].description), all.back());
         std::cout.flush();
     }

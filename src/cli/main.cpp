@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
     bench->add_option("-b,--batch", args.batches, "micro-batch sizes to time (default: train.batch_size)");
     bench->add_option("--warmup", args.warmup, "untimed steps first");
     bench->add_option("--steps", args.steps, "timed steps (the median is reported)");
+    bench->add_flag("--profile", args.profile, "also time every operation (synchronised) and print where the step goes");
     bench->add_option("--ablation-step", args.ablation_steps,
                       "time the model of these SPEC §4 ablation steps (ratios to the first listed)");
     auto* info = app.add_subcommand("info", "print the model, its parameters and the memory plan");

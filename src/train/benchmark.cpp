@@ -8,13 +8,14 @@
 
 #include "common/error.h"
 #include "common/rng.h"
+#include "train/profiling_ops.h"
 #include "train/session.h"
 #include "train/train_step.h"
 
 namespace gpt {
 
 std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const std::vector<int>& batches,
-                                                 int warmup, int steps) {
+                                                 int warmup, int steps, bool profile) {
     std::vector<StepBenchResult> out;
     for (int B : batches) {
         StepBenchResult r;
@@ -24,7 +25,7 @@ std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const st
         cfg.train.batch_size = B;
         cfg.train.grad_accum = 1;
         try {
-            Session s(cfg, B, cfg.train.seq_len, true);
+            Session s(cfg, B, cfg.train.seq_len, true, profile);
             Rng rng(1);
             const size_t n = size_t(B) * cfg.train.seq_len;
             // Random tokens (never zeros: they can run faster than real data).
@@ -51,6 +52,12 @@ std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const st
             r.mfu = s.model().flops_per_token(cfg.train.seq_len) * r.tokens_per_s / peak;
             r.planned_gib = s.planned_gib();
             r.peak_gib = double(s.ops().memory_peak()) / (1024.0 * 1024.0 * 1024.0);
+            if (auto* p = dynamic_cast<ProfilingOps*>(&s.ops())) {
+                p->enable(true);
+                for (int i = 0; i < steps; ++i) train_step(s, warmup + steps + i + 1, batch);
+                p->enable(false);
+                r.profile = p->report(steps);
+            }
         } catch (const Error& e) {
             r.error = e.what();
         }
@@ -70,6 +77,7 @@ std::string format_bench_table(const std::string& title, const std::vector<StepB
         }
         s += fmt::format("  {:>5} {:>6} {:>10.2f} {:>10.2f} {:>12.0f} {:>6.1f}% {:>10.2f} {:>10.2f}\n", r.batch,
                          r.seq, r.ms_median, r.ms_min, r.tokens_per_s, 100.0 * r.mfu, r.planned_gib, r.peak_gib);
+        if (!r.profile.empty()) s += fmt::format("  per operation at B={} (synchronised after each call):\n{}", r.batch, r.profile);
     }
     return s;
 }

@@ -16,10 +16,12 @@ struct StepBenchResult {
     double planned_gib = 0;    // our memory plan
     double peak_gib = 0;       // what the backend measured (0: not tracked)
     std::string error;         // e.g. out of memory: the row is then empty
+    std::string profile;       // per-operation table when profiling was asked for
 };
 
+// profile: after the timed steps, run `steps` more with every operation synchronised and timed.
 std::vector<StepBenchResult> bench_training_step(const RunConfig& cfg, const std::vector<int>& batches,
-                                                 int warmup, int steps);
+                                                 int warmup, int steps, bool profile = false);
 std::string format_bench_table(const std::string& title, const std::vector<StepBenchResult>& rows);
 
 }  // namespace gpt

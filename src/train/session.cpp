@@ -3,11 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include "common/error.h"
+#include "train/profiling_ops.h"
 
 namespace gpt {
 
-Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer) : cfg_(cfg) {
+Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile) : cfg_(cfg) {
     backend_ = make_backend(cfg.train.device, cfg.train.threads);
+    if (profile) backend_.ops = std::make_unique<ProfilingOps>(std::move(backend_.ops));
     if (!backend_.is_cuda && cfg.train.precision == "bf16")
         fail("train.precision: bf16 needs the CUDA backend (the CPU reference runs fp32); "
              "use precision=auto or fp32, or device=cuda");

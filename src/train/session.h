@@ -16,7 +16,8 @@ namespace gpt {
 class Session {
 public:
     // B, T: the largest micro-batch this session will run.
-    Session(const RunConfig& cfg, int B, int T, bool with_optimizer);
+    // profile: wrap the backend in ProfilingOps (per-operation timing, off until enabled).
+    Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile = false);
 
     Ops& ops() { return *backend_.ops; }
     GPT& model() { return *model_; }
