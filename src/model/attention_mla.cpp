@@ -42,8 +42,8 @@ void MlaAttention::plan_output(ActivationPlan& a, int B, int T) {
         ctx_ = a.add(Space::Act, size_t(B) * T * cfg_.n_embd, "attention", fmt::format("h.{}.mla_ctx", layer_));
 }
 
-MlaAttention::Grads MlaAttention::grads(const StepContext& c, Ten scratch) const {
-    const size_t N = size_t(c.B) * c.T, E = cfg_.n_embd, H = cfg_.n_head, L = cfg_.mla.latent;
+MlaAttention::Grads MlaAttention::grads(int B, int T, Ten scratch) const {
+    const size_t N = size_t(B) * T, E = cfg_.n_embd, H = cfg_.n_head, L = cfg_.mla.latent;
     size_t off = 0;
     auto take = [&](size_t n) {
         const Ten t = scratch.sub(off, n);
@@ -65,7 +65,7 @@ MlaAttention::Grads MlaAttention::grads(const StepContext& c, Ten scratch) const
 }
 
 size_t MlaAttention::inputs_scratch_elems(int B, int T) const {
-    const Grads g = grads(StepContext{nullptr, B, T, false, 0}, Ten{Space::Act, 0, size_t(-1) / 2});
+    const Grads g = grads(B, T, Ten{Space::Act, 0, size_t(-1) / 2});   // offsets only
     const Ten last = reciprocal_ ? g.dvh : g.dv_lat;
     return last.off + last.n;
 }
@@ -152,7 +152,7 @@ AttentionOperands MlaAttention::operands(const StepContext& c) const {
 }
 
 AttentionOperands MlaAttention::operand_grads(const StepContext& c, Ten scratch) const {
-    const Grads g = grads(c, scratch);
+    const Grads g = grads(c.B, c.T, scratch);
     return reciprocal_ ? attention_on(g.dqt, g.dkt, g.dvh, c) : attention_on(g.dq_lat, g.dk_lat, g.dv_lat, c);
 }
 
@@ -160,7 +160,7 @@ void MlaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch
     Ops& ops = *c.ops;
     const int N = c.B * c.T, E = cfg_.n_embd, L = cfg_.mla.latent;
     const size_t NE = size_t(N) * E;
-    const Grads g = grads(c, scratch);
+    const Grads g = grads(c.B, c.T, scratch);
     if (reciprocal_) {
         ops.ra_fold_bwd(g.dq_lat, g.dk_lat, {}, ra_alpha_.as(Space::Grad), g.dqt, g.dkt, q_lat_, k_lat_, {},
                         ra_alpha_, fold_dims(c));

@@ -36,7 +36,7 @@ private:
     struct Grads {
         Ten dQ, dtmp, dq_lat, dk_lat, dv_lat, dqt, dkt, dvh;
     };
-    Grads grads(const StepContext& c, Ten scratch) const;
+    Grads grads(int B, int T, Ten scratch) const;
     HeadMapDims query_map(const StepContext& c) const;   // Q -> q_lat
     HeadMapDims value_map(const StepContext& c) const;   // v_lat -> v_h (RA+MLA) or o -> ctx (MLA)
     RaFoldDims fold_dims(const StepContext& c) const;
