@@ -4,6 +4,7 @@
 
 #include "common/rng.h"
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/vec8.cuh"
 
 namespace gpt::cuda {
 namespace {
@@ -28,6 +29,27 @@ __global__ void gelu_bwd_kernel(TView din, TView in, TView dout, size_t n) {
 }
 __global__ void add_kernel(TView out, TView a, TView b, size_t n) {
     GPT_GRID_STRIDE(i, n) st(out, i, ld(a, i) + ld(b, i));
+}
+
+// Fast paths over all-bf16 operands, eight elements per thread (n8 = n / 8 vectors).
+__global__ void gelu_bwd_bf16x8_kernel(__nv_bfloat16* din, const __nv_bfloat16* in, const __nv_bfloat16* dout,
+                                       size_t n8) {
+    GPT_GRID_STRIDE(i, n8) {
+        const F8 x = load_bf16x8(in + 8 * i), g = load_bf16x8(dout + 8 * i);
+        F8 r;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) r.v[j] = gelu_tanh_grad(x.v[j]) * g.v[j];
+        store_bf16x8(din + 8 * i, r);
+    }
+}
+__global__ void add_bf16x8_kernel(__nv_bfloat16* out, const __nv_bfloat16* a, const __nv_bfloat16* b, size_t n8) {
+    GPT_GRID_STRIDE(i, n8) {
+        const F8 x = load_bf16x8(a + 8 * i), y = load_bf16x8(b + 8 * i);
+        F8 r;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) r.v[j] = x.v[j] + y.v[j];
+        store_bf16x8(out + 8 * i, r);
+    }
 }
 __global__ void dropout_kernel(TView x, size_t n, float p, uint64_t seed) {
     const float keep_scale = 1.f / (1.f - p);
@@ -82,11 +104,23 @@ void gelu_fwd(TView out, TView in, size_t n, cudaStream_t s) {
 }
 void gelu_bwd(TView din, TView in, TView dout, size_t n, cudaStream_t s) {
     if (n == 0) return;
+    if (n % 8 == 0 && is_bf16x8(din) && is_bf16x8(in) && is_bf16x8(dout)) {
+        gelu_bwd_bf16x8_kernel<<<elementwise_blocks(n / 8), kThreads, 0, s>>>(bf16_ptr(din), bf16_ptr(in),
+                                                                             bf16_ptr(dout), n / 8);
+        GPT_CUDA_LAUNCHED("gelu_bwd_bf16x8_kernel");
+        return;
+    }
     gelu_bwd_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(din, in, dout, n);
     GPT_CUDA_LAUNCHED("gelu_bwd_kernel");
 }
 void add(TView out, TView a, TView b, size_t n, cudaStream_t s) {
     if (n == 0) return;
+    if (n % 8 == 0 && is_bf16x8(out) && is_bf16x8(a) && is_bf16x8(b)) {
+        add_bf16x8_kernel<<<elementwise_blocks(n / 8), kThreads, 0, s>>>(bf16_ptr(out), bf16_ptr(a), bf16_ptr(b),
+                                                                        n / 8);
+        GPT_CUDA_LAUNCHED("add_bf16x8_kernel");
+        return;
+    }
     add_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(out, a, b, n);
     GPT_CUDA_LAUNCHED("add_kernel");
 }

@@ -184,15 +184,24 @@ void GPT::backward(const StepContext& c) {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
         Layer& L = layers_[l];
         // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
-        ops.copy(dbranch, dres);
-        if (drop) ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
-        L.mlp->backward(c, L.ln2_out, dbranch, dln, scratch_);
+        // Units only read their output gradient, so without dropout they read dres directly.
+        Ten dmlp = dres;
+        if (drop) {
+            ops.copy(dbranch, dres);
+            ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
+            dmlp = dbranch;
+        }
+        L.mlp->backward(c, L.ln2_out, dmlp, dln, scratch_);
         ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
                           L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E);
         // resid_mid = x + dropout(attn(ln1(x)))
-        ops.copy(dbranch, dres);
-        if (drop) ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
-        L.attn->backward(c, L.ln1_out, dbranch, dln, scratch_);
+        Ten dattn = dres;
+        if (drop) {
+            ops.copy(dbranch, dres);
+            ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
+            dattn = dbranch;
+        }
+        L.attn->backward(c, L.ln1_out, dattn, dln, scratch_);
         ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
                           L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E);
     }
