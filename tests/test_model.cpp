@@ -7,6 +7,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "model/gpt.h"
+#include "model_harness.h"
 
 using namespace gpt;
 
@@ -30,38 +31,6 @@ size_t count_params(const GPT& g) {
     return n;
 }
 
-// A model on the CPU with random tokens loaded; loss() evaluates forward with a fixed dropout seed.
-struct Harness {
-    ModelConfig cfg;
-    GPT model;
-    std::unique_ptr<Ops> ops;
-    int B, T;
-    Harness(const ModelConfig& c, int B_, int T_, uint64_t seed)
-        : cfg(c), model(c, B_, T_), ops(make_cpu_ops(1)), B(B_), T(T_) {
-        MemoryPlan plan = model.memory_plan();
-        ops->allocate(plan);
-        auto init = model.params().initial_values(seed);
-        ops->upload(Ten{Space::Param, 0, init.size()}, init.data());
-        Rng rng(seed + 1);
-        std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
-        for (size_t i = 0; i < x.size(); ++i) {
-            x[i] = int32_t(rng.next_u64() % uint64_t(c.vocab_size));
-            y[i] = int32_t(rng.next_u64() % uint64_t(c.vocab_size));
-        }
-        model.set_batch(*ops, x.data(), y.data(), B, T);
-    }
-    StepContext ctx() { return StepContext{ops.get(), B, T, true, 12345}; }
-    double loss() { return model.forward(ctx(), 0.f); }
-    std::vector<float> grads() {
-        size_t P = model.params().total();
-        ops->zero(Ten{Space::Grad, 0, P});
-        model.forward(ctx(), 1.f / float(B * T));
-        model.backward(ctx());
-        std::vector<float> g(P);
-        ops->download(Ten{Space::Grad, 0, P}, g.data());
-        return g;
-    }
-};
 
 }  // namespace
 
@@ -127,36 +96,9 @@ TEST_CASE("model: init follows SPEC §1 (std 0.02, scaled residual projections, 
     CHECK_FALSE(g.params().get("ln_f.weight").decay);
 }
 
-// Directional finite differences per parameter tensor: for a random direction d inside one
-// tensor, (L(p + e d) - L(p - e d)) / 2e must equal g . d. Central differences in fp32 with
-// e = 1e-3 (the residual stream is O(0.02) at init, so LayerNorm makes larger steps leave the
-// linear regime) on an O(1) loss: tolerance 2% relative + 1e-2 absolute.
 static void check_all_gradients(const ModelConfig& cfg) {
-    Harness h(cfg, 2, 8, 99);
-    const size_t P = h.model.params().total();
-    std::vector<float> p(P);
-    h.ops->download(Ten{Space::Param, 0, P}, p.data());
-    const std::vector<float> g = h.grads();
-    Rng rng(5);
-    for (const auto& spec : h.model.params().specs()) {
-        CAPTURE(spec.name);
-        std::vector<float> d(spec.numel());
-        double gd = 0;
-        for (size_t i = 0; i < d.size(); ++i) {
-            d[i] = rng.normal();
-            gd += double(g[spec.t.off + i]) * d[i];
-        }
-        const float e = 1e-3f;
-        auto loss_at = [&](float sign) {
-            std::vector<float> q = p;
-            for (size_t i = 0; i < d.size(); ++i) q[spec.t.off + i] += sign * e * d[i];
-            h.ops->upload(Ten{Space::Param, 0, P}, q.data());
-            return h.loss();
-        };
-        const double fd = (loss_at(1.f) - loss_at(-1.f)) / (2.0 * e);
-        h.ops->upload(Ten{Space::Param, 0, P}, p.data());
-        CHECK(gd == doctest::Approx(fd).epsilon(2e-2).scale(1e-2));
-    }
+    test::Harness h(cfg, 2, 8, 99);
+    CHECK(test::check_every_gradient(h) == int(h.model.params().specs().size()));
 }
 
 TEST_CASE("model: finite-difference gradient of every parameter tensor (no dropout)") {
@@ -170,7 +112,7 @@ TEST_CASE("model: finite-difference gradient of every parameter tensor (dropout 
 }
 
 TEST_CASE("model: forward and backward are deterministic") {
-    Harness a(tiny_config(), 2, 8, 3), b(tiny_config(), 2, 8, 3);
+    test::Harness a(tiny_config(), 2, 8, 3), b(tiny_config(), 2, 8, 3);
     CHECK(a.loss() == b.loss());
     CHECK(a.grads() == b.grads());
 }
@@ -178,7 +120,7 @@ TEST_CASE("model: forward and backward are deterministic") {
 TEST_CASE("model: a shorter call than planned gives the same loss as a model planned for it") {
     // Sampling runs B=1 and growing T inside activations planned for the training batch.
     ModelConfig m = tiny_config();
-    Harness small(m, 1, 5, 11);
+    test::Harness small(m, 1, 5, 11);
     GPT big(m, 2, 8);
     auto ops = make_cpu_ops(1);
     ops->allocate(big.memory_plan());

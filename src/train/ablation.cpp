@@ -1,6 +1,8 @@
 // The SPEC §4 ratio ablation as data, and the spec-derived parameter list of every variant.
 #include "train/ablation.h"
 
+#include "model/variant_names.h"
+
 #include <cmath>
 #include <set>
 
@@ -63,28 +65,7 @@ const char* arm_name(Arm a) {
     return "?";
 }
 
-const char* stat_name(RactStat s) {
-    switch (s) {
-        case RactStat::topk: return "topk";
-        case RactStat::max: return "max";
-        case RactStat::entropy: return "entropy";
-        case RactStat::rms: return "rms";
-    }
-    return "?";
-}
-
 const char* apply_name(RactApply a) { return a == RactApply::output ? "output" : "weights"; }
-
-const char* attention_kind_name(AttentionKind k) {
-    switch (k) {
-        case AttentionKind::baseline: return "baseline";
-        case AttentionKind::ra: return "ra";
-        case AttentionKind::ra_lowrank: return "ra_lowrank";
-        case AttentionKind::mla: return "mla";
-        case AttentionKind::ra_mla: return "ra_mla";
-    }
-    return "?";
-}
 
 bool is_mla(AttentionKind k) { return k == AttentionKind::mla || k == AttentionKind::ra_mla; }
 bool is_ra(AttentionKind k) { return k == AttentionKind::ra || k == AttentionKind::ra_lowrank; }
@@ -120,7 +101,7 @@ AblationStep make_step(int id, const Row& row, const ModelConfig& base, const Op
 
     std::string extras;
     auto add = [&](const std::string& e) { extras += (extras.empty() ? "" : " + ") + e; };
-    if (row.ract) add(fmt::format("RA-CT ({}, {})", stat_name(row.stat), apply_name(row.apply)));
+    if (row.ract) add(fmt::format("RA-CT ({}, {})", ract_stat_name(row.stat), apply_name(row.apply)));
     if (row.m1) add("M1");
     if (row.m2) add("M2");
     if (row.prune) add("50% magnitude pruning");
@@ -267,7 +248,7 @@ int64_t count_parameters(const ModelConfig& cfg) {
 std::string model_signature(const ModelConfig& c) {
     std::string s = fmt::format("Ly={} E={} H={} V={}/{} ctx={} F={} dropout={} attention={}", c.n_layer, c.n_embd,
                                 c.n_head, c.vocab_size, c.padded_vocab, c.block_size, c.hidden(), c.dropout,
-                                attention_kind_name(c.attention));
+                                attention_kind_str(c.attention));
     if (is_ra(c.attention)) {
         s += fmt::format(" ra(band={} gates={} learnable={} g_std={} g_rec={} route={} disc={}",
                          c.ra.band, c.ra.gates == GateScope::per_head ? "head" : "layer", c.ra.learnable,
@@ -281,7 +262,7 @@ std::string model_signature(const ModelConfig& c) {
         s += ")";
     }
     if (c.ract.enabled)
-        s += fmt::format(" ract(stat={} apply={} k={} alpha={} head_avg={} detach={})", stat_name(c.ract.stat),
+        s += fmt::format(" ract(stat={} apply={} k={} alpha={} head_avg={} detach={})", ract_stat_name(c.ract.stat),
                          apply_name(c.ract.apply), c.ract.topk, c.ract.alpha, c.ract.head_average, c.ract.detach);
     if (c.m1) s += " m1";
     if (c.m2) s += fmt::format(" m2(r={})", c.m2_rank);
