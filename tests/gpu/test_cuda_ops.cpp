@@ -4,6 +4,8 @@
 // that accumulate (+=) start from random non-zero values.
 #include <doctest/doctest.h>
 
+#include <utility>
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -65,7 +67,10 @@ TEST_CASE("cuda: embedding forward and deterministic backward match the CPU") {
 
 TEST_CASE("cuda: layernorm forward and deterministic backward match the CPU") {
     GPT_REQUIRE_GPU();
-    const int N = 67, C = 200;
+    // C = 200: the 16-byte vector path; C = 100 (not a multiple of 8): the general path.
+    for (const int C : {200, 100}) {
+    CAPTURE(C);
+    const int N = 67;
     Pair p;
     Ten in = p.reserve(Space::Act, N * C), out = p.reserve(Space::Act, N * C);
     Ten din = p.reserve(Space::Act, N * C), dout = p.reserve(Space::Act, N * C);
@@ -106,6 +111,7 @@ TEST_CASE("cuda: layernorm forward and deterministic backward match the CPU") {
             CHECK(bit_equal(first_w, gw));
             CHECK(bit_equal(first_in, gi));
         }
+    }
     }
 }
 
@@ -205,7 +211,12 @@ TEST_CASE("cuda: elementwise ops match the CPU (gelu; add; dropout masks; scale;
 
 TEST_CASE("cuda: fused classifier matches the CPU (loss; dlogits in place; padded columns)") {
     GPT_REQUIRE_GPU();
-    const int N = 13, V = 1000, Vp = 1024;
+    // Vp % 8 == 0: the 16-byte vector path (V = 997 masks a partial last vector, as GPT-2's
+    // 50257 does); Vp = 1003: the general path.
+    for (const auto& [V, Vp] : {std::pair{1000, 1024}, std::pair{997, 1024}, std::pair{1000, 1003}}) {
+    CAPTURE(V);
+    CAPTURE(Vp);
+    const int N = 13;
     Pair p;
     Ten logits = p.reserve(Space::Act, N * Vp), losses = p.reserve(Space::Stat, N);
     Ten targets = p.reserve(Space::Index, N);
@@ -222,6 +233,7 @@ TEST_CASE("cuda: fused classifier matches the CPU (loss; dlogits in place; padde
     p.run([&](Ops& o) { o.classifier(losses, logits, targets, N, V, Vp, 1.f / N); });
     CHECK(p.err(losses) <= 1e-4);
     CHECK(p.err(logits) <= kBf16Tol);
+    }
 }
 
 TEST_CASE("cuda: sum_squares and multi-tensor AdamW (AMSGrad; SPAM) match the CPU in fp32") {
