@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/device_memory.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/gemm.cuh"
@@ -45,16 +46,21 @@ public:
         GPT_CUDA(cudaSetDevice(device_));
         GPT_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         gemm_ = std::make_unique<Gemm>();
-        GPT_CUDA(cudaMalloc(&ssq_, sizeof(double) * (kSumSquaresBlocks + 1)));
+        GPT_CUDA(tracked_malloc(&ssq_, sizeof(double) * (kSumSquaresBlocks + 1)));
     }
+    // The process's device allocations (one backend per process in practice; tests may hold two).
+    size_t memory_in_use() const override { return device_bytes_in_use(); }
+    size_t memory_peak() const override { return device_bytes_peak(); }
+    void reset_memory_peak() override { reset_device_bytes_peak(); }
+
     ~CudaOps() override {
         cudaStreamSynchronize(stream_);
         release();
-        cudaFree(ssq_);
-        cudaFree(staging_);
-        cudaFree(scratch_);
-        cudaFree(adamw_tensors_dev_);
-        cudaFree(adamw_chunks_dev_);
+        tracked_free(ssq_);
+        tracked_free(staging_);
+        tracked_free(scratch_);
+        tracked_free(adamw_tensors_dev_);
+        tracked_free(adamw_chunks_dev_);
         gemm_.reset();
         cudaStreamDestroy(stream_);
     }
@@ -89,7 +95,7 @@ public:
         for (int s = 0; s <= kNumSpaces; ++s) {
             if (bytes[s] == 0) continue;
             void* p = nullptr;
-            const cudaError_t err = cudaMalloc(&p, bytes[s]);
+            const cudaError_t err = tracked_malloc(&p, bytes[s]);
             if (err != cudaSuccess) {
                 cudaGetLastError();   // clear the sticky-free error state
                 release();
@@ -372,12 +378,12 @@ public:
                                      });
         if (!same) {
             GPT_CUDA(cudaStreamSynchronize(stream_));
-            cudaFree(adamw_tensors_dev_);
-            cudaFree(adamw_chunks_dev_);
+            tracked_free(adamw_tensors_dev_);
+            tracked_free(adamw_chunks_dev_);
             adamw_tensors_dev_ = nullptr;
             adamw_chunks_dev_ = nullptr;
-            GPT_CUDA(cudaMalloc(&adamw_tensors_dev_, dev.size() * sizeof(AdamWDevTensor)));
-            GPT_CUDA(cudaMalloc(&adamw_chunks_dev_, chunks.size() * sizeof(AdamWChunk)));
+            GPT_CUDA(tracked_malloc(&adamw_tensors_dev_, dev.size() * sizeof(AdamWDevTensor)));
+            GPT_CUDA(tracked_malloc(&adamw_chunks_dev_, chunks.size() * sizeof(AdamWChunk)));
             GPT_CUDA(cudaMemcpy(adamw_tensors_dev_, dev.data(), dev.size() * sizeof(AdamWDevTensor),
                                 cudaMemcpyHostToDevice));
             GPT_CUDA(cudaMemcpy(adamw_chunks_dev_, chunks.data(), chunks.size() * sizeof(AdamWChunk),
@@ -433,10 +439,10 @@ private:
 
     void release() {
         for (auto& b : buf_) {
-            if (b) cudaFree(b);
+            if (b) tracked_free(b);
             b = nullptr;
         }
-        if (param_bf16_) cudaFree(param_bf16_);
+        if (param_bf16_) tracked_free(param_bf16_);
         param_bf16_ = nullptr;
         plan_ = MemoryPlan{};
     }
@@ -506,9 +512,9 @@ private:
     float* staging(size_t n) {
         if (n > staging_n_) {
             GPT_CUDA(cudaStreamSynchronize(stream_));
-            cudaFree(staging_);
+            tracked_free(staging_);
             staging_ = nullptr;
-            GPT_CUDA(cudaMalloc(&staging_, n * 4));
+            GPT_CUDA(tracked_malloc(&staging_, n * 4));
             staging_n_ = n;
         }
         return staging_;
@@ -516,9 +522,9 @@ private:
     void* scratch(size_t bytes) {
         if (bytes > scratch_bytes_) {
             GPT_CUDA(cudaStreamSynchronize(stream_));
-            cudaFree(scratch_);
+            tracked_free(scratch_);
             scratch_ = nullptr;
-            GPT_CUDA(cudaMalloc(&scratch_, bytes));
+            GPT_CUDA(tracked_malloc(&scratch_, bytes));
             scratch_bytes_ = bytes;
         }
         return scratch_;

@@ -1,6 +1,7 @@
 // cuBLASLt wrapper: see gemm.cuh.
 #include <string>
 
+#include "cuda/device_memory.cuh"
 #include "cuda/gemm.cuh"
 
 namespace gpt::cuda {
@@ -43,7 +44,7 @@ void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, const
 
 Gemm::Gemm() {
     GPT_CUBLAS(cublasLtCreate(&handle_));
-    GPT_CUDA(cudaMalloc(&workspace_, workspace_bytes_));
+    GPT_CUDA(tracked_malloc(&workspace_, workspace_bytes_));
 }
 
 Gemm::~Gemm() {
@@ -53,7 +54,7 @@ Gemm::~Gemm() {
         if (p.b) cublasLtMatrixLayoutDestroy(p.b);
         if (p.d) cublasLtMatrixLayoutDestroy(p.d);
     }
-    if (workspace_) cudaFree(workspace_);
+    if (workspace_) tracked_free(workspace_);
     if (handle_) cublasLtDestroy(handle_);
 }
 

@@ -140,6 +140,7 @@ public:
     // Device memory the backend holds right now and at most so far, in bytes (0: not tracked).
     virtual size_t memory_in_use() const { return 0; }
     virtual size_t memory_peak() const { return 0; }
+    virtual void reset_memory_peak() {}                          // peak := in use (benchmarks)
 
     // --- layers (dX = gradient w.r.t. X) -------------------------------------------------------
     // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]

@@ -26,6 +26,8 @@ std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const st
         cfg.train.grad_accum = 1;
         try {
             Session s(cfg, B, cfg.train.seq_len, true, profile);
+            // This row's peak: earlier rows' sessions are gone, their buffers freed.
+            s.ops().reset_memory_peak();
             Rng rng(1);
             const size_t n = size_t(B) * cfg.train.seq_len;
             // Random tokens (never zeros: they can run faster than real data).

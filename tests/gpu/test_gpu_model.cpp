@@ -79,6 +79,12 @@ TEST_CASE("gpu model: loss and every parameter gradient match the CPU reference"
     std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
     tokens(x, y, 7, m.vocab_size);
     const double lc = cpu.step(x, y, 99), lg = gpu.step(x, y, 99);
+    // The backend accounts for its device memory: at least the planned buffers (bf16 activations).
+    const MemoryPlan plan = gpu.model.memory_plan();
+    const size_t planned = 4 * (plan[Space::Param] + plan[Space::Grad] + plan[Space::Opt] + plan[Space::Stat] +
+                                plan[Space::Index]) + 2 * plan[Space::Act];
+    CHECK(gpu.ops->memory_in_use() >= planned);
+    CHECK(gpu.ops->memory_peak() >= gpu.ops->memory_in_use());
     MESSAGE("loss cpu " << lc << " gpu " << lg);
     CHECK(lg == doctest::Approx(lc).epsilon(1e-2));
     const auto gc = cpu.grads(), gg = gpu.grads();
