@@ -18,20 +18,10 @@ __device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
     m = mx;
 }
 
-__global__ void classifier_kernel(float* losses, TView logits, const int32_t* targets, int V,
-                                  int Vp, float dloss) {
+// The row's log-sum-exp from every thread's (max, sum of exp(x - max)): warps by shuffles, then
+// the warps' pairs in one fixed order, so every thread gets the same, deterministic value.
+__device__ float block_logsumexp(float m, float s) {
     __shared__ float sm[kThreads / 32], ss[kThreads / 32];
-    const size_t base = size_t(blockIdx.x) * Vp;
-    float m = -FLT_MAX, s = 0.f;
-    for (int j = threadIdx.x; j < V; j += kThreads) {
-        const float x = ld(logits, base + j);
-        if (x > m) {
-            s = s * __expf(m - x) + 1.f;
-            m = x;
-        } else {
-            s += __expf(x - m);
-        }
-    }
     for (int o = 16; o > 0; o >>= 1) {
         const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
         merge(m, s, m2, s2);
@@ -44,9 +34,25 @@ __global__ void classifier_kernel(float* losses, TView logits, const int32_t* ta
     __syncthreads();
     m = sm[0];
     s = ss[0];
-    for (int w = 1; w < kThreads / 32; ++w) merge(m, s, sm[w], ss[w]);   // same order everywhere
+    for (int w = 1; w < kThreads / 32; ++w) merge(m, s, sm[w], ss[w]);
+    return m + __logf(s);
+}
+
+__global__ void classifier_kernel(float* losses, TView logits, const int32_t* targets, int V,
+                                  int Vp, float dloss) {
+    const size_t base = size_t(blockIdx.x) * Vp;
+    float m = -FLT_MAX, s = 0.f;
+    for (int j = threadIdx.x; j < V; j += kThreads) {
+        const float x = ld(logits, base + j);
+        if (x > m) {
+            s = s * __expf(m - x) + 1.f;
+            m = x;
+        } else {
+            s += __expf(x - m);
+        }
+    }
+    const float lse = block_logsumexp(m, s);
     const int target = targets[blockIdx.x];
-    const float lse = m + __logf(s);
     const float target_logit = ld(logits, base + target);
     __syncthreads();   // every thread has read the target logit before anyone overwrites it
     if (threadIdx.x == 0) losses[blockIdx.x] = lse - target_logit;
@@ -62,7 +68,6 @@ __global__ void classifier_kernel(float* losses, TView logits, const int32_t* ta
 // step: one max and one rescale per vector instead of a branch and a rescale per element.
 __global__ void classifier_bf16x8_kernel(float* losses, __nv_bfloat16* logits, const int32_t* targets, int V,
                                          int Vp, float dloss) {
-    __shared__ float sm[kThreads / 32], ss[kThreads / 32];
     __nv_bfloat16* row = logits + size_t(blockIdx.x) * Vp;
     float m = -FLT_MAX, s = 0.f;
     for (int j = 8 * threadIdx.x; j < V; j += 8 * kThreads) {
@@ -78,21 +83,8 @@ __global__ void classifier_bf16x8_kernel(float* losses, __nv_bfloat16* logits, c
         s = (m == -FLT_MAX ? 0.f : s * __expf(m - mx)) + acc;
         m = mx;
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        merge(m, s, m2, s2);
-    }
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) {
-        sm[warp] = m;
-        ss[warp] = s;
-    }
-    __syncthreads();
-    m = sm[0];
-    s = ss[0];
-    for (int w = 1; w < kThreads / 32; ++w) merge(m, s, sm[w], ss[w]);   // same order everywhere
+    const float lse = block_logsumexp(m, s);
     const int target = targets[blockIdx.x];
-    const float lse = m + __logf(s);
     const float target_logit = __bfloat162float(row[target]);
     __syncthreads();   // every thread has read the target logit before anyone overwrites it
     if (threadIdx.x == 0) losses[blockIdx.x] = lse - target_logit;
