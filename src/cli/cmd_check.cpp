@@ -14,6 +14,7 @@
 #include "train/ablation_runner.h"
 #include "train/config_io.h"
 #include "train/dry_run.h"
+#include "train/optimizer.h"
 #include "train/session.h"
 #include "train/train_step.h"
 
@@ -81,7 +82,7 @@ int cmd_check(const RunConfig& cfg) {
         const RunConfig& first = models.front().second;
         GPT model(first.model, first.train.batch_size, first.train.seq_len);
         MemoryPlan plan = model.memory_plan();
-        plan[Space::Opt] = model.params().total() * (first.train.optim.amsgrad ? 3 : 2);   // m, v (, vmax)
+        plan[Space::Opt] = Optimizer(first.train.optim, model.params()).state_elems();
         double bytes = 0;
         for (int s = 0; s < kNumSpaces; ++s) bytes += double(plan.elems[s]) * double(be.bytes.bytes[s]);
         const double spt = measure_seconds_per_token(first);

@@ -18,7 +18,7 @@ int cmd_eval(const RunConfig& cfg, const CommandArgs& args) {
     Session s(cfg, cfg.train.batch_size, cfg.train.seq_len, false);
     const int64_t step = load_weights(s, path);
     TokenLoader val(cfg.data.val_path, cfg.train.batch_size, cfg.train.seq_len,
-                    cfg.train.seed ^ 0x76616c6964617465ull, 0, 1, cfg.model.vocab_size);
+                    validation_seed(cfg.train), 0, 1, cfg.model.vocab_size);
     const double loss = evaluate(s, val, cfg.train.eval_batches, cfg.train.batch_size, cfg.train.seq_len);
     spdlog::info("{} (step {}): val loss {:.4f}, perplexity {:.2f} over {} batches of {}x{}", path, step,
                  loss, std::exp(loss), cfg.train.eval_batches, cfg.train.batch_size, cfg.train.seq_len);

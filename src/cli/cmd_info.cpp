@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "model/gpt.h"
+#include "train/optimizer.h"
 
 namespace gpt {
 
@@ -23,7 +24,7 @@ int cmd_info(const RunConfig& cfg) {
     SpaceBytes cuda;
     cuda.bytes[static_cast<int>(Space::Act)] = 2;
     MemoryPlan plan = model.memory_plan();
-    plan[Space::Opt] = 2 * model.params().total();
+    plan[Space::Opt] = Optimizer(cfg.train.optim, model.params()).state_elems();
     size_t n = 0;
     for (const auto& p : model.params().specs()) n += p.numel();
     std::cout << "CPU (fp32) " << describe_memory(plan, model.activations(), cpu, n) << "\n";

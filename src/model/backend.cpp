@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "common/error.h"
@@ -39,6 +41,7 @@ Backend make_backend(const std::string& device, int threads) {
             fail("train.device: cuda was requested but no CUDA GPU is visible; use device=auto or cpu");
         b.ops = make_cuda_ops(0);
         b.is_cuda = true;
+        b.peak_flops = 989.4e12;   // H100/H200 SXM dense bf16
         b.bytes.bytes[static_cast<int>(Space::Act)] = 2;   // bf16 activations
         b.description = b.ops->name();
         return b;
@@ -48,6 +51,7 @@ Backend make_backend(const std::string& device, int threads) {
 #endif
     }
     b.ops = make_cpu_ops(threads);
+    b.peak_flops = std::nan("");
     int n = threads > 0 ? threads : omp_get_max_threads();
     b.description = fmt::format("{} ({} threads)", b.ops->name(), n);
     return b;

@@ -14,6 +14,7 @@ struct Backend {
     bool is_cuda = false;
     SpaceBytes bytes;            // element sizes per space, for the memory report
     std::string description;     // e.g. "cpu-fp32 (2 threads)" or "cuda-bf16 on NVIDIA H100"
+    double peak_flops = 0;       // dense rate for MFU (bf16 tensor cores on CUDA); NaN when unknown
 };
 
 // device: auto | cpu | cuda; threads: CPU threads (0 = all cores). Error when cuda is asked for

@@ -177,6 +177,14 @@ void GPT::backward(const StepContext& c) {
     const size_t n = size_t(BT) * E;
     const bool drop = c.training && cfg_.dropout > 0.f;
     Ten dres = d_resid_.sub(0, n), dbranch = d_branch_.sub(0, n), dln = d_ln_.sub(0, n);
+    // The gradient a residual branch sees: dres through the branch's dropout mask. Units only read
+    // it, so without dropout they read dres itself (no copy).
+    auto branch_grad = [&](int l, int site) {
+        if (!drop) return dres;
+        ops.copy(dbranch, dres);
+        ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, site));
+        return dbranch;
+    };
 
     ops.zero(dres);
     ops.layernorm_bwd(dres, lnf_w_.as(Space::Grad), lnf_b_.as(Space::Grad), d_lnf_, layer_input(cfg_.n_layer),
@@ -184,24 +192,11 @@ void GPT::backward(const StepContext& c) {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
         Layer& L = layers_[l];
         // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
-        // Units only read their output gradient, so without dropout they read dres directly.
-        Ten dmlp = dres;
-        if (drop) {
-            ops.copy(dbranch, dres);
-            ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
-            dmlp = dbranch;
-        }
-        L.mlp->backward(c, L.ln2_out, dmlp, dln, scratch_);
+        L.mlp->backward(c, L.ln2_out, branch_grad(l, kSiteMlpOut), dln, scratch_);
         ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
                           L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E);
         // resid_mid = x + dropout(attn(ln1(x)))
-        Ten dattn = dres;
-        if (drop) {
-            ops.copy(dbranch, dres);
-            ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
-            dattn = dbranch;
-        }
-        L.attn->backward(c, L.ln1_out, dattn, dln, scratch_);
+        L.attn->backward(c, L.ln1_out, branch_grad(l, kSiteAttnOut), dln, scratch_);
         ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
                           L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E);
     }

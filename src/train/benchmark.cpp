@@ -50,8 +50,7 @@ std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const st
             r.ms_median = ms[ms.size() / 2];
             r.ms_min = ms.front();
             r.tokens_per_s = double(n) / (r.ms_median / 1e3);
-            const double peak = s.backend().is_cuda ? 989.4e12 : std::nan("");
-            r.mfu = s.model().flops_per_token(cfg.train.seq_len) * r.tokens_per_s / peak;
+            r.mfu = s.model().flops_per_token(cfg.train.seq_len) * r.tokens_per_s / s.backend().peak_flops;
             r.planned_gib = s.planned_gib();
             r.peak_gib = double(s.ops().memory_peak()) / (1024.0 * 1024.0 * 1024.0);
             if (auto* p = dynamic_cast<ProfilingOps*>(&s.ops())) {

@@ -26,10 +26,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t kValSeedSalt = 0x76616c6964617465ull;   // validation order differs from training
 
-// Peak dense bf16 tensor throughput for MFU; NaN where we don't know it (the CPU).
-double peak_flops(const Backend& b) { return b.is_cuda ? 989.4e12 : std::nan(""); }
 
 // The checkpoint entry or an Error naming the file and the entry (pointers, not references: g++ 13
 // warns about references bound to results of calls that take temporaries).
@@ -94,7 +91,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     spdlog::info("{}", s.memory_report());
 
     TokenLoader train_data(cfg.data.train_path, B, T, tc.seed, 0, 1, cfg.model.vocab_size);
-    TokenLoader val_data(cfg.data.val_path, B, T, tc.seed ^ kValSeedSalt, 0, 1, cfg.model.vocab_size);
+    TokenLoader val_data(cfg.data.val_path, B, T, validation_seed(tc), 0, 1, cfg.model.vocab_size);
     spdlog::info("data: {} training tokens, {} validation tokens; {} tokens per step",
                  train_data.num_tokens(), val_data.num_tokens(), size_t(B) * T * accum);
 
@@ -162,7 +159,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         m.grad_norm = info.grad_norm;
         m.ms = dt * 1e3;
         m.tokens_per_s = tokens_per_step / dt;
-        m.mfu = flops_per_token * m.tokens_per_s / peak_flops(s.backend());
+        m.mfu = flops_per_token * m.tokens_per_s / s.backend().peak_flops;
         m.mem_gib = s.planned_gib();
         metrics.log_step(m);
         result.train_losses.push_back(loss);
