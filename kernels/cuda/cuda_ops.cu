@@ -283,6 +283,24 @@ public:
         }
     }
 
+    void matmul_bwd_gelu(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, Ten pre, int M, int K,
+                         int N) override {
+        GPT_CHECK(din.present(), "cuda-bf16 matmul_bwd_gelu: din is required");
+        const size_t MK = size_t(M) * K;
+        const TView d = view(din, MK, "matmul_bwd_gelu", "din"), pv = view(pre, MK, "matmul_bwd_gelu", "pre");
+        // din^T = GELU'(pre^T) * (w^T dout^T): the DGELU epilogue reads pre as its aux matrix
+        // (type of D, leading dimension K, which cuBLASLt wants divisible by 8).
+        GemmArgs g = gemm_args(false, false, K, M, N, K, N, K, operand(w, size_t(N) * K, "matmul_bwd_gelu", "w"),
+                               operand(dout, size_t(M) * N, "matmul_bwd_gelu", "dout"), d, 0.f);
+        g.epilogue = Epilogue::DGelu;
+        g.aux = pv.p;
+        if (K % 8 == 0 && pv.t == d.t && gemm_->run(g, stream_)) {
+            matmul_bwd({}, dw, dbias, dout, in, w, M, K, N);   // the weight and bias gradients
+            return;
+        }
+        matmul_bwd(din, dw, dbias, dout, in, w, M, K, N);
+        cuda::gelu_bwd(d, pv, d, MK, stream_);
+    }
     void gelu_fwd(Ten out, Ten in, size_t n) override {
         cuda::gelu_fwd(view(out, n, "gelu_fwd", "out"), view(in, n, "gelu_fwd", "in"), n, stream_);
     }

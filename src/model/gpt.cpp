@@ -10,7 +10,7 @@
 namespace gpt {
 
 namespace {
-constexpr size_t kHeadChunkElems = size_t(1) << 26;   // logits held at once: 64M elements
+constexpr size_t kHeadChunkElems = size_t(1) << 29;   // logits held at once: 512M elements (docs/performance.md, GEMMs)
 constexpr int kSiteAttnOut = 1, kSiteMlpOut = 2;        // dropout sites (0 = inside attention)
 }  // namespace
 

@@ -63,12 +63,17 @@ void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten 
     const Ten dact = scratch.sub(0, nf), more = scratch.sub(rest, scratch.n - rest);
     // Walk back through the additions (M3, then M2) to the gradient of h itself, then add the
     // paths of what h handed to the next block (M1's gate, M3's latent).
-    ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, proj_input(), w_proj_, BT, F, E);
+    // Nothing between c_proj and the GELU (no M1/M2/M3): one op, fused on the GPU (DGELU epilogue).
+    const bool fused_gelu = !m1_ && !m2_ && !m3_;
+    if (fused_gelu)
+        ops.matmul_bwd_gelu(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, proj_input(), w_proj_, pre_, BT, F, E);
+    else
+        ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, proj_input(), w_proj_, BT, F, E);
     if (m3_) m3_->backward(c, dact, more);
     if (m2_) m2_->backward(c, act_, dact, more);
     if (m1_) m1_->backward(c, act_, dact, more);
     if (m3_) m3_->backward_handover(c, act_, dact, more);
-    ops.gelu_bwd(dact, pre_, dact, nf);
+    if (!fused_gelu) ops.gelu_bwd(dact, pre_, dact, nf);
     ops.matmul_bwd(din, w_fc_.as(Space::Grad), b_fc_.as(Space::Grad), dact, in, w_fc_, BT, E, F);
 }
 

@@ -161,6 +161,14 @@ public:
     // din = dout . w (overwrite; skipped if absent); dw += dout^T . in; dbias += colsum(dout)
     virtual void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
                             int N) = 0;
+    // matmul_bwd through the GELU that produced `in` (an MLP's c_proj): din = GELU'(pre) * (dout . w)
+    // with pre [M,K] the pre-activation matmul_fwd kept beside gelu_out; din present, not aliasing
+    // pre. The default, the two calls, is the reference; CUDA fuses it (cuBLASLt DGELU epilogue).
+    virtual void matmul_bwd_gelu(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, Ten pre, int M,
+                                 int K, int N) {
+        matmul_bwd(din, dw, dbias, dout, in, w, M, K, N);
+        gelu_bwd(din, pre, din, size_t(M) * K);
+    }
 
     virtual void gelu_fwd(Ten out, Ten in, size_t n) = 0;              // GPT-2 tanh approximation
     virtual void gelu_bwd(Ten din, Ten in, Ten dout, size_t n) = 0;    // din = GELU'(in)*dout (din may alias dout)

@@ -158,6 +158,85 @@ TEST_CASE("cuda: matmul forward (bias; fused GELU) and backward match the CPU") 
     check_matmul(33, 24, 50, true, true);     // N not a multiple of 8: fallback kernels
 }
 
+// matmul_bwd_gelu (an MLP's c_proj backward through its GELU): the CPU default (matmul_bwd, then
+// gelu_bwd) against the GPU's DGELU epilogue; din overwritten, dw and dbias accumulated.
+static void check_matmul_gelu(int M, int K, int N, bool bias) {
+    CAPTURE(M);
+    CAPTURE(K);
+    CAPTURE(N);
+    CAPTURE(bias);
+    Pair p;
+    Ten in = p.reserve(Space::Act, M * K), pre = p.reserve(Space::Act, M * K);
+    Ten dout = p.reserve(Space::Act, M * N), din = p.reserve(Space::Act, M * K);
+    Ten w = p.reserve(Space::Param, N * K);
+    Ten b = bias ? p.reserve(Space::Param, N) : Ten{};
+    p.allocate();
+    p.set(pre, randn(M * K, 40, 1.5f));   // spans GELU's curved part, both signs
+    p.set(in, randn(M * K, 41));
+    p.set(w, randn(N * K, 42, 0.1f));
+    p.set(dout, randn(M * N, 43));
+    p.set(w.as(Space::Grad), randn(N * K, 44));
+    if (bias) p.set(b.as(Space::Grad), randn(N, 45));
+    p.poison(din);
+    p.run([&](Ops& o) {
+        o.matmul_bwd_gelu(din, w.as(Space::Grad), bias ? b.as(Space::Grad) : Ten{}, dout, in, w, pre, M, K, N);
+    });
+    CHECK(p.err(din) <= kBf16Tol);
+    CHECK(p.err(w.as(Space::Grad)) <= kBf16Tol);
+    if (bias) CHECK(p.err(b.as(Space::Grad)) <= kBf16Tol);
+}
+
+TEST_CASE("cuda: matmul backward with the GELU backward fused (DGELU epilogue) matches the CPU") {
+    GPT_REQUIRE_GPU();
+    check_matmul_gelu(96, 136, 80, true);    // K % 8 == 0: the DGELU epilogue
+    check_matmul_gelu(200, 64, 48, false);
+    check_matmul_gelu(40, 50, 24, true);     // K not a multiple of 8: GEMM + gelu_bwd kernel
+}
+
+// The first call of a shape times the heuristic's candidates on the real operands: its outputs
+// must be exactly those of a later call (dw accumulates with beta = 1, so the trials must leave it
+// as it was), and a second backend in the same process must pick the same algorithms (same bits).
+TEST_CASE("cuda: GEMM algorithm choice is deterministic (first call = later calls = other backend)") {
+    GPT_REQUIRE_GPU();
+    const int M = 384, K = 320, N = 448;
+    std::vector<float> ref_out, ref_din, ref_dw;
+    for (int backend = 0; backend < 2; ++backend) {
+        CAPTURE(backend);
+        Pair p;
+        Ten in = p.reserve(Space::Act, M * K), out = p.reserve(Space::Act, M * N);
+        Ten dout = p.reserve(Space::Act, M * N), din = p.reserve(Space::Act, M * K);
+        Ten w = p.reserve(Space::Param, N * K), b = p.reserve(Space::Param, N);
+        p.allocate();
+        p.set(in, randn(M * K, 50));
+        p.set(w, randn(N * K, 51, 0.1f));
+        p.set(b, randn(N, 52));
+        p.set(dout, randn(M * N, 53));
+        const auto dw0 = randn(N * K, 54);
+        for (int rep = 0; rep < 2; ++rep) {
+            CAPTURE(rep);
+            p.set(w.as(Space::Grad), dw0);
+            p.poison(out);
+            p.poison(din);
+            p.run([&](Ops& o) {
+                o.matmul_fwd(out, in, w, b, M, K, N);
+                o.matmul_bwd(din, w.as(Space::Grad), Ten{}, dout, in, w, M, K, N);
+            });
+            CHECK(p.err(w.as(Space::Grad)) <= kBf16Tol);
+            const auto o = Pair::get(*p.gpu, out), di = Pair::get(*p.gpu, din),
+                       dw = Pair::get(*p.gpu, w.as(Space::Grad));
+            if (backend == 0 && rep == 0) {
+                ref_out = o;
+                ref_din = di;
+                ref_dw = dw;
+            } else {
+                CHECK(bit_equal(o, ref_out));
+                CHECK(bit_equal(di, ref_din));
+                CHECK(bit_equal(dw, ref_dw));
+            }
+        }
+    }
+}
+
 TEST_CASE("cuda: elementwise ops match the CPU (gelu; add; dropout masks; scale; mul; copy)") {
     GPT_REQUIRE_GPU();
     const size_t n = 5003;
