@@ -132,6 +132,8 @@ KEYS = [
     ("sample.seed", Sym("SAMPLE_SEED", "int")),
     ("ablation.name", Sym("ABLATION_NAME", "string")),
     ("ablation.steps", Sym("ABLATION_STEPS", "steps")),
+    ("ablation.jobs", Sym("ABLATION_JOBS", "int")),
+    ("ablation.devices", Sym("ABLATION_DEVICES", "steps")),
 ]
 
 # The embedded corpus: choosing it fixes the data keys (the Makefile prepares these shards).

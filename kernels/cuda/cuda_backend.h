@@ -11,6 +11,9 @@ namespace gpt {
 // machine without a GPU or driver).
 bool cuda_device_available();
 
+// The number of visible CUDA devices (0 without a GPU or driver; never throws).
+int cuda_device_count();
+
 // The bf16 tensor-core backend on `device`. Throws gpt::Error when the device cannot be used.
 std::unique_ptr<Ops> make_cuda_ops(int device = 0);
 

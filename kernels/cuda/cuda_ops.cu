@@ -15,6 +15,7 @@
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/variant_ops.cuh"
+#include "model/device_fit.h"
 
 namespace gpt {
 namespace cuda {
@@ -81,6 +82,14 @@ public:
         total += bytes[kNumSpaces];
         size_t free_b = 0, total_b = 0;
         GPT_CUDA(cudaMemGetInfo(&free_b, &total_b));
+        // Refuse a plan that cannot fit before allocating any of it, with the numbers and the fix.
+        DeviceFit fit;
+        std::copy(bytes, bytes + kNumSpaces, fit.space_bytes);
+        fit.copy_bytes = bytes[kNumSpaces];
+        fit.workspace_bytes = workspace_estimate(plan);
+        fit.free_bytes = free_b;
+        fit.total_bytes = total_b;
+        if (const std::string err = device_fit_error(fit); !err.empty()) fail(err);
         auto oom = [&](const std::string& what) {
             std::string msg = "cuda-bf16: out of device memory " + what + ": the plan needs " +
                               mib(total) + " (";
@@ -88,10 +97,10 @@ public:
                 msg += std::string(space_name(Space(s))) + " " + mib(bytes[s]) + ", ";
             msg += "Param bf16 copy " + mib(bytes[kNumSpaces]) + ") but the GPU has " + mib(free_b) +
                    " free of " + mib(total_b) +
-                   ". Fix: lower train.batch_size (micro-batch) or train.seq_len, or use a smaller model.";
+                   ". Fix: lower train.batch_size and raise train.grad_accum (same tokens per step), set "
+                   "train.recompute (gelu, layernorm or both), or lower train.seq_len, or use a smaller model.";
             fail(msg);
         };
-        if (total > free_b) oom("before allocating");
         for (int s = 0; s <= kNumSpaces; ++s) {
             if (bytes[s] == 0) continue;
             void* p = nullptr;
@@ -527,6 +536,15 @@ private:
         convert(TView{param_bf16_ + t.off, DType::BF16}, TView{f32(t), DType::F32}, t.n, stream_);
     }
 
+    // What the backend allocates after the plan, for the fit check: the scratch arena's largest
+    // request in a training step (the embedding backward's sort buffers over the B*T tokens; Index
+    // holds tokens and targets) plus a reserve for the rest (other kernels' scratch, lazily loaded
+    // kernel modules, cuBLASLt): an estimate, not a bound.
+    static size_t workspace_estimate(const MemoryPlan& plan) {
+        constexpr size_t kReserve = size_t(256) << 20;
+        const int tokens = int(std::min<size_t>(plan[Space::Index] / 2, size_t(1) << 30));
+        return (tokens > 0 ? embedding_bwd_scratch(tokens, 1 << 17) : 0) + kReserve;
+    }
     float* staging(size_t n) {
         if (n > staging_n_) {
             GPT_CUDA(cudaStreamSynchronize(stream_));

@@ -80,7 +80,7 @@ int cmd_check(const RunConfig& cfg) {
                              models.size(), cfg.train.max_iters, tokens_per_step, tokens, be.description);
     try {
         const RunConfig& first = models.front().second;
-        GPT model(first.model, first.train.batch_size, first.train.seq_len);
+        GPT model(first.model, first.train.batch_size, first.train.seq_len, first.train.recompute);
         MemoryPlan plan = model.memory_plan();
         plan[Space::Opt] = Optimizer(first.train.optim, model.params()).state_elems();
         double bytes = 0;

@@ -10,7 +10,7 @@ namespace gpt {
 
 // The model and its memory plan without allocating anything (works for gpt2-xl on a laptop).
 int cmd_info(const RunConfig& cfg) {
-    GPT model(cfg.model, cfg.train.batch_size, cfg.train.seq_len);
+    GPT model(cfg.model, cfg.train.batch_size, cfg.train.seq_len, cfg.train.recompute);
     std::cout << model.describe() << "\n";
     for (const auto& p : model.params().specs()) {
         std::string shape;

@@ -3,12 +3,15 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "train/ablation_runner.h"
+#include "train/train_result_io.h"
 #include "train/trainer.h"
 
 namespace gpt {
 
 int cmd_train(const RunConfig& cfg) {
-    train(cfg);
+    const TrainResult result = train(cfg);
+    // What the run reached, for scripts and the parallel ablation runner.
+    write_train_result(cfg.train.out_dir + "/result.json", result);
     return 0;
 }
 

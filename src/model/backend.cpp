@@ -30,6 +30,14 @@ static bool gpu_present() {
 #endif
 }
 
+int cuda_devices_visible() {
+#ifdef GPT_HAVE_CUDA
+    return cuda_device_count();
+#else
+    return 0;
+#endif
+}
+
 Backend make_backend(const std::string& device, int threads) {
     Backend b;
     bool want_cuda = device == "cuda" || (device == "auto" && gpu_present());

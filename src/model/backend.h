@@ -21,5 +21,7 @@ struct Backend {
 // and unavailable, saying why.
 Backend make_backend(const std::string& device, int threads);
 bool cuda_compiled_in();
+// Visible CUDA devices (0 on a CPU-only build or machine).
+int cuda_devices_visible();
 
 }  // namespace gpt

@@ -138,6 +138,10 @@ struct RunConfig {
     SampleConfig sample;
     std::vector<int> ablation_steps; // selected steps of the ablation table (empty: none)
     std::string ablation_name;       // gpt2-ratio-ablation, ...
+    // Steps run as concurrent child processes (`gpt2 train` per step): 0 = one per visible GPU on
+    // CUDA (1 on the CPU); slot k uses GPU ablation_devices[k % size] (empty: all visible GPUs).
+    int ablation_jobs = 0;
+    std::vector<int> ablation_devices;
 };
 
 }  // namespace gpt

@@ -14,7 +14,8 @@ constexpr size_t kHeadChunkElems = size_t(1) << 29;   // logits held at once: 51
 constexpr int kSiteAttnOut = 1, kSiteMlpOut = 2;        // dropout sites (0 = inside attention)
 }  // namespace
 
-GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), maxT_(maxT) {
+GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
+    : cfg_(cfg), maxB_(maxB), maxT_(maxT), recompute_(recompute) {
     GPT_CHECK(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
     GPT_CHECK(maxT <= cfg.block_size, "train.seq_len must be <= model.block_size");
     const int64_t E = cfg.n_embd, Vp = cfg.padded_vocab;
@@ -35,7 +36,7 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), m
         L.ln2_w = params_.add(pre + "ln_2.weight", {E}, Init::ones, 0.f, false);
         L.ln2_b = params_.add(pre + "ln_2.bias", {E}, Init::zeros, 0.f, false);
         L.mlp = make_mlp_unit(cfg, l);
-        L.mlp->connect(&links_[l]);
+        L.mlp->connect(&links_[l], &shared_);
         L.mlp->declare(params_);
     }
     lnf_w_ = params_.add("ln_f.weight", {E}, Init::ones, 0.f, false);
@@ -53,16 +54,20 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT) : cfg_(cfg), maxB_(maxB), m
     }
     if (probs > 0) shared_.probs = acts_.add(Space::Stat, probs, "attention", "shared_probs");
     if (dprobs > 0) shared_.dprobs = acts_.add(Space::Stat, dprobs, "activation grads", "shared_dprobs");
+    // Recomputed activations live in one buffer each, shared by all layers (train.recompute).
+    if (recompute_gelu(recompute_))
+        shared_.mlp_hidden = acts_.add(Space::Act, BT * size_t(cfg.hidden()), "recompute", "shared_mlp_hidden");
+    if (recompute_layernorm(recompute_)) ln_shared_ = acts_.add(Space::Act, BTE, "recompute", "shared_ln_out");
     size_t scratch = 0;
     for (int l = 0; l < cfg.n_layer; ++l) {
         Layer& L = layers_[l];
         const std::string pre = fmt::format("h.{}.", l);
-        L.ln1_out = acts_.add(Space::Act, BTE, "layernorm", pre + "ln1");
+        L.ln1_out = ln_shared_.present() ? ln_shared_ : acts_.add(Space::Act, BTE, "layernorm", pre + "ln1");
         L.ln1_mean = acts_.add(Space::Stat, BT, "layernorm", pre + "ln1_mean");
         L.ln1_rstd = acts_.add(Space::Stat, BT, "layernorm", pre + "ln1_rstd");
         L.attn->plan(acts_, maxB, maxT);
         L.resid_mid = acts_.add(Space::Act, BTE, "residual", pre + "resid_mid");
-        L.ln2_out = acts_.add(Space::Act, BTE, "layernorm", pre + "ln2");
+        L.ln2_out = ln_shared_.present() ? ln_shared_ : acts_.add(Space::Act, BTE, "layernorm", pre + "ln2");
         L.ln2_mean = acts_.add(Space::Stat, BT, "layernorm", pre + "ln2_mean");
         L.ln2_rstd = acts_.add(Space::Stat, BT, "layernorm", pre + "ln2_rstd");
         L.mlp->plan(acts_, maxB, maxT);
@@ -97,9 +102,11 @@ MemoryPlan GPT::memory_plan() const {
 std::string GPT::describe() const {
     size_t n = 0;
     for (const auto& s : params_.specs()) n += s.numel();
-    return fmt::format("GPT-2 L={} E={} H={} F={} ctx={} | {} | {} | {} parameters", cfg_.n_layer,
-                       cfg_.n_embd, cfg_.n_head, cfg_.hidden(), cfg_.block_size,
-                       layers_[0].attn->describe(), layers_[0].mlp->describe(), n);
+    std::string s = fmt::format("GPT-2 L={} E={} H={} F={} ctx={} | {} | {} | {} parameters", cfg_.n_layer,
+                                cfg_.n_embd, cfg_.n_head, cfg_.hidden(), cfg_.block_size,
+                                layers_[0].attn->describe(), layers_[0].mlp->describe(), n);
+    if (recompute_ != Recompute::none) s += fmt::format(" | recompute: {}", recompute_name(recompute_));
+    return s;
 }
 
 double GPT::flops_per_token(int T) const {
@@ -192,10 +199,16 @@ void GPT::backward(const StepContext& c) {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
         Layer& L = layers_[l];
         // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
+        // Recomputed LayerNorm outputs: the forward's own op on the kept input, so the output (and
+        // the mean/rstd it rewrites) are the forward's values bit for bit on a deterministic backend.
+        if (ln_shared_.present())
+            ops.layernorm_fwd(L.ln2_out, L.ln2_mean, L.ln2_rstd, L.resid_mid, L.ln2_w, L.ln2_b, BT, E);
         L.mlp->backward(c, L.ln2_out, branch_grad(l, kSiteMlpOut), dln, scratch_);
         ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
                           L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E);
         // resid_mid = x + dropout(attn(ln1(x)))
+        if (ln_shared_.present())
+            ops.layernorm_fwd(L.ln1_out, L.ln1_mean, L.ln1_rstd, layer_input(l), L.ln1_w, L.ln1_b, BT, E);
         L.attn->backward(c, L.ln1_out, branch_grad(l, kSiteAttnOut), dln, scratch_);
         ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
                           L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E);

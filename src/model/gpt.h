@@ -16,11 +16,13 @@ namespace gpt {
 
 class GPT {
 public:
-    // Activations are planned for micro-batches up to maxB x maxT.
-    GPT(const ModelConfig& cfg, int maxB, int maxT);
+    // Activations are planned for micro-batches up to maxB x maxT. `recompute` (train.recompute)
+    // picks activations that backward recomputes instead of keeping: same gradients, less memory.
+    GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute = Recompute::none);
     ~GPT();
 
     const ModelConfig& config() const { return cfg_; }
+    Recompute recompute() const { return recompute_; }
     const ParamTable& params() const { return params_; }
     const ActivationPlan& activations() const { return acts_; }
     int max_batch() const { return maxB_; }
@@ -55,6 +57,7 @@ private:
 
     ModelConfig cfg_;
     int maxB_, maxT_;
+    Recompute recompute_;
     ParamTable params_;
     ActivationPlan acts_;
     std::vector<Layer> layers_;
@@ -63,6 +66,7 @@ private:
     Ten wte_, wpe_, lnf_w_, lnf_b_;
     Ten tokens_, targets_, encoded_, lnf_out_, lnf_mean_, lnf_rstd_, logits_, losses_;
     Ten branch_, d_resid_, d_branch_, d_ln_, d_lnf_, scratch_;
+    Ten ln_shared_;   // train.recompute = layernorm/both: every block's ln1/ln2 output, one at a time
     int head_chunk_ = 0;   // rows of logits computed at once
 };
 

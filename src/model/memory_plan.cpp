@@ -28,7 +28,13 @@ std::string describe_memory(const MemoryPlan& plan, const ActivationPlan& acts,
                        gib(double(plan[Space::Grad]) * double(bytes[Space::Grad])));
     out += fmt::format("  {:<22} {:>10.3f} GiB\n", "optimizer state",
                        gib(double(plan[Space::Opt]) * double(bytes[Space::Opt])));
-    for (const auto& [cat, b] : by_cat) out += fmt::format("  {:<22} {:>10.3f} GiB\n", cat, gib(b));
+    double activations = 0;
+    for (const auto& [cat, b] : by_cat) {
+        out += fmt::format("  {:<22} {:>10.3f} GiB\n", cat, gib(b));
+        activations += b;
+    }
+    // The part that grows with the micro-batch, and the one train.recompute shrinks.
+    out += fmt::format("  {:<22} {:>10.3f} GiB\n", "activations (sum)", gib(activations));
     double total = 0;
     for (int s = 0; s < kNumSpaces; ++s) total += double(plan.elems[s]) * double(bytes.bytes[s]);
     out += fmt::format("  {:<22} {:>10.3f} GiB", "total", gib(total));

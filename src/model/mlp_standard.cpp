@@ -34,7 +34,13 @@ void StandardMlp::plan(ActivationPlan& a, int B, int T) {
     const size_t BTF = size_t(B) * T * cfg_.hidden();
     const std::string pre = fmt::format("h.{}.", layer_);
     pre_ = a.add(Space::Act, BTF, "mlp", pre + "fc_pre");
-    act_ = a.add(Space::Act, BTF, "mlp", pre + "fc_gelu");
+    recompute_ = shared_ && shared_->mlp_hidden.present();
+    if (recompute_) {
+        GPT_CHECK(shared_->mlp_hidden.n >= BTF, "mlp: the shared recompute buffer is smaller than the hidden");
+        act_ = shared_->mlp_hidden.sub(0, BTF);
+    } else {
+        act_ = a.add(Space::Act, BTF, "mlp", pre + "fc_gelu");
+    }
     GPT_CHECK(link_ || (!m1_ && !m2_ && !m3_), "mlp: M1/M2/M3 need the block link; call connect() before plan()");
     if (m1_) m1_->plan(a, *link_, B, T);
     if (m2_) m2_->plan(a, *link_, B, T);
@@ -61,6 +67,9 @@ void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten 
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
     const size_t nf = size_t(BT) * F, rest = (nf + 63) / 64 * 64;
     const Ten dact = scratch.sub(0, nf), more = scratch.sub(rest, scratch.n - rest);
+    // train.recompute: h = GELU(pre) again, the same op on the same input as the forward's
+    // epilogue, for c_proj's weight gradient and M1/M2/M3's backward below.
+    if (recompute_) ops.gelu_fwd(act_, pre_, nf);
     // Walk back through the additions (M3, then M2) to the gradient of h itself, then add the
     // paths of what h handed to the next block (M1's gate, M3's latent).
     // Nothing between c_proj and the GELU (no M1/M2/M3): one op, fused on the GPU (DGELU epilogue).

@@ -22,18 +22,20 @@ public:
     void forward(const StepContext& c, Ten in, Ten out) override;
     void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) override;
     std::string describe() const override;
-    void connect(BlockLink* own) override { link_ = own; }
+    void connect(BlockLink* own, const SharedScratch* shared) override { link_ = own, shared_ = shared; }
 
 private:
     ModelConfig cfg_;
     int layer_;
     BlockLink* link_ = nullptr;
+    const SharedScratch* shared_ = nullptr;
+    bool recompute_ = false;               // act_ is SharedScratch::mlp_hidden (train.recompute)
     std::unique_ptr<M1GateProducer> m1_;   // present in blocks 0..Ly-2 when model.m1
     std::unique_ptr<M2CrossTokenMix> m2_;  // present when model.m2
     std::unique_ptr<M3LatentReciprocity> m3_;   // present when model.m3 (MLA only)
     Ten proj_input() const;                // what c_proj reads: h after M2 and M3
     Ten w_fc_, b_fc_, w_proj_, b_proj_;
-    Ten pre_, act_;   // pre-activation and GELU output, both [B*T, F]
+    Ten pre_, act_;   // pre-activation and GELU output, both [B*T, F] (act_ shared when recomputed)
 };
 
 }  // namespace gpt

@@ -48,6 +48,11 @@ struct BlockLink {
 struct SharedScratch {
     Ten probs;                // Stat [B,H,T,T]: materialised attention probabilities (RA-CT, M2)
     Ten dprobs;               // Stat [B,H,T,T]: their gradient (RA-CT without detach)
+    // train.recompute = gelu/both: Act [B*T,F], the MLP hidden GELU(c_fc x) of whichever layer ran
+    // last. Each MLP writes it in forward and recomputes it from its kept pre-activation at the
+    // start of its backward; it is read only inside that MLP's own forward/backward (M1/M2/M3
+    // included), so one buffer serves every layer. Absent: each MLP keeps its own hidden.
+    Ten mlp_hidden;
 };
 
 class AttentionUnit {
@@ -84,8 +89,9 @@ public:
     virtual void forward(const StepContext& c, Ten in, Ten out) = 0;
     virtual void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) = 0;
     virtual std::string describe() const = 0;
-    // Called once after construction, before plan(): this block's link (see BlockLink).
-    virtual void connect(BlockLink* own) { (void)own; }
+    // Called once after construction, before plan(): this block's link (see BlockLink) and the
+    // shared buffers (SharedScratch::mlp_hidden is planned before plan() is called).
+    virtual void connect(BlockLink* own, const SharedScratch* shared) { (void)own, (void)shared; }
 };
 
 // Factories: pick the unit for a layer from the model configuration (Error for unknown kinds).

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "train/step_processes.h"
 
 namespace gpt {
 
@@ -19,8 +20,14 @@ struct AblationRow {
     double tokens_per_s = 0, ms_per_step = 0, planned_gib = 0;
 };
 
-// Trains every step (resuming each from its own checkpoints), writes
-// <out_dir>/ablation_report.md and .json, and returns the rows.
+// How many steps train at once and where (ablation.jobs / ablation.devices; see Kconfig).
+ProcessPlan ablation_process_plan(const RunConfig& cfg, size_t steps);
+
+// Trains every step (resuming each from its own checkpoints; steps whose result.json shows they
+// finished are reported, not retrained), one at a time in this process or, with more than one job,
+// as concurrent `gpt2 train` processes (one per GPU); writes
+// <out_dir>/ablation_report.md and .json, and returns the rows. Throws after writing the report
+// when any step failed, naming each failed step and its log.
 std::vector<AblationRow> run_ablation(const RunConfig& cfg);
 std::string format_ablation_report(const std::vector<AblationRow>& rows);
 

@@ -382,6 +382,23 @@ std::vector<Key> build_keys() {
         };
         keys.push_back(k);
     }
+    keys.push_back(int_key("ablation.jobs", FIELD(ablation_jobs), closed(0, 1024),
+                           "steps trained at once; 0: one per visible GPU (1 on the CPU)"));
+    {
+        Key k("ablation.devices", Style::list);
+        k.set = [](RunConfig& c, const std::string& t) { c.ablation_devices = parse_step_list("ablation.devices", t); };
+        k.get = [](const RunConfig& c) {
+            std::vector<std::string> words;
+            for (int d : c.ablation_devices) words.push_back(std::to_string(d));
+            return join(words, " ");
+        };
+        k.check = [](const RunConfig& c) {
+            for (int d : c.ablation_devices)
+                check_range("ablation.devices", d, closed(0, 1023),
+                            "CUDA device ordinals as nvidia-smi lists them; empty means all visible GPUs");
+        };
+        keys.push_back(k);
+    }
     return keys;
 }
 

@@ -16,7 +16,7 @@ Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool p
     if (backend_.is_cuda && cfg.train.precision == "fp32")
         fail("train.precision: fp32 training on the GPU is not supported (the CUDA backend is "
              "bf16 with fp32 master weights); use precision=auto or bf16, or device=cpu");
-    model_ = std::make_unique<GPT>(cfg.model, B, T);
+    model_ = std::make_unique<GPT>(cfg.model, B, T, cfg.train.recompute);
     plan_ = model_->memory_plan();
     if (with_optimizer) {
         optimizer_ = std::make_unique<Optimizer>(cfg.train.optim, model_->params());
