@@ -64,6 +64,17 @@ struct ModelConfig {
 
 enum class OptimizerKind { adamw, adamw_spam };
 
+// Activation recomputation (train.recompute): which per-layer activations backward recomputes
+// instead of keeping them from the forward pass. Gradients are identical; only memory and time change.
+//   gelu:      the MLP hidden GELU(c_fc x) [B*T, F] (recomputed from the kept pre-activation)
+//   layernorm: the ln_1 / ln_2 outputs [B*T, E] each (recomputed from the kept block inputs)
+enum class Recompute { none, gelu, layernorm, both };
+inline bool recompute_gelu(Recompute r) { return r == Recompute::gelu || r == Recompute::both; }
+inline bool recompute_layernorm(Recompute r) { return r == Recompute::layernorm || r == Recompute::both; }
+inline const char* recompute_name(Recompute r) {
+    return r == Recompute::gelu ? "gelu" : r == Recompute::layernorm ? "layernorm" : r == Recompute::both ? "both" : "none";
+}
+
 struct OptimConfig {
     OptimizerKind kind = OptimizerKind::adamw;
     float lr = 6e-4f;
@@ -103,6 +114,7 @@ struct TrainConfig {
     std::string out_dir = "runs/default";
     bool resume = true;
     int threads = 0;                 // CPU threads; 0 = all cores
+    Recompute recompute = Recompute::none;   // activations recomputed in backward (memory vs time)
     OptimConfig optim;
 };
 
