@@ -103,6 +103,7 @@ KEYS = [
     ("train.out_dir", Sym("OUT_DIR", "string")),
     ("train.resume", Sym("TRAIN_RESUME", "bool")),
     ("train.threads", Sym("THREADS", "int")),
+    ("train.recompute", choice("RECOMPUTE_", ["none", "gelu", "layernorm", "both"])),
     ("train.optim.kind", choice("OPTIM_", ["adamw", "adamw_spam"])),
     ("train.optim.lr", Sym("OPTIM_LR", "number")),
     ("train.optim.min_lr", Sym("OPTIM_MIN_LR", "number")),
