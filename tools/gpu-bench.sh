@@ -20,7 +20,12 @@ echo "=== ours: GPT-2 124M training step"
 "$G" bench "${COMMON[@]}" -b 32 -b 64 --warmup 5 --steps 20 2>&1 | tee "$LOG/bench-gpt2.log"
 if [[ " $SKIP " != *" variants "* ]]; then
     echo "=== ours: ablation models at B=32 (ratios to step 0, same run)"
-    "$G" bench "${COMMON[@]}" -b 32 --warmup 3 --steps 10 --ablation-step 0 5 8 11 13 4 2>&1 \
+    # Issue 4's speed table: the ablation arms, then RA without a band and the same-FLOP forms.
+    "$G" bench "${COMMON[@]}" -b 32 --warmup 3 --steps 10 --ablation-step 0 5 8 11 13 17 18 4 7 \
+        --variant "RA exact, full transpose: model.attention=ra model.ra.band=0" \
+        --variant "RA same-FLOP R=4: model.attention=ra_lowrank model.ra.rank=4" \
+        --variant "RA same-FLOP R=8: model.attention=ra_lowrank model.ra.rank=8" \
+        --variant "RA same-FLOP R=16: model.attention=ra_lowrank model.ra.rank=16" 2>&1 \
         | tee "$LOG/bench-variants.log"
 fi
 if [[ " $SKIP " != *" peer "* && -f "$ROOT/.peer/peer_torch_gpt2.py" ]]; then

@@ -23,6 +23,7 @@ struct CommandArgs {
     std::vector<int> batches;   // bench
     int warmup = 3, steps = 10;
     std::vector<int> ablation_steps;   // bench: time these ablation steps' models instead
+    std::vector<std::string> variants; // bench: "label: key=value key=value" arms, timed after the steps
     bool profile = false;              // bench: per-operation timing table
 };
 

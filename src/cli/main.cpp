@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
     bench->add_flag("--profile", args.profile, "also time every operation (synchronised) and print where the step goes");
     bench->add_option("--ablation-step", args.ablation_steps,
                       "time the model of these SPEC §4 ablation steps (ratios to the first listed)");
+    bench->add_option("--variant", args.variants,
+                      "also time the configured model with overrides, \"label: key=value key=value\" "
+                      "(repeatable; ratios to the first step or variant)");
     auto* info = app.add_subcommand("info", "print the model, its parameters and the memory plan");
 
     // Global options (--config, --set) may also follow the subcommand.
