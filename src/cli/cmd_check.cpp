@@ -3,9 +3,11 @@
 // parameter count, train it 3 optimizer steps with gradient accumulation 2 on tiny shapes and
 // check the loss is finite and every parameter got a gradient; then the plan of the real run.
 #include <chrono>
+#include <cmath>
 #include <iostream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "cli/commands.h"
 #include "common/error.h"
@@ -91,6 +93,13 @@ int cmd_check(const RunConfig& cfg) {
                                  "measured here; a rough, usually pessimistic estimate)\n",
                                  spt * tokens / 3600, spt * tokens * double(models.size()) / 3600,
                                  std::min(first.train.batch_size, 4) * std::min(first.train.seq_len, 128));
+        if (cfg.job == "ablation") {
+            const ProcessPlan pp = ablation_process_plan(cfg, models.size());
+            const double rounds = std::ceil(double(models.size()) / pp.jobs);
+            std::cout << fmt::format("  ablation.jobs: {} step(s) at a time{}: about {:.1f} h wall\n", pp.jobs,
+                                     pp.devices.empty() ? "" : fmt::format(" on GPUs {}", fmt::join(pp.devices, " ")),
+                                     spt * tokens * rounds / 3600);
+        }
     } catch (const Error& e) {
         std::cout << "  plan: cannot estimate on this machine: " << e.what() << "\n";
     }
