@@ -3,6 +3,7 @@
 // backward, and the write modes ops.h promises (overwrite only the owned columns, accumulate).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -10,6 +11,8 @@
 #include "cpu/cpu_ops.h"
 #include "cpu/variant_attention.h"
 #include "cpu/variant_mla.h"
+#include "cpu/variant_mlp.h"
+#include "cpu/variant_ract.h"
 
 using namespace gpt;
 
@@ -46,55 +49,101 @@ AttnDims mqa_layout() {
 
 }  // namespace
 
-TEST_CASE("model variants ops: attention_probs and attention_probs_bwd equal the reference") {
-    for (const AttnDims d : {fold_layout(), mqa_layout()}) {
-        CAPTURE(d.Hkv);
-        const size_t N = size_t(d.B) * d.T, nq = N * d.q_stride, nk = N * d.k_stride, nv = N * d.v_stride;
-        const size_t no = N * d.Hq * d.Dv, nl = N * d.Hq, np = size_t(d.B) * d.Hq * d.T * d.T;
-        const auto q = random_vec(nq, 1, 1.5f), k = random_vec(nk, 2, 1.5f), v = random_vec(nv, 3);
-        const auto dout = random_vec(no, 4), dprobs = random_vec(np, 5);
-        // Act: q k v out dout dq dk dv ; Stat: lse probs dprobs
-        MemoryPlan plan;
-        plan[Space::Act] = nq + nk + nv + no + no + nq + nk + nv;
-        plan[Space::Stat] = nl + 2 * np;
-        CpuOps ops(1);
-        ops.allocate(plan);
-        size_t off = 0;
-        auto act = [&](size_t n) { Ten t{Space::Act, off, n}; off += n; return t; };
-        const Ten tq = act(nq), tk = act(nk), tv = act(nv), tout = act(no), tdout = act(no), tdq = act(nq),
-                  tdk = act(nk), tdv = act(nv);
-        const Ten tlse{Space::Stat, 0, nl}, tprobs{Space::Stat, nl, np}, tdprobs{Space::Stat, nl + np, np};
-        ops.upload(tq, q.data());
-        ops.upload(tk, k.data());
-        ops.upload(tv, v.data());
-        ops.upload(tdout, dout.data());
-        ops.upload(tdprobs, dprobs.data());
-        ops.attention_fwd(tout, tlse, tq, tk, tv, d);
-        ops.attention_probs(tprobs, tlse, tq, tk, d);
+// RA-CT's gate and M2's sparse rows read the probabilities through q, k, lse (ops.h): the CPU
+// backend against the reference composition attention_ref_fwd -> probs -> ref::ract_gate_fwd /
+// m2_sparse_rows, and for the backward attention_ref_bwd with the statistic's dprobs.
+TEST_CASE("model variants ops: ract_gate_fwd/bwd and topk_rows from q, k, lse equal the reference") {
+    for (const AttnDims d : {fold_layout(), mqa_layout()})
+        for (RactStat stat : {RactStat::topk, RactStat::max, RactStat::entropy, RactStat::rms})
+            for (bool avg : {false, true}) {
+                CAPTURE(d.Hkv);
+                CAPTURE(int(stat));
+                CAPTURE(avg);
+                const RactDims rd{d.B, d.T, d.Hq, stat, 3, avg};
+                const int slots = ract_sel_slots(rd), sel_heads = avg ? 1 : d.Hq, k2 = 4;
+                const size_t N = size_t(d.B) * d.T, nq = N * d.q_stride, nk = N * d.k_stride, nv = N * d.v_stride;
+                const size_t no = N * d.Hq * d.Dv, nl = N * d.Hq, np = size_t(d.B) * d.Hq * d.T * d.T;
+                const size_t nsel = std::max<size_t>(1, N * sel_heads * slots), nm2 = N * k2;
+                const auto q = random_vec(nq, 1, 1.5f), k = random_vec(nk, 2, 1.5f), v = random_vec(nv, 3);
+                const auto dout = random_vec(no, 4), dgate = random_vec(nl, 5);
+                const std::vector<float> scale = {1.f, -0.7f, 0.4f}, bias = {2.f, 0.5f, -1.f};
+                // Act: q k v out dout dq dk dv gate dgate; Stat: lse stat wts; Index: sel idx;
+                // Param: scale bias; Grad: dscale dbias
+                MemoryPlan plan;
+                plan[Space::Act] = nq + nk + nv + 2 * no + nq + nk + nv + 2 * nl;
+                plan[Space::Stat] = 2 * nl + nm2;
+                plan[Space::Index] = nsel + nm2;
+                plan[Space::Param] = plan[Space::Grad] = 6;
+                CpuOps ops(1);
+                ops.allocate(plan);
+                size_t off = 0;
+                auto act = [&](size_t n) { Ten t{Space::Act, off, n}; off += n; return t; };
+                const Ten tq = act(nq), tk = act(nk), tv = act(nv), tout = act(no), tdout = act(no), tdq = act(nq),
+                          tdk = act(nk), tdv = act(nv), tgate = act(nl), tdgate = act(nl);
+                const Ten tlse{Space::Stat, 0, nl}, tstat{Space::Stat, nl, nl}, twts{Space::Stat, 2 * nl, nm2};
+                const Ten tsel = slots > 0 ? Ten{Space::Index, 0, nsel} : Ten{}, tidx{Space::Index, nsel, nm2};
+                const Ten tscale{Space::Param, 0, 3}, tbias{Space::Param, 3, 3};
+                ops.upload(tq, q.data());
+                ops.upload(tk, k.data());
+                ops.upload(tv, v.data());
+                ops.upload(tdout, dout.data());
+                ops.upload(tdgate, dgate.data());
+                ops.upload(tscale, scale.data());
+                ops.upload(tbias, bias.data());
+                ops.attention_fwd(tout, tlse, tq, tk, tv, d);
+                ops.ract_gate_fwd(tstat, tgate, tsel, tq, tk, tlse, tscale, tbias, d, rd);
+                ops.topk_rows(tidx, twts, tq, tk, tlse, d, k2);
 
-        std::vector<float> out_ref(no), lse_ref(nl), probs_ref(np);
-        ref::attention_ref_fwd(out_ref.data(), lse_ref.data(), probs_ref.data(), q.data(), k.data(), v.data(), d);
-        std::vector<float> probs(np);
-        ops.download(tprobs, probs.data());
-        CHECK(max_abs_diff(probs, probs_ref) < 1e-5f);
+                std::vector<float> out_ref(no), lse_ref(nl), probs(np), stat_ref(nl), gate_ref(nl), wts_ref(nm2);
+                std::vector<int> sel_ref(nsel, -1), idx_ref(nm2);
+                ref::attention_ref_fwd(out_ref.data(), lse_ref.data(), probs.data(), q.data(), k.data(), v.data(), d);
+                const ref::RactDims rr{d.B, d.T, d.Hq, stat, 3, avg};
+                ref::ract_gate_fwd(stat_ref.data(), gate_ref.data(), probs.data(), scale.data(), bias.data(), rr);
+                ref::ract_selection(sel_ref.data(), probs.data(), rr);
+                ref::m2_sparse_rows(idx_ref.data(), wts_ref.data(), probs.data(), d.B, d.Hq, d.T, k2);
+                std::vector<float> st(nl), gt(nl), wts(nm2);
+                std::vector<float> sel(nsel, -1.f), idx(nm2);   // Index downloads as float
+                ops.download(tstat, st.data());
+                ops.download(tgate, gt.data());
+                ops.download(twts, wts.data());
+                CHECK(max_abs_diff(st, stat_ref) < 1e-5f);
+                CHECK(max_abs_diff(gt, gate_ref) < 1e-5f);
+                CHECK(max_abs_diff(wts, wts_ref) < 1e-5f);
+                ops.download(tidx, idx.data());
+                for (size_t e = 0; e < nm2; ++e) REQUIRE(int(idx[e]) == idx_ref[e]);
+                if (slots > 0) {
+                    ops.download(tsel, sel.data());
+                    for (size_t e = 0; e < nsel; ++e) REQUIRE(int(sel[e]) == sel_ref[e]);
+                }
 
-        // attention_bwd then attention_probs_bwd (accumulating) = the reference with dprobs.
-        ops.attention_bwd(tdq, tdk, tdv, tdout, tout, tlse, tq, tk, tv, d);
-        ops.attention_probs_bwd(tdq, tdk, tdprobs, tprobs, tq, tk, d);
-        std::vector<float> dq_ref(nq, 0.f), dk_ref(nk, 0.f), dv_ref(nv, 0.f);
-        ref::attention_ref_bwd(dq_ref.data(), dk_ref.data(), dv_ref.data(), (float*)nullptr, dout.data(),
-                               lse_ref.data(), q.data(), k.data(), v.data(), d, (const float*)nullptr, dprobs.data());
-        std::vector<float> dq(nq), dk(nk);
-        ops.download(tdq, dq.data());
-        ops.download(tdk, dk.data());
-        // Only the heads' columns of each row are defined (the strides may leave a gap).
-        for (size_t n = 0; n < N; ++n) {
-            for (int c = 0; c < d.Hq * d.Dqk; ++c)
-                REQUIRE(dq[n * d.q_stride + c] == doctest::Approx(dq_ref[n * d.q_stride + c]).epsilon(1e-4).scale(1e-1));
-            for (int c = 0; c < d.Hkv * d.Dqk; ++c)
-                REQUIRE(dk[n * d.k_stride + c] == doctest::Approx(dk_ref[n * d.k_stride + c]).epsilon(1e-4).scale(1e-1));
-        }
-    }
+                // attention_bwd, then ract_gate_bwd adds the statistic's gradient to dq, dk.
+                ops.attention_bwd(tdq, tdk, tdv, tdout, tout, tlse, tq, tk, tv, d);
+                ops.ract_gate_bwd(tdq, tdk, tscale.as(Space::Grad), tbias.as(Space::Grad), tdgate, tq, tk, tlse, tstat,
+                                  tsel, tgate, tscale, d, rd);
+                std::vector<float> dprobs(np, 0.f), dscale_ref(3, 0.f), dbias_ref(3, 0.f);
+                ref::ract_gate_bwd(dprobs.data(), dscale_ref.data(), dbias_ref.data(), dgate.data(), probs.data(),
+                                   stat_ref.data(), gate_ref.data(), scale.data(), rr);
+                std::vector<float> dq_ref(nq, 0.f), dk_ref(nk, 0.f), dv_ref(nv, 0.f);
+                ref::attention_ref_bwd(dq_ref.data(), dk_ref.data(), dv_ref.data(), (float*)nullptr, dout.data(),
+                                       lse_ref.data(), q.data(), k.data(), v.data(), d, (const float*)nullptr,
+                                       dprobs.data());
+                std::vector<float> dq(nq), dk(nk), ds(3), db(3);
+                ops.download(tdq, dq.data());
+                ops.download(tdk, dk.data());
+                ops.download(tscale.as(Space::Grad), ds.data());
+                ops.download(tbias.as(Space::Grad), db.data());
+                CHECK(max_abs_diff(ds, dscale_ref) < 1e-4f);
+                CHECK(max_abs_diff(db, dbias_ref) < 1e-4f);
+                // Only the heads' columns of each row are defined (the strides may leave a gap).
+                for (size_t n = 0; n < N; ++n) {
+                    for (int c = 0; c < d.Hq * d.Dqk; ++c)
+                        REQUIRE(dq[n * d.q_stride + c] ==
+                                doctest::Approx(dq_ref[n * d.q_stride + c]).epsilon(1e-4).scale(1e-1));
+                    for (int c = 0; c < d.Hkv * d.Dqk; ++c)
+                        REQUIRE(dk[n * d.k_stride + c] ==
+                                doctest::Approx(dk_ref[n * d.k_stride + c]).epsilon(1e-4).scale(1e-1));
+                }
+            }
 }
 
 TEST_CASE("model variants ops: ra_fold_bwd overwrites only the q and k columns of packed rows") {

@@ -111,7 +111,14 @@ void CpuOps::upload_index(Ten dst, const int32_t* src) {
     std::copy_n(src, dst.n, i32(dst, dst.n, "upload_index"));
 }
 
-void CpuOps::download(Ten src, float* dst) { std::copy_n(f32(src, src.n, "download"), src.n, dst); }
+void CpuOps::download(Ten src, float* dst) {
+    if (src.space == Space::Index) {   // int32 as float, like the CUDA backend (exact below 2^24)
+        const int32_t* p = i32(src, src.n, "download");
+        std::transform(p, p + src.n, dst, [](int32_t x) { return float(x); });
+        return;
+    }
+    std::copy_n(f32(src, src.n, "download"), src.n, dst);
+}
 
 void CpuOps::zero(Ten t) {
     if (t.space == Space::Index)

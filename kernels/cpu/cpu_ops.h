@@ -75,19 +75,17 @@ public:
                         Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) override;
     void head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d) override;
     void head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) override;
-    void attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d) override;
-    void attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k,
-                             const AttnDims& d) override;
-    void ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d) override;
-    void ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat, Ten gate,
-                       Ten scale, const RactDims& d) override;
+    void ract_gate_fwd(Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale, Ten bias,
+                       const AttnDims& a, const RactDims& d) override;
+    void ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat,
+                       Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override;
     void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H,
                        int Dv) override;
     void head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha,
                        float alpha_fixed, int N, int H, int Dv) override;
     void sigmoid_fwd(Ten out, Ten in, size_t n) override;
     void sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n) override;
-    void topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k) override;
+    void topk_rows(Ten idx, Ten wts, Ten q, Ten k, Ten lse, const AttnDims& a, int topk) override;
     void sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k) override;
     void sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k) override;
     void add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n) override;

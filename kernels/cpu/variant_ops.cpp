@@ -185,7 +185,8 @@ void CpuOps::head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMa
     }
 }
 
-// ---- materialised probabilities ------------------------------------------------------------------
+// ---- attention probabilities, one batch row at a time (RA-CT, M2) ----------------------------------
+// The reference materialises P [Hq, T, T] of one batch row internally; the CUDA backend never does.
 
 namespace {
 
@@ -204,92 +205,132 @@ const float* row_at(const float* base, const AttnDims& d, int b, int t, int stri
     return base + (size_t(b) * d.T + t) * stride + size_t(head) * d.Dqk;
 }
 
-}  // namespace
+// The views of q, k, lse an operation on the probabilities reads.
+struct ProbsInputs {
+    const float *q, *k, *lse;
+};
 
-void CpuOps::attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d) {
-    check_probs_dims(d, "attention_probs");
-    const size_t rows = size_t(d.B) * d.T;
-    float* P = f32(probs, size_t(d.B) * d.Hq * d.T * d.T, "attention_probs probs");
-    const float* L = f32(lse, rows * d.Hq, "attention_probs lse");
-    const float* qp = f32_extent(q, strided_extent(int(rows), d.q_stride, d.Hq * d.Dqk), "attention_probs q");
-    const float* kp = f32_extent(k, strided_extent(int(rows), d.k_stride, d.Hkv * d.Dqk), "attention_probs k");
+// P [Hq, T, T] of batch row b: exp(logit - lse) for j <= i, 0 above the diagonal, before dropout.
+void batch_probs(float* P, const ProbsInputs& in, const AttnDims& d, int b) {
     const int group = d.Hq / d.Hkv;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < d.B; ++b)
-        for (int h = 0; h < d.Hq; ++h)
-            for (int i = 0; i < d.T; ++i) {
-                const float* qr = row_at(qp, d, b, i, d.q_stride, h);
-                const float l = L[(size_t(b) * d.Hq + h) * d.T + i];
-                float* p = P + ((size_t(b) * d.Hq + h) * d.T + i) * d.T;
-                for (int j = 0; j <= i; ++j) {
-                    const float* kr = row_at(kp, d, b, j, d.k_stride, h / group);
-                    float s = 0.f;
-                    for (int c = 0, n = active_dims(d, i, j); c < n; ++c) s += qr[c] * kr[c];
-                    p[j] = std::exp(d.scale * s - l);
-                }
-                std::fill(p + i + 1, p + d.T, 0.f);
-            }
-}
-
-void CpuOps::attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k, const AttnDims& d) {
-    check_probs_dims(d, "attention_probs_bwd");
-    const size_t rows = size_t(d.B) * d.T, pn = size_t(d.B) * d.Hq * d.T * d.T;
-    const size_t q_ext = strided_extent(int(rows), d.q_stride, d.Hq * d.Dqk);
-    const size_t k_ext = strided_extent(int(rows), d.k_stride, d.Hkv * d.Dqk);
-    float* dqp = f32_extent(dq, q_ext, "attention_probs_bwd dq");
-    float* dkp = f32_extent(dk, k_ext, "attention_probs_bwd dk");
-    const float* G = f32(dprobs, pn, "attention_probs_bwd dprobs");
-    const float* P = f32(probs, pn, "attention_probs_bwd probs");
-    const float* qp = f32_extent(q, q_ext, "attention_probs_bwd q");
-    const float* kp = f32_extent(k, k_ext, "attention_probs_bwd k");
-    const int group = d.Hq / d.Hkv;
-    // One batch row per thread: a key row only receives gradient from queries of its own batch.
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < d.B; ++b) {
-        std::vector<float> dl(d.T);
-        for (int h = 0; h < d.Hq; ++h)
-            for (int i = 0; i < d.T; ++i) {
-                const size_t o = ((size_t(b) * d.Hq + h) * d.T + i) * d.T;
-                float pg = 0.f;
-                for (int j = 0; j <= i; ++j) pg += P[o + j] * G[o + j];
-                for (int j = 0; j <= i; ++j) dl[j] = P[o + j] * (G[o + j] - pg) * d.scale;
-                const float* qr = row_at(qp, d, b, i, d.q_stride, h);
-                float* dqr = dqp + (size_t(b) * d.T + i) * d.q_stride + size_t(h) * d.Dqk;
-                for (int j = 0; j <= i; ++j) {
-                    const size_t ko = (size_t(b) * d.T + j) * d.k_stride + size_t(h / group) * d.Dqk;
-                    for (int c = 0, n = active_dims(d, i, j); c < n; ++c) {
-                        dqr[c] += dl[j] * kp[ko + c];
-                        dkp[ko + c] += dl[j] * qr[c];
-                    }
+    for (int h = 0; h < d.Hq; ++h)
+        for (int i = 0; i < d.T; ++i) {
+            const float* qr = row_at(in.q, d, b, i, d.q_stride, h);
+            const float l = in.lse[(size_t(b) * d.Hq + h) * d.T + i];
+            float* p = P + (size_t(h) * d.T + i) * d.T;
+            for (int j = 0; j <= i; ++j) {
+                const float* kr = row_at(in.k, d, b, j, d.k_stride, h / group);
+                float s = 0.f;
+                for (int c = 0, n = active_dims(d, i, j); c < n; ++c) s += qr[c] * kr[c];
+                p[j] = std::exp(d.scale * s - l);
+            }
+            std::fill(p + i + 1, p + d.T, 0.f);
+        }
+}
+
+// The gradient reaching the logits of batch row b through the softmax from G = dL/dP [Hq, T, T]:
+// dlogit = P (G - sum_j P G) per row; dq_i += scale sum_j dlogit k_j, dk_j += scale sum_i dlogit q_i
+// (band honoured, dk summed over the query heads of a key head). dq, dk accumulated.
+void batch_probs_bwd(float* dq, float* dk, const float* G, const float* P, const ProbsInputs& in,
+                     const AttnDims& d, int b) {
+    const int group = d.Hq / d.Hkv;
+    std::vector<float> dl(d.T);
+    for (int h = 0; h < d.Hq; ++h)
+        for (int i = 0; i < d.T; ++i) {
+            const size_t o = (size_t(h) * d.T + i) * d.T;
+            float pg = 0.f;
+            for (int j = 0; j <= i; ++j) pg += P[o + j] * G[o + j];
+            for (int j = 0; j <= i; ++j) dl[j] = P[o + j] * (G[o + j] - pg) * d.scale;
+            const float* qr = row_at(in.q, d, b, i, d.q_stride, h);
+            float* dqr = dq + (size_t(b) * d.T + i) * d.q_stride + size_t(h) * d.Dqk;
+            for (int j = 0; j <= i; ++j) {
+                const size_t ko = (size_t(b) * d.T + j) * d.k_stride + size_t(h / group) * d.Dqk;
+                for (int c = 0, n = active_dims(d, i, j); c < n; ++c) {
+                    dqr[c] += dl[j] * in.k[ko + c];
+                    dk[ko + c] += dl[j] * qr[c];
                 }
             }
-    }
+        }
 }
+
+}  // namespace
 
 // ---- RA-CT and per-head gates --------------------------------------------------------------------
 
 namespace {
 ref::RactDims to_ref(const RactDims& d) { return {d.B, d.T, d.H, d.stat, d.topk, d.head_average}; }
-}  // namespace
 
-void CpuOps::ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d) {
-    check_positive("ract_gate_fwd", {d.B, d.T, d.H});
-    const size_t nh = size_t(d.B) * d.T * d.H;
-    ref::ract_gate_fwd(f32(stat, nh, "ract_gate_fwd stat"), f32(gate, nh, "ract_gate_fwd gate"),
-                       f32(probs, nh * d.T, "ract_gate_fwd probs"), f32(scale, d.H, "ract_gate_fwd scale"),
-                       f32(bias, d.H, "ract_gate_fwd bias"), to_ref(d));
+// The RA-CT dims of one batch row (the reference functions then see B = 1).
+ref::RactDims one_batch(const RactDims& d) {
+    ref::RactDims r = to_ref(d);
+    r.B = 1;
+    return r;
 }
 
-void CpuOps::ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat, Ten gate,
-                           Ten scale, const RactDims& d) {
-    check_positive("ract_gate_bwd", {d.B, d.T, d.H});
-    const size_t nh = size_t(d.B) * d.T * d.H;
-    float* dp = f32_optional(dprobs, nh * d.T, "ract_gate_bwd dprobs");
-    ref::ract_gate_bwd(dp, f32_optional(dscale, d.H, "ract_gate_bwd dscale"),
-                       f32_optional(dbias, d.H, "ract_gate_bwd dbias"), f32(dgate, nh, "ract_gate_bwd dgate"),
-                       dp ? f32(probs, nh * d.T, "ract_gate_bwd probs") : nullptr,
-                       f32(stat, nh, "ract_gate_bwd stat"), f32(gate, nh, "ract_gate_bwd gate"),
-                       f32(scale, d.H, "ract_gate_bwd scale"), to_ref(d));
+void check_ract_dims(const AttnDims& a, const RactDims& d, const char* what) {
+    check_probs_dims(a, what);
+    check_positive(what, {d.B, d.T, d.H});
+    GPT_CHECK(a.B == d.B && a.T == d.T && a.Hq == d.H,
+              fmt::format("cpu backend: {}: the attention dims (B {}, T {}, Hq {}) and the RA-CT dims (B {}, T {}, "
+                          "H {}) disagree",
+                          what, a.B, a.T, a.Hq, d.B, d.T, d.H));
+}
+
+}  // namespace
+
+void CpuOps::ract_gate_fwd(Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale, Ten bias,
+                           const AttnDims& a, const RactDims& d) {
+    check_ract_dims(a, d, "ract_gate_fwd");
+    const size_t nh = size_t(d.B) * d.T * d.H, th = size_t(d.T) * d.H;
+    const int slots = ract_sel_slots(d), sel_heads = d.head_average ? 1 : d.H;
+    const ProbsInputs in{f32_extent(q, strided_extent(a.B * a.T, a.q_stride, a.Hq * a.Dqk), "ract_gate_fwd q"),
+                         f32_extent(k, strided_extent(a.B * a.T, a.k_stride, a.Hkv * a.Dqk), "ract_gate_fwd k"),
+                         f32(lse, size_t(a.B) * a.T * a.Hq, "ract_gate_fwd lse")};
+    float* st = f32(stat, nh, "ract_gate_fwd stat");
+    float* gt = f32(gate, nh, "ract_gate_fwd gate");
+    int32_t* sp = slots > 0 ? i32(sel, size_t(d.B) * d.T * sel_heads * slots, "ract_gate_fwd sel") : nullptr;
+    const float* sc = f32(scale, d.H, "ract_gate_fwd scale");
+    const float* bi = f32(bias, d.H, "ract_gate_fwd bias");
+    std::vector<float> P(size_t(d.H) * d.T * d.T);
+    for (int b = 0; b < d.B; ++b) {
+        batch_probs(P.data(), in, a, b);
+        ref::ract_gate_fwd(st + b * th, gt + b * th, P.data(), sc, bi, one_batch(d));
+        if (sp) ref::ract_selection(sp + size_t(b) * d.T * sel_heads * slots, P.data(), one_batch(d));
+    }
+}
+
+void CpuOps::ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat,
+                           Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) {
+    (void)sel;   // the reference recomputes the selection from the probabilities
+    check_ract_dims(a, d, "ract_gate_bwd");
+    const int rows = d.B * d.T;
+    const size_t nh = size_t(rows) * d.H, th = size_t(d.T) * d.H;
+    GPT_CHECK(dq.present() == dk.present(), "cpu backend: ract_gate_bwd: dq and dk are both present or both absent");
+    const bool through = dq.present();
+    float* dqp = through ? f32_extent(dq, strided_extent(rows, a.q_stride, a.Hq * a.Dqk), "ract_gate_bwd dq") : nullptr;
+    float* dkp = through ? f32_extent(dk, strided_extent(rows, a.k_stride, a.Hkv * a.Dqk), "ract_gate_bwd dk") : nullptr;
+    float* ds = f32_optional(dscale, d.H, "ract_gate_bwd dscale");
+    float* db = f32_optional(dbias, d.H, "ract_gate_bwd dbias");
+    const float* dg = f32(dgate, nh, "ract_gate_bwd dgate");
+    const float* st = f32(stat, nh, "ract_gate_bwd stat");
+    const float* gt = f32(gate, nh, "ract_gate_bwd gate");
+    const float* sc = f32(scale, d.H, "ract_gate_bwd scale");
+    if (!through) {
+        ref::ract_gate_bwd((float*)nullptr, ds, db, dg, (const float*)nullptr, st, gt, sc, to_ref(d));
+        return;
+    }
+    const ProbsInputs in{f32_extent(q, strided_extent(a.B * a.T, a.q_stride, a.Hq * a.Dqk), "ract_gate_bwd q"),
+                         f32_extent(k, strided_extent(a.B * a.T, a.k_stride, a.Hkv * a.Dqk), "ract_gate_bwd k"),
+                         f32(lse, size_t(a.B) * a.T * a.Hq, "ract_gate_bwd lse")};
+    const size_t pn = size_t(d.H) * d.T * d.T;
+    std::vector<float> P(pn), G(pn);
+    for (int b = 0; b < d.B; ++b) {
+        batch_probs(P.data(), in, a, b);
+        std::fill(G.begin(), G.end(), 0.f);
+        ref::ract_gate_bwd(G.data(), ds, db, dg + b * th, P.data(), st + b * th, gt + b * th, sc, one_batch(d));
+        batch_probs_bwd(dqp, dkp, G.data(), P.data(), in, a, b);
+    }
 }
 
 void CpuOps::head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) {
@@ -329,11 +370,22 @@ void CpuOps::sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n) {
     for (size_t e = 0; e < n; ++e) dx[e] = y[e] * (1.f - y[e]) * dy[e];
 }
 
-void CpuOps::topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k) {
-    check_positive("topk_rows", {B, H, T, k});
-    const size_t nk = size_t(B) * T * k;
-    ref::m2_sparse_rows(i32(idx, nk, "topk_rows idx"), f32(wts, nk, "topk_rows wts"),
-                        f32(probs, size_t(B) * H * T * T, "topk_rows probs"), B, H, T, k);
+void CpuOps::topk_rows(Ten idx, Ten wts, Ten q, Ten k, Ten lse, const AttnDims& a, int topk) {
+    check_probs_dims(a, "topk_rows");
+    check_positive("topk_rows", {topk});
+    const size_t tk = size_t(a.T) * topk;
+    const ProbsInputs in{f32_extent(q, strided_extent(a.B * a.T, a.q_stride, a.Hq * a.Dqk), "topk_rows q"),
+                         f32_extent(k, strided_extent(a.B * a.T, a.k_stride, a.Hkv * a.Dqk), "topk_rows k"),
+                         f32(lse, size_t(a.B) * a.T * a.Hq, "topk_rows lse")};
+    int32_t* ip = i32(idx, a.B * tk, "topk_rows idx");
+    float* wp = f32(wts, a.B * tk, "topk_rows wts");
+    std::vector<float> P(size_t(a.Hq) * a.T * a.T);
+    for (int b = 0; b < a.B; ++b) {
+        batch_probs(P.data(), in, a, b);
+        ref::m2_sparse_rows(ip + b * tk, wp + b * tk, P.data(), 1, a.Hq, a.T, topk);
+        for (size_t e = b * tk; e < (b + 1) * tk; ++e)   // rows of batch row b are b*T + j
+            if (ip[e] >= 0) ip[e] += b * a.T;
+    }
 }
 
 void CpuOps::sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k) {

@@ -125,11 +125,32 @@ void ract_gate_bwd(S* dprobs, S* dscale, S* dbias, const S* dgate, const S* prob
         }
 }
 
+template <class S>
+void ract_selection(int* sel, const S* probs, const RactDims& d) {
+    check_ract(d);
+    if (d.stat != RactStat::topk && d.stat != RactStat::max) return;
+    const int slots = d.stat == RactStat::max ? 1 : d.topk, heads = d.head_average ? 1 : d.H;
+    std::vector<S> row(d.T);
+    std::vector<int> order(d.T);
+    for (int b = 0; b < d.B; ++b)
+        for (int i = 0; i < d.T; ++i)
+            for (int h = 0; h < heads; ++h) {
+                source_row(row.data(), probs, d, b, h, i);
+                const int kk = std::min(slots, i + 1);
+                std::iota(order.begin(), order.begin() + i + 1, 0);
+                std::partial_sort(order.begin(), order.begin() + kk, order.begin() + i + 1,
+                                  [&](int x, int y) { return row[x] > row[y]; });
+                int* out = sel + ((size_t(b) * d.T + i) * heads + h) * slots;
+                for (int t = 0; t < slots; ++t) out[t] = t < kk ? order[t] : -1;
+            }
+}
+
 #define GPT_INSTANTIATE(S)                                                                            \
     template void ract_gate_fwd<S>(S*, S*, const S*, const S*, const S*, const RactDims&);           \
     template void ract_gate_bwd<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*,     \
                                    const RactDims&);                                                  \
-    template S row_statistic<S>(const S*, int, RactStat, int, S*);
+    template S row_statistic<S>(const S*, int, RactStat, int, S*);                                   \
+    template void ract_selection<S>(int*, const S*, const RactDims&);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

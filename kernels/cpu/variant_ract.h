@@ -24,6 +24,13 @@ template <class S>
 void ract_gate_bwd(S* dprobs, S* dscale, S* dbias, const S* dgate, const S* probs, const S* stat,
                    const S* gate, const S* scale, const RactDims& d);
 
+// The selected columns of topk / max (ops.h ract_gate_fwd's sel): sel [B*T, head_average ? 1 : H,
+// slots] with slots = k of topk, 1 for max; the columns of the largest entries of the source row
+// (the head's or the head-mean), largest first, -1 in slots past the row's length. Other statistics:
+// nothing written.
+template <class S>
+void ract_selection(int* sel, const S* probs, const RactDims& d);
+
 // One statistic of a causal row r[0..n) and (if grad != nullptr) its gradient d stat / d r.
 template <class S>
 S row_statistic(const S* r, int n, RactStat stat, int topk, S* grad);

@@ -604,18 +604,13 @@ public:
     void head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) override {
         variant::head_map_bwd(venv(), din, dM, dout, in, M, d);
     }
-    void attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d) override {
-        variant::attention_probs(venv(), probs, lse, q, k, d);
-    }
-    void attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k, const AttnDims& d) override {
-        variant::attention_probs_bwd(venv(), dq, dk, dprobs, probs, q, k, d);
-    }
-    void ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d) override {
-        variant::ract_gate_fwd(venv(), stat, gate, probs, scale, bias, d);
-    }
-    void ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat, Ten gate, Ten scale,
+    void ract_gate_fwd(Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale, Ten bias, const AttnDims& a,
                        const RactDims& d) override {
-        variant::ract_gate_bwd(venv(), dprobs, dscale, dbias, dgate, probs, stat, gate, scale, d);
+        variant::ract_gate_fwd(venv(), stat, gate, sel, q, k, lse, scale, bias, a, d);
+    }
+    void ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat, Ten sel,
+                       Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override {
+        variant::ract_gate_bwd(venv(), dq, dk, dscale, dbias, dgate, q, k, lse, stat, sel, gate, scale, a, d);
     }
     void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) override {
         variant::head_gate_fwd(venv(), out, ctx, gate, alpha, alpha_fixed, N, H, Dv);
@@ -626,8 +621,8 @@ public:
     }
     void sigmoid_fwd(Ten out, Ten in, size_t n) override { variant::sigmoid_fwd(venv(), out, in, n); }
     void sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n) override { variant::sigmoid_bwd(venv(), din, out, dout, n); }
-    void topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k) override {
-        variant::topk_rows(venv(), idx, wts, probs, B, H, T, k);
+    void topk_rows(Ten idx, Ten wts, Ten q, Ten k, Ten lse, const AttnDims& a, int topk) override {
+        variant::topk_rows(venv(), idx, wts, q, k, lse, a, topk);
     }
     void sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k) override {
         variant::sparse_mix_fwd(venv(), agg, z, idx, wts, N, r, k);

@@ -43,20 +43,18 @@ void ra_lowrank_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dW, Ten dg_std, Ten
                     Ten dkt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
 void head_map_fwd(const VariantEnv& e, Ten out, Ten in, Ten M, const HeadMapDims& d);
 void head_map_bwd(const VariantEnv& e, Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d);
-void attention_probs(const VariantEnv& e, Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d);
-void attention_probs_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k,
-                         const AttnDims& d);
-void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten probs, Ten scale, Ten bias,
-                   const RactDims& d);
-void ract_gate_bwd(const VariantEnv& e, Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs,
-                   Ten stat, Ten gate, Ten scale, const RactDims& d);
+// RA-CT and M2 from the attention's q, k, lse (attention_rowstats_fwd.cu / _bwd.cu).
+void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale,
+                   Ten bias, const AttnDims& a, const RactDims& d);
+void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k,
+                   Ten lse, Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
 void head_gate_fwd(const VariantEnv& e, Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed,
                    int N, int H, int Dv);
 void head_gate_bwd(const VariantEnv& e, Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate,
                    Ten alpha, float alpha_fixed, int N, int H, int Dv);
 void sigmoid_fwd(const VariantEnv& e, Ten out, Ten in, size_t n);
 void sigmoid_bwd(const VariantEnv& e, Ten din, Ten out, Ten dout, size_t n);
-void topk_rows(const VariantEnv& e, Ten idx, Ten wts, Ten probs, int B, int H, int T, int k);
+void topk_rows(const VariantEnv& e, Ten idx, Ten wts, Ten q, Ten k, Ten lse, const AttnDims& a, int topk);
 void sparse_mix_fwd(const VariantEnv& e, Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k);
 void sparse_mix_bwd(const VariantEnv& e, Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k);
 void add_scaled_fwd(const VariantEnv& e, Ten out, Ten a, Ten b, Ten alpha, size_t n);

@@ -14,6 +14,19 @@ namespace {
 constexpr int kM2TopK = 8;   // M2 keeps the 8 largest entries of each head-mean row (SPEC §2.6)
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+RactDims ract_dims(const ModelConfig& cfg, int B, int T) {
+    RactDims d;
+    d.B = B;
+    d.T = T;
+    d.H = cfg.n_head;
+    d.stat = cfg.ract.stat;
+    d.topk = cfg.ract.topk;
+    d.head_average = cfg.ract.head_average;
+    return d;
+}
+// RA-CT apply mode "output" scales by g, "weights" by (1 - alpha) + alpha g (SPEC §2.5).
+float ract_alpha(const ModelConfig& cfg) { return cfg.ract.apply == RactApply::output ? 1.f : cfg.ract.alpha; }
 }  // namespace
 
 AttentionBase::AttentionBase(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {}
@@ -49,6 +62,8 @@ void AttentionBase::plan(ActivationPlan& a, int B, int T) {
     if (cfg_.ract.enabled) {
         ract_stat_ = a.add(Space::Stat, N * H, "attention", pre + "ract_stat");
         ract_gate_ = a.add(Space::Act, N * H, "attention", pre + "ract_gate");
+        const size_t slots = ract_sel_slots(ract_dims(cfg_, B, T)), heads = cfg_.ract.head_average ? 1 : H;
+        if (slots > 0) ract_sel_ = a.add(Space::Index, N * heads * slots, "attention", pre + "ract_sel");
         y_ract_ = a.add(Space::Act, rows_heads_dv(B, T), "attention", pre + "ract_y");
     }
     if (m1_consumer()) y_m1_ = a.add(Space::Act, rows_heads_dv(B, T), "attention", pre + "m1_y");
@@ -58,14 +73,6 @@ void AttentionBase::plan(ActivationPlan& a, int B, int T) {
         own_->m2_wts = a.add(Space::Stat, N * kM2TopK, "mlp", pre + "m2_wts");
     }
     plan_output(a, B, T);
-}
-
-size_t AttentionBase::probs_elems(int B, int T) const {
-    return needs_probs() ? size_t(B) * cfg_.n_head * T * T : 0;
-}
-
-size_t AttentionBase::dprobs_elems(int B, int T) const {
-    return cfg_.ract.enabled && !cfg_.ract.detach ? size_t(B) * cfg_.n_head * T * T : 0;
 }
 
 double AttentionBase::attention_flops_per_token(int T) const {
@@ -95,20 +102,6 @@ AttnDims AttentionBase::base_dims(const StepContext& c) const {
     return d;
 }
 
-namespace {
-RactDims ract_dims(const ModelConfig& cfg, const StepContext& c) {
-    RactDims d;
-    d.B = c.B;
-    d.T = c.T;
-    d.H = cfg.n_head;
-    d.stat = cfg.ract.stat;
-    d.topk = cfg.ract.topk;
-    d.head_average = cfg.ract.head_average;
-    return d;
-}
-// RA-CT apply mode "output" scales by g, "weights" by (1 - alpha) + alpha g (SPEC §2.5).
-float ract_alpha(const ModelConfig& cfg) { return cfg.ract.apply == RactApply::output ? 1.f : cfg.ract.alpha; }
-}  // namespace
 
 void AttentionBase::output_fwd(const StepContext& c, Ten y, Ten out) {
     const int E = cfg_.n_embd;
@@ -128,12 +121,12 @@ void AttentionBase::forward(const StepContext& c, Ten in, Ten out) {
     const AttentionOperands a = operands(c);
     ops.attention_fwd(y_, lse_, a.q, a.k, a.v, a.d);
     Ten cur = y_;
-    if (cfg_.ract.enabled || (cfg_.m2 && !c.reuse_m2_rows)) {
-        ops.attention_probs(shared_->probs, lse_, a.q, a.k, a.d);
-        if (cfg_.m2 && !c.reuse_m2_rows) ops.topk_rows(own_->m2_idx, own_->m2_wts, shared_->probs, c.B, H, c.T, kM2TopK);
-    }
+    // RA-CT and M2 read the attention's probabilities through q, k and the log-sum-exp, never
+    // materialised (the statistics before dropout).
+    if (cfg_.m2 && !c.reuse_m2_rows) ops.topk_rows(own_->m2_idx, own_->m2_wts, a.q, a.k, lse_, a.d, kM2TopK);
     if (cfg_.ract.enabled) {
-        ops.ract_gate_fwd(ract_stat_, ract_gate_, shared_->probs, ract_scale_, ract_bias_, ract_dims(cfg_, c));
+        ops.ract_gate_fwd(ract_stat_, ract_gate_, ract_sel_, a.q, a.k, lse_, ract_scale_, ract_bias_, a.d,
+                          ract_dims(cfg_, c.B, c.T));
         ops.head_gate_fwd(y_ract_, cur, ract_gate_, {}, ract_alpha(cfg_), N, H, Dv);
         cur = y_ract_;
     }
@@ -164,22 +157,18 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
         std::swap(dcur, dother);
     }
     const AttentionOperands a = operands(c);
-    const bool probs_grad = cfg_.ract.enabled && !cfg_.ract.detach;
     if (cfg_.ract.enabled) {
         ops.head_gate_bwd(dother, dgate, {}, dcur, y_, ract_gate_, {}, ract_alpha(cfg_), N, H, Dv);
         std::swap(dcur, dother);
-        const Ten dprobs = probs_grad ? shared_->dprobs.sub(0, size_t(N) * H * c.T) : Ten{};
-        if (probs_grad) {   // other layers have used the shared buffer since this layer's forward
-            ops.attention_probs(shared_->probs, lse_, a.q, a.k, a.d);
-            ops.zero(dprobs);
-        }
-        ops.ract_gate_bwd(dprobs, ract_scale_.as(Space::Grad), ract_bias_.as(Space::Grad), dgate,
-                          probs_grad ? shared_->probs : Ten{}, ract_stat_, ract_gate_, ract_scale_,
-                          ract_dims(cfg_, c));
     }
     const AttentionOperands g = operand_grads(c, rest);
     ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d);
-    if (probs_grad) ops.attention_probs_bwd(g.q, g.k, shared_->dprobs, shared_->probs, a.q, a.k, a.d);
+    if (cfg_.ract.enabled) {   // after attention_bwd: the statistic's gradient adds to dq, dk
+        const bool through = !cfg_.ract.detach;
+        ops.ract_gate_bwd(through ? g.q : Ten{}, through ? g.k : Ten{}, ract_scale_.as(Space::Grad),
+                          ract_bias_.as(Space::Grad), dgate, a.q, a.k, lse_, ract_stat_, ract_sel_, ract_gate_,
+                          ract_scale_, a.d, ract_dims(cfg_, c.B, c.T));
+    }
     inputs_bwd(c, in, din, rest);
 }
 

@@ -28,8 +28,6 @@ public:
     void forward(const StepContext& c, Ten in, Ten out) final;
     void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) final;
     std::string describe() const final;
-    size_t probs_elems(int B, int T) const final;
-    size_t dprobs_elems(int B, int T) const final;
     double attention_flops_per_token(int T) const final;
     void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) final;
 
@@ -67,14 +65,13 @@ protected:
 
 private:
     bool m1_consumer() const { return cfg_.m1 && layer_ >= 1; }
-    bool needs_probs() const { return cfg_.ract.enabled || cfg_.m2; }
     bool has_gates() const { return cfg_.ract.enabled || m1_consumer(); }
     size_t gate_scratch_elems(int B, int T) const;
     size_t rows_heads_dv(int B, int T) const { return size_t(B) * T * cfg_.n_head * value_width(); }
 
     const SharedScratch* shared_ = nullptr;
     Ten y_, lse_;                              // attention output and log-sum-exp
-    Ten ract_scale_, ract_bias_, ract_stat_, ract_gate_, y_ract_;   // RA-CT
+    Ten ract_scale_, ract_bias_, ract_stat_, ract_gate_, ract_sel_, y_ract_;   // RA-CT
     Ten m1_alpha_, y_m1_;                      // M1 consumer
 };
 

@@ -121,6 +121,10 @@ struct RactDims {
     int topk = 8;
     bool head_average = false;
 };
+// Slots per row of ract_gate_fwd's selection: topk for topk, 1 for max, 0 (no selection) otherwise.
+inline int ract_sel_slots(const RactDims& d) {
+    return d.stat == RactStat::topk ? d.topk : d.stat == RactStat::max ? 1 : 0;
+}
 
 class Ops {
 public:
@@ -226,26 +230,20 @@ public:
     // Hin == 1; absent = skip); dM: Grad [Hm,Din,Dout] accumulated with in^T . dout.
     virtual void head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d);
 
-    // Materialised attention probabilities (RA-CT statistics, M2's sparse rows): probs Stat
-    // [B,Hq,T,T] OVERWRITTEN with P[b,h,i,j] = exp(logit[i,j] - lse[b,h,i]) for j <= i and 0 above
-    // the diagonal, BEFORE dropout. logit as in attention_fwd (same AttnDims, band included);
-    // lse is the Stat written by attention_fwd with the same q, k, d.
-    virtual void attention_probs(Ten probs, Ten lse, Ten q, Ten k, const AttnDims& d);
-    // The gradient that reaches the logits through the softmax from a gradient dprobs (Stat
-    // [B,Hq,T,T]) at the pre-dropout probabilities: dlogit = P (dprobs - sum_j P dprobs) per row,
-    // then dq_i += scale sum_j dlogit_ij k_j and dk_j += scale sum_i dlogit_ij q_i (band honoured;
-    // dk summed over the query heads of a key head). dq, dk: Act in the layouts of q, k,
-    // ACCUMULATED: call it after attention_bwd (which overwrites them). probs: Stat from
-    // attention_probs.
-    virtual void attention_probs_bwd(Ten dq, Ten dk, Ten dprobs, Ten probs, Ten q, Ten k,
-                                     const AttnDims& d);
-    // RA-CT gate: stat Stat [B*T,H] and gate Act [B*T,H] overwritten, gate = sigmoid(stat*scale[h]
-    // + bias[h]); probs Stat [B,H,T,T]; scale, bias Param [H].
-    virtual void ract_gate_fwd(Ten stat, Ten gate, Ten probs, Ten scale, Ten bias, const RactDims& d);
-    // dgate Act [B*T,H] in. dscale, dbias Grad [H] accumulated. dprobs Stat [B,H,T,T] accumulated
-    // with the statistic's gradient (absent = detached statistic; probs may then be absent too).
-    virtual void ract_gate_bwd(Ten dprobs, Ten dscale, Ten dbias, Ten dgate, Ten probs, Ten stat,
-                               Ten gate, Ten scale, const RactDims& d);
+    // RA-CT statistic and gate, flash-style (no [T, T] buffer): the statistic of the pre-dropout
+    // probabilities P[b,h,i,j] = exp(logit[i,j] - lse[b,h,i]), j <= i, logit as in attention_fwd
+    // (same q, k, AttnDims, band included; dropout ignored); lse is attention_fwd's Stat. stat Stat
+    // [B*T,H] and gate Act [B*T,H] overwritten, gate = sigmoid(stat*scale[h] + bias[h]); scale, bias
+    // Param [H]. sel Index [B*T, head_average ? 1 : H, ract_sel_slots(d)] overwritten with the
+    // selected columns of topk/max, largest first, -1 in unused slots (absent for entropy/rms): the
+    // backward reads the selection instead of recomputing it.
+    virtual void ract_gate_fwd(Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale, Ten bias,
+                               const AttnDims& a, const RactDims& d);
+    // dgate Act [B*T,H] in. dscale, dbias Grad [H] accumulated. dq, dk (the layouts of q, k) ACCUMULATED
+    // with the statistic's gradient through the logits (call after attention_bwd, which overwrites
+    // them; dk summed over the query heads of a key head); both absent = detached statistic.
+    virtual void ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse,
+                               Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
     // Per-head output gate (RA-CT apply, M1 consumer): out[n,h,:] = ((1-a) + a gate[n,h]) ctx[n,h,:]
     // with a = alpha[0] (Param [1]) if present, else alpha_fixed. out, ctx: Act [N,H,Dv], distinct;
     // gate: Act [N,H].
@@ -260,11 +258,11 @@ public:
     virtual void sigmoid_fwd(Ten out, Ten in, size_t n);
     // din = out (1-out) dout, overwritten; din may alias dout.
     virtual void sigmoid_bwd(Ten din, Ten out, Ten dout, size_t n);
-    // M2: the head mean of probs (Stat [B,H,T,T]) row by row; keep the min(k, i+1) largest entries
-    // (ties in any order), renormalised to sum 1. idx: Index [B*T,k] overwritten with the
-    // global row b*T + j of each kept entry, largest first, -1 for unused slots; wts: Stat [B*T,k]
-    // overwritten (0 in unused slots). No gradient.
-    virtual void topk_rows(Ten idx, Ten wts, Ten probs, int B, int H, int T, int k);
+    // M2: the head mean of the pre-dropout probabilities (as ract_gate_fwd: q, k, lse, AttnDims)
+    // row by row; keep the min(k, i+1) largest entries (ties in any order), renormalised to sum 1.
+    // idx: Index [B*T,k] overwritten with the global row b*T + j of each kept entry, largest first,
+    // -1 for unused slots; wts: Stat [B*T,k] overwritten (0 in unused slots). No gradient.
+    virtual void topk_rows(Ten idx, Ten wts, Ten q, Ten k, Ten lse, const AttnDims& a, int topk);
     // agg[n,:] = sum_t wts[n,t] z[idx[n,t],:] (slots with idx < 0 skipped). agg, z: Act [N,r];
     // agg overwritten.
     virtual void sparse_mix_fwd(Ten agg, Ten z, Ten idx, Ten wts, int N, int r, int k);

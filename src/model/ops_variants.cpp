@@ -27,12 +27,11 @@ void Ops::ra_lowrank_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, 
 }
 void Ops::head_map_fwd(Ten, Ten, Ten, const HeadMapDims&) { missing(*this, "head_map_fwd"); }
 void Ops::head_map_bwd(Ten, Ten, Ten, Ten, Ten, const HeadMapDims&) { missing(*this, "head_map_bwd"); }
-void Ops::attention_probs(Ten, Ten, Ten, Ten, const AttnDims&) { missing(*this, "attention_probs"); }
-void Ops::attention_probs_bwd(Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&) {
-    missing(*this, "attention_probs_bwd");
+void Ops::ract_gate_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&, const RactDims&) {
+    missing(*this, "ract_gate_fwd");
 }
-void Ops::ract_gate_fwd(Ten, Ten, Ten, Ten, Ten, const RactDims&) { missing(*this, "ract_gate_fwd"); }
-void Ops::ract_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RactDims&) {
+void Ops::ract_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&,
+                        const RactDims&) {
     missing(*this, "ract_gate_bwd");
 }
 void Ops::head_gate_fwd(Ten, Ten, Ten, Ten, float, int, int, int) { missing(*this, "head_gate_fwd"); }
@@ -41,7 +40,7 @@ void Ops::head_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, float, int, int, int)
 }
 void Ops::sigmoid_fwd(Ten, Ten, size_t) { missing(*this, "sigmoid_fwd"); }
 void Ops::sigmoid_bwd(Ten, Ten, Ten, size_t) { missing(*this, "sigmoid_bwd"); }
-void Ops::topk_rows(Ten, Ten, Ten, int, int, int, int) { missing(*this, "topk_rows"); }
+void Ops::topk_rows(Ten, Ten, Ten, Ten, Ten, const AttnDims&, int) { missing(*this, "topk_rows"); }
 void Ops::sparse_mix_fwd(Ten, Ten, Ten, Ten, int, int, int) { missing(*this, "sparse_mix_fwd"); }
 void Ops::sparse_mix_bwd(Ten, Ten, Ten, Ten, int, int, int) { missing(*this, "sparse_mix_bwd"); }
 void Ops::add_scaled_fwd(Ten, Ten, Ten, Ten, size_t) { missing(*this, "add_scaled_fwd"); }

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <string>
 
+#include "cpu/variant_attention.h"
 #include "cpu/variant_mlp.h"
 #include "gpu_test_util.h"
 #include "model/gpt.h"
@@ -40,20 +41,6 @@ void poison_columns(Pair& p, Ten t, std::vector<float> base, int rows, int strid
     for (int n = 0; n < rows; ++n)
         for (int c = 0; c < width; ++c) base[size_t(n) * stride + col + c] = NAN;
     p.gpu->upload(t, base.data());
-}
-
-// Causal probability rows [B,H,T,T] (softmax of random logits, zeros above the diagonal).
-std::vector<float> prob_rows(int B, int H, int T, uint64_t seed) {
-    auto z = randn(size_t(B) * H * T * T, seed, 2.f, false);
-    std::vector<float> P(z.size(), 0.f);
-    for (size_t r = 0; r < size_t(B) * H * T; ++r) {
-        const int i = int(r % T);
-        float mx = -INFINITY, s = 0.f;
-        for (int j = 0; j <= i; ++j) mx = std::max(mx, z[r * T + j]);
-        for (int j = 0; j <= i; ++j) s += (P[r * T + j] = std::exp(z[r * T + j] - mx));
-        for (int j = 0; j <= i; ++j) P[r * T + j] /= s;
-    }
-    return P;
 }
 
 void check_err(Pair& p, Ten t, double tol, const char* what) {
@@ -176,84 +163,106 @@ TEST_CASE("cuda variants: MLA head maps (per-head, shared input, shared map)") {
     }
 }
 
-TEST_CASE("cuda variants: materialised attention probabilities and their backward (GQA, RA band)") {
-    GPT_REQUIRE_GPU();
-    struct Case {
-        int Hkv, Dqk, band;
-    };
-    for (Case c : {Case{2, 64, 0}, Case{1, 64, 0}, Case{2, 128, 8}}) {
-        CAPTURE(c.Hkv);
-        CAPTURE(c.Dqk);
-        CAPTURE(c.band);
-        Pair p;
-        AttnDims d;
-        d.B = 2, d.T = 64, d.Hq = 2, d.Hkv = c.Hkv, d.Dqk = c.Dqk, d.Dv = 64;
-        d.q_stride = d.Hq * d.Dqk, d.k_stride = d.Hkv * d.Dqk, d.v_stride = d.Hkv * d.Dv;
-        d.scale = 1.f / std::sqrt(float(c.band ? c.Dqk / 2 : c.Dqk));
-        d.band = c.band, d.band_split = c.band ? c.Dqk / 2 : 0;
-        const size_t rows = size_t(d.B) * d.T, np = rows * d.Hq * d.T;
-        Ten q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
-        Ten v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, rows * d.Hq * d.Dv);
-        Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
-        Ten lse = p.reserve(Space::Stat, rows * d.Hq), probs = p.reserve(Space::Stat, np),
-            dprobs = p.reserve(Space::Stat, np);
-        p.allocate();
-        // Small accumulator starts, large dprobs: the added gradient dominates the comparison.
-        fill(p, q, 31), fill(p, k, 32), fill(p, v, 33), fill(p, dq, 34, 0.02f), fill(p, dk, 35, 0.02f);
-        fill(p, dprobs, 36, 20.f);
-        p.poison(probs);
-        // Each backend's own log-sum-exp (as in the model): rows must sum to one.
-        p.run([&](Ops& o) {
-            o.attention_fwd(out, lse, q, k, v, d);
-            o.attention_probs(probs, lse, q, k, d);
-            o.attention_probs_bwd(dq, dk, dprobs, probs, q, k, d);
-        });
-        check_err(p, probs, kAct, "probs");
-        check_err(p, dq, kAct, "dq (accumulated)");
-        check_err(p, dk, kAct, "dk (accumulated)");
-        const auto P = Pair::get(*p.gpu, probs);
-        double worst = 0;
-        for (size_t r = 0; r < rows * d.Hq; ++r) {
-            double s = 0;
-            for (int j = 0; j < d.T; ++j) s += P[r * d.T + j];
-            worst = std::max(worst, std::abs(s - 1));
-        }
-        CHECK(worst < 1e-2);
-    }
+namespace {
+
+// The attention shapes RA-CT and M2 meet: grouped heads, multi-query, the RA fold's Dqk = 128
+// with a band that leaves whole tiles out (8) or in (70), and T not a multiple of the 64-row tiles.
+struct StatCase {
+    int Hkv, Dqk, band;
+};
+constexpr StatCase kStatCases[] = {{2, 64, 0}, {1, 64, 0}, {2, 128, 8}, {2, 128, 70}};
+
+AttnDims stat_dims(const StatCase& c) {
+    AttnDims d;
+    d.B = 2, d.T = 150, d.Hq = 2, d.Hkv = c.Hkv, d.Dqk = c.Dqk, d.Dv = 64;
+    d.q_stride = d.Hq * d.Dqk, d.k_stride = d.Hkv * d.Dqk, d.v_stride = d.Hkv * d.Dv;
+    d.scale = 1.f / std::sqrt(float(c.band ? c.Dqk / 2 : c.Dqk));
+    d.band = c.band, d.band_split = c.band ? c.Dqk / 2 : 0;
+    return d;
 }
 
-TEST_CASE("cuda variants: RA-CT gate forward and backward, every statistic, head average") {
+// Selected columns on both backends ([rows, slots], -1 unused) may differ only on near-ties: where
+// the reference probabilities of the two columns are within 1e-5 (fp32 accumulation order and the
+// two backends' log-sum-exp differ by ~1e-6). Returns the count of other differences.
+int real_mismatches(const std::vector<float>& gpu, const std::vector<float>& cpu, int slots,
+                    const std::function<double(size_t row, int col)>& value) {
+    int bad = 0;
+    for (size_t e = 0; e < cpu.size(); ++e) {
+        if (gpu[e] == cpu[e]) continue;
+        const size_t row = e / size_t(slots);
+        if (gpu[e] < 0 || cpu[e] < 0 || std::abs(value(row, int(gpu[e])) - value(row, int(cpu[e]))) > 1e-5) ++bad;
+    }
+    return bad;
+}
+
+}  // namespace
+
+// RA-CT's gate from q, k, lse (flash-style on the GPU, materialised per batch row on the CPU):
+// statistic, gate, selection, the parameter gradients, and the statistic's gradient added to
+// dq, dk after attention_bwd. dout is small and dgate large, so the added gradient dominates dq,
+// dk; scale and bias keep the gate near 0.5, where the bf16 gate's sigma' = g (1 - g) is accurate
+// (near 1 it is not: the per-head sums dscale/dbias are held to 5%, see below).
+TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head average, GQA/MQA, RA band") {
     GPT_REQUIRE_GPU();
-    for (RactStat stat : {RactStat::topk, RactStat::max, RactStat::entropy, RactStat::rms})
-        for (bool avg : {false, true}) {
-            CAPTURE(int(stat));
-            CAPTURE(avg);
-            Pair p;
-            RactDims d;
-            d.B = 2, d.T = 48, d.H = 2, d.stat = stat, d.topk = 5, d.head_average = avg;
-            const size_t nh = size_t(d.B) * d.T * d.H;
-            Ten probs = p.reserve(Space::Stat, nh * d.T), dprobs = p.reserve(Space::Stat, nh * d.T);
-            Ten st = p.reserve(Space::Stat, nh), gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
-            Ten scale = p.reserve(Space::Param, d.H), bias = p.reserve(Space::Param, d.H);
-            p.allocate();
-            p.set(probs, prob_rows(d.B, d.H, d.T, 41));
-            p.set(scale, {1.5f, -0.7f});
-            p.set(bias, {0.1f, 0.3f});
-            fill(p, dprobs, 42), fill(p, dgate, 43), fill(p, scale.as(Space::Grad), 44), fill(p, bias.as(Space::Grad), 45);
-            p.poison(st), p.poison(gate);
-            p.run([&](Ops& o) {
-                o.ract_gate_fwd(st, gate, probs, scale, bias, d);
-                o.ract_gate_bwd(dprobs, scale.as(Space::Grad), bias.as(Space::Grad), dgate, probs, st, gate, scale, d);
-            });
-            check_err(p, st, 1e-5, "stat");   // fp32 math on identical fp32 rows
-            check_err(p, gate, kAct, "gate");
-            check_err(p, dprobs, kGrad, "dprobs (accumulated)");
-            // The gate is stored in bf16 (Act) and its derivative g(1-g) is taken from the stored
-            // value; summed over rows with mixed signs this left 3.2% on the entropy/head-average
-            // case (H100, 2026-11-24), hence 5% for these two per-head sums.
-            check_err(p, scale.as(Space::Grad), 5e-2, "dscale");
-            check_err(p, bias.as(Space::Grad), 5e-2, "dbias");
-        }
+    for (const StatCase& c : kStatCases)
+        for (RactStat stat : {RactStat::topk, RactStat::max, RactStat::entropy, RactStat::rms})
+            for (bool avg : {false, true}) {
+                CAPTURE(c.Hkv);
+                CAPTURE(c.Dqk);
+                CAPTURE(c.band);
+                CAPTURE(int(stat));
+                CAPTURE(avg);
+                const AttnDims d = stat_dims(c);
+                const RactDims rd{d.B, d.T, d.Hq, stat, 5, avg};
+                // The GPU has no gradient through a head-averaged entropy/rms: detached there.
+                const bool through = !avg || stat == RactStat::topk || stat == RactStat::max;
+                const int slots = ract_sel_slots(rd), sel_heads = avg ? 1 : d.Hq;
+                const size_t rows = size_t(d.B) * d.T, nh = rows * d.Hq;
+                Pair p;
+                Ten q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
+                Ten v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, nh * d.Dv);
+                Ten dout = p.reserve(Space::Act, out.n), dv = p.reserve(Space::Act, v.n);
+                Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
+                Ten lse = p.reserve(Space::Stat, nh), st = p.reserve(Space::Stat, nh);
+                Ten gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
+                Ten sel = slots > 0 ? p.reserve(Space::Index, rows * sel_heads * slots) : Ten{};
+                Ten scale = p.reserve(Space::Param, d.Hq), bias = p.reserve(Space::Param, d.Hq);
+                p.allocate();
+                const auto qv = fill(p, q, 31), kv = fill(p, k, 32), vv = fill(p, v, 33);
+                fill(p, dout, 34, 0.02f), fill(p, dgate, 35, 20.f);
+                p.set(scale, {0.3f, -0.2f});
+                p.set(bias, {-0.5f, 0.3f});
+                fill(p, scale.as(Space::Grad), 36), fill(p, bias.as(Space::Grad), 37);
+                p.poison(st), p.poison(gate);
+                p.run([&](Ops& o) {
+                    o.attention_fwd(out, lse, q, k, v, d);
+                    o.ract_gate_fwd(st, gate, sel, q, k, lse, scale, bias, d, rd);
+                    o.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d);
+                    o.ract_gate_bwd(through ? dq : Ten{}, through ? dk : Ten{}, scale.as(Space::Grad),
+                                    bias.as(Space::Grad), dgate, q, k, lse, st, sel, gate, scale, d, rd);
+                });
+                check_err(p, st, 1e-3, "stat");   // fp32 statistics of logits from bf16 q, k
+                check_err(p, gate, kAct, "gate");
+                if (slots > 0) {
+                    std::vector<float> P(nh * d.T), o_ref(nh * d.Dv), l_ref(nh);
+                    ref::attention_ref_fwd(o_ref.data(), l_ref.data(), P.data(), qv.data(), kv.data(), vv.data(), d);
+                    auto value = [&](size_t row, int j) {   // row = (b T + i) sel_heads + h
+                        const size_t n = row / size_t(sel_heads), b = n / size_t(d.T), i = n % size_t(d.T);
+                        double s = 0;
+                        for (int h = 0; h < d.Hq; ++h)
+                            if (avg || h == int(row % size_t(sel_heads)))
+                                s += P[((b * d.Hq + h) * d.T + i) * d.T + size_t(j)] / (avg ? d.Hq : 1);
+                        return s;
+                    };
+                    CHECK(real_mismatches(Pair::get(*p.gpu, sel), Pair::get(*p.cpu, sel), slots, value) == 0);
+                }
+                check_err(p, dq, kGrad, "dq (attention + statistic)");
+                check_err(p, dk, kGrad, "dk (attention + statistic)");
+                // The gate is stored in bf16 (Act) and sigma' = g(1-g) is taken from the stored value;
+                // summed per head with mixed signs this left 3.2% (H100, 2026-11-24): 5% for these sums.
+                check_err(p, scale.as(Space::Grad), 5e-2, "dscale");
+                check_err(p, bias.as(Space::Grad), 5e-2, "dbias");
+            }
 }
 
 TEST_CASE("cuda variants: per-head output gate, sigmoid, add_scaled") {
@@ -309,34 +318,63 @@ TEST_CASE("cuda variants: per-head output gate, sigmoid, add_scaled") {
     check_err(p, a2.as(Space::Grad), kGrad, "add_scaled dalpha (db aliases dout)");
 }
 
-TEST_CASE("cuda variants: M2 top-k rows and the sparse mix forward and backward") {
+TEST_CASE("cuda variants: M2 top-k rows from q, k, lse and the sparse mix forward and backward") {
     GPT_REQUIRE_GPU();
-    const int B = 2, H = 2, T = 40, k = 6, r = 48, N = B * T;
+    for (const StatCase& c : kStatCases)
+        for (int k : {6, 8}) {
+            CAPTURE(c.Hkv);
+            CAPTURE(c.Dqk);
+            CAPTURE(c.band);
+            CAPTURE(k);
+            const AttnDims d = stat_dims(c);
+            const int N = d.B * d.T, r = 48;
+            const size_t nh = size_t(N) * d.Hq;
+            Pair p;
+            Ten q = p.reserve(Space::Act, size_t(N) * d.q_stride), kk = p.reserve(Space::Act, size_t(N) * d.k_stride);
+            Ten v = p.reserve(Space::Act, size_t(N) * d.v_stride), out = p.reserve(Space::Act, nh * d.Dv);
+            Ten lse = p.reserve(Space::Stat, nh);
+            Ten idx = p.reserve(Space::Index, size_t(N) * k), wts = p.reserve(Space::Stat, size_t(N) * k);
+            Ten z = p.reserve(Space::Act, size_t(N) * r), agg = p.reserve(Space::Act, z.n), dagg = p.reserve(Space::Act, z.n),
+                dz = p.reserve(Space::Act, z.n);
+            p.allocate();
+            const auto qv = fill(p, q, 61), kv = fill(p, kk, 62), vv = fill(p, v, 63);
+            fill(p, z, 64), fill(p, dagg, 65);
+            p.poison(wts), p.poison(agg), p.poison(dz);
+            p.run([&](Ops& o) {
+                o.attention_fwd(out, lse, q, kk, v, d);
+                o.topk_rows(idx, wts, q, kk, lse, d, k);
+            });
+            std::vector<float> P(nh * d.T), o_ref(nh * d.Dv), l_ref(nh);
+            ref::attention_ref_fwd(o_ref.data(), l_ref.data(), P.data(), qv.data(), kv.data(), vv.data(), d);
+            auto value = [&](size_t n, int col) {   // col is the global row b T + j
+                const size_t b = n / size_t(d.T), i = n % size_t(d.T), j = size_t(col) - b * d.T;
+                double s = 0;
+                for (int h = 0; h < d.Hq; ++h) s += P[((b * d.Hq + h) * d.T + i) * d.T + j] / d.Hq;
+                return s;
+            };
+            const auto gi = Pair::get(*p.gpu, idx), ci = Pair::get(*p.cpu, idx);
+            CHECK(real_mismatches(gi, ci, k, value) == 0);
+            check_err(p, wts, 1e-3, "wts");
+            // The mix on the CPU's selection on both backends (a flipped near-tie would move agg).
+            std::vector<int32_t> sel(ci.begin(), ci.end());
+            p.set_index(idx, sel);
+            p.gpu->upload(wts, Pair::get(*p.cpu, wts).data());
+            p.run([&](Ops& o) {
+                o.sparse_mix_fwd(agg, z, idx, wts, N, r, k);
+                o.sparse_mix_bwd(dz, dagg, idx, wts, N, r, k);
+            });
+            check_err(p, agg, kAct, "agg");
+            check_err(p, dz, kAct, "dz");
+        }
+    // The sparse mix on a hand-made index with unused slots and many entries on one row (the
+    // scatter's collisions).
+    const int B = 2, T = 40, k = 6, r = 48, N = B * T;
     Pair p;
-    Ten probs = p.reserve(Space::Stat, size_t(B) * H * T * T);
     Ten idx = p.reserve(Space::Index, size_t(N) * k), wts = p.reserve(Space::Stat, size_t(N) * k);
     Ten z = p.reserve(Space::Act, size_t(N) * r), agg = p.reserve(Space::Act, z.n), dagg = p.reserve(Space::Act, z.n),
         dz = p.reserve(Space::Act, z.n);
     p.allocate();
-    const auto P = prob_rows(B, H, T, 61);
-    p.set(probs, P);
-    fill(p, z, 62), fill(p, dagg, 63);
-    p.poison(wts), p.poison(agg), p.poison(dz);
-    p.run([&](Ops& o) {
-        o.topk_rows(idx, wts, probs, B, H, T, k);
-        o.sparse_mix_fwd(agg, z, idx, wts, N, r, k);
-        o.sparse_mix_bwd(dz, dagg, idx, wts, N, r, k);
-    });
-    // The CPU backend cannot download Index views: the reference selection, computed here.
-    std::vector<int32_t> want(idx.n);
-    std::vector<float> want_w(idx.n);
-    ref::m2_sparse_rows(want.data(), want_w.data(), P.data(), B, H, T, k);
-    const auto got = Pair::get(*p.gpu, idx);   // the GPU converts int32 to float on download
-    CHECK(std::equal(got.begin(), got.end(), want.begin(), [](float g, int32_t w) { return g == float(w); }));
-    check_err(p, wts, 1e-5, "wts");
-    check_err(p, agg, kAct, "agg");
-    check_err(p, dz, kAct, "dz");
-    // A hand-made index with unused slots and many entries on one row (the scatter's collisions).
+    fill(p, z, 66), fill(p, dagg, 67);
     std::vector<int32_t> hand(size_t(N) * k);
     for (size_t e = 0; e < hand.size(); ++e) hand[e] = e % 5 == 0 ? -1 : e % 3 == 0 ? 7 : int32_t((e * 13) % N);
     p.set_index(idx, hand);

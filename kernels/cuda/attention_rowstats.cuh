@@ -1,0 +1,202 @@
+// Flash-style statistics of attention rows, never materialising the [T, T] probabilities (RA-CT's
+// gate statistic, M2's head-mean top-8; attention_rowstats_fwd.cu / _bwd.cu). The logits are
+// recomputed tile by tile with the attention kernels' tensor-core building blocks (mma.sync
+// m16n8k16, ldmatrix, cp.async from attention_common.cuh, included read-only), and the probability
+// is exact from the forward's log-sum-exp: P = exp(scale q.k - lse), before dropout (ops.h).
+//
+// Layout shared by the kernels: a block of 4 warps covers 64 rows (queries, or keys in the dK
+// pass), a warp owns 16 rows; its 16 x 64 accumulator s[nt][e] holds rows g and g + 8
+// (g = lane / 4) and columns nt * 8 + 2t + (e & 1) (t = lane % 4), so the four lanes of a quad
+// share a row: per-row reductions end with two xor-shuffles over the quad.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "cuda/attention_common.cuh"
+#include "cuda/variant_ops.cuh"
+
+namespace gpt::cuda::rowstats {
+
+using bf16 = __nv_bfloat16;
+using attn::kPad;
+
+constexpr int kWarps = 4, kThreads = 32 * kWarps, kBR = 64, kBC = 64;
+constexpr int kMaxSel = 8;   // slots of the running top-k (RA-CT topk <= 8, M2's 8)
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Geom {
+    const bf16 *q, *k;
+    const float* lse;   // [B, Hq, T]
+    int B, T, Hq, Hkv, q_stride, k_stride;
+    float scale, scale_log2;
+    int band, band_split;   // band_split = Dqk when there is no band
+};
+
+// Checks the shapes the row-statistics kernels support (those of the attention kernels: Dqk 64 or
+// 128, 16-byte rows, band_split a multiple of 16) and resolves q, k, lse (attention_rowstats_fwd.cu).
+Geom make_geom(const VariantEnv& e, Ten q, Ten k, Ten lse, const AttnDims& d, const char* op);
+
+// s += A B^T over k-steps [kk_begin, kk_end) for the warp's 16 rows at a_row0 of sA against the
+// 64 rows of sB (both [row][k], k contiguous). Rolled k loop (instruction cache).
+template <int DQK>
+__device__ __forceinline__ void mma_steps(float (&s)[kBC / 8][4], const bf16* sA, int a_row0, const bf16* sB,
+                                          int kk_begin, int kk_end, int lane) {
+#pragma unroll 1
+    for (int kk = kk_begin; kk < kk_end; ++kk) {
+        uint32_t a[4];
+        attn::load_a(a, sA, DQK + kPad, a_row0, kk * 16, lane);
+#pragma unroll
+        for (int np = 0; np < kBC / 16; ++np) {
+            uint32_t b[4];
+            attn::load_b_nk(b, sB, DQK + kPad, np * 16, kk * 16, lane);
+            attn::mma16816(s[2 * np], a, b[0], b[1]);
+            attn::mma16816(s[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// How a tile pair meets the reciprocal band (as attention_common.cuh's band_mode).
+enum BandMode { kBandAll = 0, kBandNone = 1, kBandMixed = 2 };
+__device__ __forceinline__ int band_mode(const Geom& g, int q_lo, int q_hi, int k_lo, int k_hi) {
+    if (g.band <= 0) return kBandAll;
+    if (q_hi - k_lo <= g.band) return kBandAll;
+    if (q_lo - k_hi > g.band) return kBandNone;
+    return kBandMixed;
+}
+
+// Query and key index of accumulator entry (nt, e): rows are queries, or keys when KEY_ROWS.
+template <bool KEY_ROWS>
+__device__ __forceinline__ void entry_ij(int row0, int col0, int nt, int e, int g, int t, int& i, int& j) {
+    const int r = row0 + g + 8 * (e >> 1), c = col0 + nt * 8 + 2 * t + (e & 1);
+    i = KEY_ROWS ? c : r;
+    j = KEY_ROWS ? r : c;
+}
+
+// Zeroes the entries of the warp's 16 x 64 accumulator outside the reciprocal band (i - j > band).
+template <bool KEY_ROWS>
+__device__ __forceinline__ void mask_outside_band(float (&x)[kBC / 8][4], const Geom& g, int row0, int col0,
+                                                  int lane) {
+    const int gg = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int i, j;
+            entry_ij<KEY_ROWS>(row0, col0, nt, e, gg, t, i, j);
+            if (i - j > g.band) x[nt][e] = 0.f;
+        }
+}
+
+// The warp's raw dot products s = a.b for its 16 rows (global index row0 = first row of the warp)
+// x 64 columns (col0): the banded reciprocal dims first, masked to the band, then the plain dims
+// (attention_fwd's order). Returns the pair's band mode.
+template <int DQK, bool KEY_ROWS>
+__device__ __forceinline__ int dot_tile(float (&s)[kBC / 8][4], const Geom& g, const bf16* sA, int a_row0,
+                                        const bf16* sB, int row0, int col0, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < kBC / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    const int q_lo = KEY_ROWS ? col0 : row0, q_hi = q_lo + (KEY_ROWS ? kBC : 16) - 1;
+    const int k_lo = KEY_ROWS ? row0 : col0, k_hi = k_lo + (KEY_ROWS ? 16 : kBC) - 1;
+    const int mode = band_mode(g, q_lo, q_hi, k_lo, k_hi);
+    const int split = g.band > 0 ? g.band_split / 16 : DQK / 16;
+    if (mode != kBandNone) mma_steps<DQK>(s, sA, a_row0, sB, split, DQK / 16, lane);
+    if (mode == kBandMixed) mask_outside_band<KEY_ROWS>(s, g, row0, col0, lane);
+    mma_steps<DQK>(s, sA, a_row0, sB, 0, split, lane);
+    return mode;
+}
+
+// acc (16 x DQK of the warp) += X . sB where X is the warp's 16 x 64 accumulator (columns = the k
+// dim of this product) and sB is [64][DQK] (the 64 rows of the tile the columns index). With a
+// band, dims [band_split, DQK) take only the in-band entries: X is masked in place for them.
+template <int DQK, bool KEY_ROWS>
+__device__ __forceinline__ void mma_xb(float (&acc)[DQK / 8][4], float (&x)[kBC / 8][4], const bf16* sB,
+                                       const Geom& g, int mode, int row0, int col0, int lane) {
+    const int split16 = g.band > 0 ? g.band_split / 16 : DQK / 16;
+#pragma unroll
+    for (int phase = 0; phase < 2; ++phase) {
+        if (phase == 1) {
+            if (split16 == DQK / 16 || mode == kBandNone) break;
+            if (mode == kBandMixed) mask_outside_band<KEY_ROWS>(x, g, row0, col0, lane);
+        }
+#pragma unroll
+        for (int j = 0; j < kBC / 16; ++j) {
+            uint32_t a[4];
+            attn::c_to_a<kBC / 8>(a, x, j);
+#pragma unroll
+            for (int np = 0; np < DQK / 16; ++np) {
+                if ((phase == 0) != (np < split16)) continue;
+                uint32_t b[4];
+                attn::load_b_kn(b, sB, DQK + kPad, np * 16, j * 16, lane);
+                attn::mma16816(acc[2 * np], a, b[0], b[1]);
+                attn::mma16816(acc[2 * np + 1], a, b[2], b[3]);
+            }
+        }
+    }
+}
+
+// A running top-kMaxSel of (value, column), sorted descending. Equal values keep insertion order,
+// and every thread inserts its columns in increasing order: ties go to the lowest column.
+struct TopK {
+    float v[kMaxSel];
+    int c[kMaxSel];
+};
+__device__ __forceinline__ void topk_init(TopK& t) {
+#pragma unroll
+    for (int s = 0; s < kMaxSel; ++s) {
+        t.v[s] = -INFINITY;
+        t.c[s] = -1;
+    }
+}
+__device__ __forceinline__ void topk_insert(TopK& t, float x, int col) {
+    if (!(x > t.v[kMaxSel - 1])) return;
+    t.v[kMaxSel - 1] = x;
+    t.c[kMaxSel - 1] = col;
+#pragma unroll
+    for (int s = kMaxSel - 1; s > 0; --s)
+        if (t.v[s] > t.v[s - 1]) {
+            const float fv = t.v[s];
+            t.v[s] = t.v[s - 1];
+            t.v[s - 1] = fv;
+            const int fc = t.c[s];
+            t.c[s] = t.c[s - 1];
+            t.c[s - 1] = fc;
+        }
+}
+// Merges the lists of the quad sharing a row (lanes ^1, ^2): every lane gets the row's top list.
+// Columns are unique across the quad, so exactly one lane pops each winner.
+__device__ __forceinline__ void topk_quad_merge(TopK& t, TopK& out) {
+#pragma unroll
+    for (int r = 0; r < kMaxSel; ++r) {
+        float bv = t.v[0];
+        int bc = t.c[0];
+#pragma unroll
+        for (int o = 1; o <= 2; o <<= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oc = __shfl_xor_sync(0xffffffffu, bc, o);
+            if (ov > bv || (ov == bv && oc >= 0 && (bc < 0 || oc < bc))) {
+                bv = ov;
+                bc = oc;
+            }
+        }
+        out.v[r] = bv;
+        out.c[r] = bc;
+        if (bc >= 0 && bc == t.c[0]) {
+#pragma unroll
+            for (int s = 0; s < kMaxSel - 1; ++s) {
+                t.v[s] = t.v[s + 1];
+                t.c[s] = t.c[s + 1];
+            }
+            t.v[kMaxSel - 1] = -INFINITY;
+            t.c[kMaxSel - 1] = -1;
+        }
+    }
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    return v;
+}
+
+}  // namespace gpt::cuda::rowstats

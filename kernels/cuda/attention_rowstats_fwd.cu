@@ -1,0 +1,375 @@
+// Forward row statistics without the [T, T] probabilities (ops.h ract_gate_fwd, topk_rows):
+//  * ract_stat_kernel: one block per (64 query rows, batch, head); it streams the key tiles,
+//    recomputes the logits with tensor cores and keeps the row's statistic online: a running
+//    top-8 of the logits (top-k of probabilities = top-k of logits; the quad's lists are merged at
+//    the end), or sum P (lse - x) (entropy), or sum P^2 (rms).
+//  * headmean_kernel: one block per (64 query rows, batch); for each key tile it loops over the
+//    heads, sums P / H in registers (the head-mean tile), then updates the same statistics on it:
+//    M2's renormalised top-8 and RA-CT's head_average statistic.
+// Every output is written by one thread after fixed-order reductions: deterministic.
+#include <string>
+
+#include "cuda/attention_rowstats.cuh"
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/variant_ops.cuh"
+
+namespace gpt::cuda {
+namespace rowstats {
+namespace {
+
+template <int DQK>
+constexpr int kTile = kBR * (DQK + kPad);   // bf16 elements of one 64-row tile in shared memory
+
+__device__ __forceinline__ float sigmoidf(float z) { return 1.f / (1.f + expf(-z)); }
+
+// The statistic of a finished row from its merged top list (topk/max) or its quad-summed
+// accumulator (entropy: sum P (lse - x) or -sum P log P; rms: sum P^2). Top values are logits
+// when `lse` is finite (per-head rows) and probabilities when it is NaN (head-mean rows).
+__device__ __forceinline__ float finish_stat(RactStat stat, const TopK& m, float acc, int i, int topk,
+                                             float lse, bool values_are_logits) {
+    switch (stat) {
+        case RactStat::topk:
+        case RactStat::max: {
+            const int kk = min(stat == RactStat::max ? 1 : topk, i + 1);
+            float s = 0.f;
+#pragma unroll
+            for (int r = 0; r < kMaxSel; ++r)
+                if (r < kk) s += values_are_logits ? expf(m.v[r] - lse) : m.v[r];
+            return s;
+        }
+        case RactStat::entropy: return acc;
+        case RactStat::rms: return sqrtf(acc / float(i + 1));
+    }
+    return 0.f;
+}
+
+struct GateOut {
+    float* stat;       // [B*T, Hq]
+    bf16* gate;        // [B*T, Hq]
+    int32_t* sel;      // [B*T, Hsel, slots] or null
+    const float *scale, *bias;
+    RactStat stat_kind;
+    int topk, slots;
+};
+
+// Per-head statistic. STAT is the RactStat as an int (one specialisation per statistic keeps the
+// inner loop free of branches).
+template <int DQK, int STAT>
+__global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) {
+    constexpr RactStat kStat = RactStat(STAT);
+    constexpr bool kTop = kStat == RactStat::topk || kStat == RactStat::max;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
+    bf16* sK = sQ + kTile<DQK>;   // two buffers
+
+    const int q_tile = gridDim.x - 1 - blockIdx.x;   // the longest rows first
+    const int bh = blockIdx.y, b = bh / g.Hq, h = bh % g.Hq, hk = h / (g.Hq / g.Hkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, t = lane % 4;
+    const int q0 = q_tile * kBR, wrow = warp * 16;
+    const bf16* qg = g.q + size_t(b) * g.T * g.q_stride + size_t(h) * DQK;
+    const bf16* kg = g.k + size_t(b) * g.T * g.k_stride + size_t(hk) * DQK;
+    const int n_tiles = (min(q0 + kBR, g.T) - 1) / kBC + 1;
+
+    attn::load_tile<kBR, DQK, kThreads>(sQ, qg, g.q_stride, q0, g.T);
+    attn::load_tile<kBC, DQK, kThreads>(sK, kg, g.k_stride, 0, g.T);
+    attn::cp_async_commit();
+
+    int row[2];
+    float lse[2], lse2[2], acc[2] = {0.f, 0.f};
+    TopK top[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        row[r] = q0 + wrow + gq + 8 * r;
+        lse[r] = row[r] < g.T ? g.lse[(size_t(b) * g.Hq + h) * g.T + row[r]] : 0.f;
+        lse2[r] = lse[r] * kLog2e;
+        topk_init(top[r]);
+    }
+
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        const int buf = kt & 1;
+        if (kt + 1 < n_tiles) {
+            attn::load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * kTile<DQK>, kg, g.k_stride, (kt + 1) * kBC, g.T);
+            attn::cp_async_commit();
+            attn::cp_async_wait<1>();
+        } else {
+            attn::cp_async_wait<0>();
+        }
+        __syncthreads();
+        const int k0 = kt * kBC;
+        float s[kBC / 8][4];
+        dot_tile<DQK, false>(s, g, sQ, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            if constexpr (kTop) {
+                // Most tiles cannot enter the list: test the tile's largest logit first.
+                float tmax = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                    for (int e = 2 * r; e < 2 * r + 2; ++e)
+                        if (k0 + nt * 8 + 2 * t + (e & 1) <= row[r]) tmax = fmaxf(tmax, s[nt][e]);
+                if (tmax * g.scale > top[r].v[kMaxSel - 1]) {
+#pragma unroll
+                    for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                            const int j = k0 + nt * 8 + 2 * t + (e & 1);
+                            if (j <= row[r]) topk_insert(top[r], s[nt][e] * g.scale, j);
+                        }
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                    for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                        if (k0 + nt * 8 + 2 * t + (e & 1) > row[r]) continue;
+                        const float p = attn::fast_exp2(fmaf(s[nt][e], g.scale_log2, -lse2[r]));
+                        acc[r] += kStat == RactStat::entropy ? p * (lse[r] - s[nt][e] * g.scale) : p * p;
+                    }
+            }
+        }
+        __syncthreads();   // this buffer is refilled by the next iteration's prefetch
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        TopK m;
+        topk_init(m);
+        if constexpr (kTop) topk_quad_merge(top[r], m);
+        const float a = quad_sum(acc[r]);
+        if (t != 0 || row[r] >= g.T) continue;
+        const int i = row[r];
+        const size_t on = (size_t(b) * g.T + i) * g.Hq + h;
+        const float st = finish_stat(kStat, m, a, i, o.topk, lse[r], true);
+        o.stat[on] = st;
+        o.gate[on] = __float2bfloat16(sigmoidf(st * o.scale[h] + o.bias[h]));
+        if constexpr (kTop) {
+            const int kk = min(o.slots, i + 1);
+            for (int s = 0; s < o.slots; ++s) o.sel[on * o.slots + s] = s < kk ? m.c[s] : -1;
+        }
+    }
+}
+
+// What headmean_kernel writes: M2's rows (m2_idx non-null) or RA-CT's head_average gate.
+struct HeadMeanOut {
+    int32_t* m2_idx;   // [B*T, topk]: global row b*T + j, largest first, -1 unused
+    float* m2_wts;     // [B*T, topk]: renormalised
+    GateOut ract;
+};
+
+template <int DQK>
+__global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut o) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16* sQ = reinterpret_cast<bf16*>(smem_raw);   // two buffers
+    bf16* sK = sQ + 2 * kTile<DQK>;                  // two buffers
+
+    const int q_tile = gridDim.x - 1 - blockIdx.x;
+    const int b = blockIdx.y, H = g.Hq, group = g.Hq / g.Hkv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, t = lane % 4;
+    const int q0 = q_tile * kBR, wrow = warp * 16;
+    const int n_tiles = (min(q0 + kBR, g.T) - 1) / kBC + 1, steps = n_tiles * H;
+    const bool m2 = o.m2_idx != nullptr;
+    const RactStat kind = m2 ? RactStat::topk : o.ract.stat_kind;
+    const bool top_stat = kind == RactStat::topk || kind == RactStat::max;
+    const float inv_h = 1.f / float(H);
+
+    // Step s = (key tile s / H, head s % H): the head's query tile and the key tile of its kv head.
+    auto issue = [&](int step, int buf) {
+        const int kt = step / H, h = step % H;
+        attn::load_tile<kBR, DQK, kThreads>(sQ + buf * kTile<DQK>, g.q + size_t(b) * g.T * g.q_stride + size_t(h) * DQK,
+                                            g.q_stride, q0, g.T);
+        attn::load_tile<kBC, DQK, kThreads>(sK + buf * kTile<DQK>,
+                                            g.k + size_t(b) * g.T * g.k_stride + size_t(h / group) * DQK,
+                                            g.k_stride, kt * kBC, g.T);
+        attn::cp_async_commit();
+    };
+    issue(0, 0);
+
+    int row[2];
+    float acc[2] = {0.f, 0.f};
+    TopK top[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        row[r] = q0 + wrow + gq + 8 * r;
+        topk_init(top[r]);
+    }
+    float pbar[kBC / 8][4];
+
+    for (int step = 0; step < steps; ++step) {
+        const int buf = step & 1, kt = step / H, h = step % H, k0 = kt * kBC;
+        if (step + 1 < steps) {
+            issue(step + 1, buf ^ 1);
+            attn::cp_async_wait<1>();
+        } else {
+            attn::cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (h == 0) {
+#pragma unroll
+            for (int nt = 0; nt < kBC / 8; ++nt) pbar[nt][0] = pbar[nt][1] = pbar[nt][2] = pbar[nt][3] = 0.f;
+        }
+        float s[kBC / 8][4];
+        dot_tile<DQK, false>(s, g, sQ + buf * kTile<DQK>, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
+        float lse2[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            lse2[r] = row[r] < g.T ? g.lse[(size_t(b) * g.Hq + h) * g.T + row[r]] * kLog2e : 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (k0 + nt * 8 + 2 * t + (e & 1) <= row[e >> 1])
+                    pbar[nt][e] += attn::fast_exp2(fmaf(s[nt][e], g.scale_log2, -lse2[e >> 1])) * inv_h;
+        if (h == H - 1) {   // the head-mean tile is complete: its statistics
+#pragma unroll
+            for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int j = k0 + nt * 8 + 2 * t + (e & 1), r = e >> 1;
+                    if (j > row[r]) continue;
+                    const float pv = pbar[nt][e];
+                    if (top_stat) topk_insert(top[r], pv, j);
+                    else if (kind == RactStat::entropy) acc[r] -= pv > 0.f ? pv * logf(pv) : 0.f;
+                    else acc[r] += pv * pv;
+                }
+        }
+        __syncthreads();   // this buffer is refilled by the next iteration's prefetch
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        TopK m;
+        topk_quad_merge(top[r], m);   // every lane takes part (shuffles), used or not
+        const float a = quad_sum(acc[r]);
+        if (t != 0 || row[r] >= g.T) continue;
+        const int i = row[r];
+        const size_t n = size_t(b) * g.T + i;
+        if (m2) {
+            const int k = o.ract.topk, kk = min(k, i + 1);
+            float sum = 0.f;
+            for (int s = 0; s < kk; ++s) sum += m.v[s];
+            for (int s = 0; s < k; ++s) {
+                o.m2_idx[n * k + s] = s < kk ? b * g.T + m.c[s] : -1;
+                o.m2_wts[n * k + s] = s < kk ? m.v[s] / sum : 0.f;
+            }
+            continue;
+        }
+        const GateOut& go = o.ract;
+        const float st = finish_stat(kind, m, a, i, go.topk, 0.f, false);
+        for (int h = 0; h < H; ++h) {
+            go.stat[n * H + h] = st;
+            go.gate[n * H + h] = __float2bfloat16(sigmoidf(st * go.scale[h] + go.bias[h]));
+        }
+        if (top_stat) {
+            const int kk = min(go.slots, i + 1);
+            for (int s = 0; s < go.slots; ++s) go.sel[n * go.slots + s] = s < kk ? m.c[s] : -1;
+        }
+    }
+}
+
+template <class Kernel, class Out>
+void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const char* name, Geom g, const Out& out) {
+    GPT_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    kernel<<<grid, kThreads, smem, stream>>>(g, out);
+    GPT_CUDA_LAUNCHED(name);
+}
+
+template <int DQK>
+void launch_stat(const Geom& g, const GateOut& o, cudaStream_t s) {
+    const dim3 grid((g.T + kBR - 1) / kBR, g.B * g.Hq);
+    const size_t smem = size_t(3) * kTile<DQK> * sizeof(bf16);
+    switch (o.stat_kind) {
+        case RactStat::topk: launch(ract_stat_kernel<DQK, 0>, grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::max: launch(ract_stat_kernel<DQK, 1>, grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::entropy: launch(ract_stat_kernel<DQK, 2>, grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::rms: launch(ract_stat_kernel<DQK, 3>, grid, smem, s, "ract_stat_kernel", g, o); break;
+    }
+}
+
+template <int DQK>
+void launch_headmean(const Geom& g, const HeadMeanOut& o, cudaStream_t s) {
+    const dim3 grid((g.T + kBR - 1) / kBR, g.B);
+    launch(headmean_kernel<DQK>, grid, size_t(4) * kTile<DQK> * sizeof(bf16), s, "headmean_kernel", g, o);
+}
+
+}  // namespace
+
+Geom make_geom(const VariantEnv& e, Ten q, Ten k, Ten lse, const AttnDims& d, const char* op) {
+    variant::check_positive(op, {d.B, d.T, d.Hq, d.Hkv, d.Dqk});
+    const std::string pre = std::string("cuda-bf16 ") + op + ": ";
+    GPT_CHECK(d.Dqk == 64 || d.Dqk == 128, pre + "Dqk = " + std::to_string(d.Dqk) +
+                                               " unsupported (the row-statistics kernels take 64 or 128, "
+                                               "like the attention kernels)");
+    GPT_CHECK(d.Hq % d.Hkv == 0, pre + "Hkv must divide Hq");
+    GPT_CHECK(d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && d.q_stride >= d.Hq * d.Dqk &&
+                  d.k_stride >= d.Hkv * d.Dqk,
+              pre + "q/k row strides must be multiples of 8 covering the heads");
+    GPT_CHECK(d.band >= 0 && (d.band == 0 || (d.band_split >= 0 && d.band_split <= d.Dqk && d.band_split % 16 == 0)),
+              pre + "band_split must be a multiple of 16 in [0, Dqk]");
+    GPT_CHECK(d.scale > 0.f, pre + "scale must be positive");
+    const size_t rows = size_t(d.B) * d.T;
+    Geom g{};
+    g.q = variant::act(e, q, variant::strided_extent(rows, d.q_stride, size_t(d.Hq) * d.Dqk), op, "q");
+    g.k = variant::act(e, k, variant::strided_extent(rows, d.k_stride, size_t(d.Hkv) * d.Dqk), op, "k");
+    GPT_CHECK(reinterpret_cast<uintptr_t>(g.q) % 16 == 0 && reinterpret_cast<uintptr_t>(g.k) % 16 == 0,
+              pre + "q and k must start on 16-byte boundaries (Act offsets multiple of 8)");
+    g.lse = variant::f32(e, lse, rows * d.Hq, op, "lse");
+    g.B = d.B, g.T = d.T, g.Hq = d.Hq, g.Hkv = d.Hkv, g.q_stride = d.q_stride, g.k_stride = d.k_stride;
+    g.scale = d.scale, g.scale_log2 = d.scale * kLog2e;
+    g.band = d.band, g.band_split = d.band > 0 ? d.band_split : d.Dqk;
+    return g;
+}
+
+}  // namespace rowstats
+
+namespace variant {
+
+void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale, Ten bias,
+                   const AttnDims& a, const RactDims& d) {
+    using namespace rowstats;
+    const char* op = "ract_gate_fwd";
+    const Geom g = make_geom(e, q, k, lse, a, op);
+    check_positive(op, {d.B, d.T, d.H});
+    GPT_CHECK(d.B == a.B && d.T == a.T && d.H == a.Hq, "cuda-bf16 ract_gate_fwd: the RA-CT and attention dims disagree");
+    const int slots = ract_sel_slots(d);
+    GPT_CHECK(slots <= kMaxSel, "cuda-bf16 ract_gate_fwd: model.ract.topk = " + std::to_string(d.topk) +
+                                    " above the kernels' running top-" + std::to_string(kMaxSel));
+    const size_t nh = size_t(d.B) * d.T * d.H;
+    GateOut o{};
+    o.stat = f32(e, stat, nh, op, "stat");
+    o.gate = act(e, gate, nh, op, "gate");
+    o.sel = slots > 0 ? index(e, sel, size_t(d.B) * d.T * (d.head_average ? 1 : d.H) * slots, op, "sel") : nullptr;
+    o.scale = f32(e, scale, d.H, op, "scale");
+    o.bias = f32(e, bias, d.H, op, "bias");
+    o.stat_kind = d.stat;
+    o.topk = d.topk;
+    o.slots = slots;
+    if (d.head_average) {
+        const HeadMeanOut ho{nullptr, nullptr, o};
+        if (a.Dqk == 64) launch_headmean<64>(g, ho, e.stream);
+        else launch_headmean<128>(g, ho, e.stream);
+    } else if (a.Dqk == 64) {
+        launch_stat<64>(g, o, e.stream);
+    } else {
+        launch_stat<128>(g, o, e.stream);
+    }
+}
+
+void topk_rows(const VariantEnv& e, Ten idx, Ten wts, Ten q, Ten k, Ten lse, const AttnDims& a, int topk) {
+    using namespace rowstats;
+    const char* op = "topk_rows";
+    const Geom g = make_geom(e, q, k, lse, a, op);
+    check_positive(op, {topk});
+    GPT_CHECK(topk <= kMaxSel, "cuda-bf16 topk_rows: k = " + std::to_string(topk) + " above the kernel's running top-" +
+                                   std::to_string(kMaxSel));
+    const size_t nk = size_t(a.B) * a.T * topk;
+    HeadMeanOut o{};
+    o.m2_idx = index(e, idx, nk, op, "idx");
+    o.m2_wts = f32(e, wts, nk, op, "wts");
+    o.ract.topk = topk;
+    if (a.Dqk == 64) launch_headmean<64>(g, o, e.stream);
+    else launch_headmean<128>(g, o, e.stream);
+}
+
+}  // namespace variant
+}  // namespace gpt::cuda
