@@ -103,6 +103,7 @@ KEYS = [
     ("train.out_dir", Sym("OUT_DIR", "string")),
     ("train.resume", Sym("TRAIN_RESUME", "bool")),
     ("train.threads", Sym("THREADS", "int")),
+    ("train.cuda_graph", Sym("CUDA_GRAPH", "bool")),
     ("train.recompute", choice("RECOMPUTE_", ["none", "gelu", "layernorm", "both"])),
     ("train.optim.kind", choice("OPTIM_", ["adamw", "adamw_spam"])),
     ("train.optim.lr", Sym("OPTIM_LR", "number")),

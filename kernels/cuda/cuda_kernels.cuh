@@ -58,8 +58,10 @@ struct AdamWChunk {       // a block's share: [start, start + len) of tensor `te
     size_t start;
 };
 constexpr size_t kAdamWChunk = 16384;
+// norm_sq non-null: h.grad_scale is replaced by clipping against sqrt(*norm_sq) on the device
+// (Ops::adamw_clipped), and a non-finite norm skips the update.
 void adamw(const AdamWDevTensor* tensors, const AdamWChunk* chunks, int n_chunks,
-           const AdamWHyper& h, cudaStream_t s);
+           const AdamWHyper& h, cudaStream_t s, const double* norm_sq = nullptr, float clip = 0.f);
 constexpr int kSumSquaresBlocks = 512;   // fixed grid: the reduction order never changes
 void sum_squares(TView x, size_t n, double* partial /* kSumSquaresBlocks + 1 */, cudaStream_t s);
 

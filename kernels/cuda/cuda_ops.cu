@@ -14,6 +14,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/step_pipeline.cuh"
 #include "cuda/variant_ops.cuh"
 #include "model/device_fit.h"
 
@@ -48,6 +49,7 @@ public:
         GPT_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         gemm_ = std::make_unique<Gemm>();
         GPT_CUDA(tracked_malloc(&ssq_, sizeof(double) * (kSumSquaresBlocks + 1)));
+        pipe_ = std::make_unique<StepPipeline>(stream_);
     }
     // The process's device allocations (one backend per process in practice; tests may hold two).
     size_t memory_in_use() const override { return device_bytes_in_use(); }
@@ -56,6 +58,7 @@ public:
 
     ~CudaOps() override {
         cudaStreamSynchronize(stream_);
+        pipe_.reset();
         release();
         tracked_free(ssq_);
         tracked_free(staging_);
@@ -187,6 +190,50 @@ public:
     }
 
     void synchronize() override { GPT_CUDA(cudaStreamSynchronize(stream_)); }
+
+    // --- step pipeline (ops.h; staging, scalars and graphs live in cuda/step_pipeline.cu) -------
+    int32_t* stage_host(int slot, size_t n) override { return pipe_->stage_host(slot, n); }
+    void stage_commit(int slot) override { pipe_->stage_commit(slot); }
+    void stage_take(Ten dst, int slot, size_t off) override {
+        GPT_CHECK(dst.space == Space::Index, "cuda-bf16 stage_take: dst must be in Index space");
+        check_range(dst, dst.n, "stage_take", "dst");
+        pipe_->stage_take(static_cast<int32_t*>(buf_[5]) + dst.off, slot, off, dst.n);
+    }
+    void stage_release(int slot) override { pipe_->stage_release(slot); }
+    void scalars_reserve(int n) override { pipe_->scalars_reserve(n); }
+    void scalars_zero(int first, int n) override { pipe_->scalars_zero(first, n); }
+    void scalar_add_sum(int slot, Ten t) override {
+        pipe_->scalar_add_sum(slot, stat(t, t.n, "scalar_add_sum", "t"), t.n);
+    }
+    void scalar_sum_squares(int slot, Ten t) override {   // the value sum_squares returns, kept here
+        check_range(t, t.n, "scalar_sum_squares", "t");
+        if (t.n == 0) {
+            pipe_->scalars_zero(slot, 1);
+            return;
+        }
+        cuda::sum_squares(raw(t), t.n, ssq_, stream_);
+        pipe_->scalar_set(slot, ssq_ + kSumSquaresBlocks);
+    }
+    double scalar_read(int slot) override { return pipe_->scalar_read(slot); }
+    void scalars_publish(int first, int n) override { pipe_->scalars_publish(first, n); }
+    void step_end(int tag) override { pipe_->step_end(tag); }
+    void scalars_fetch(int tag, int first, int n, double* out) override { pipe_->scalars_fetch(tag, first, n, out); }
+    void adamw_clipped(const std::vector<AdamWTensor>& ts, const AdamWHyper& h, int norm_sq_slot,
+                       float clip) override {
+        adamw_norm_sq_ = pipe_->scalar_ptr(norm_sq_slot);
+        adamw_clip_ = clip;
+        try {
+            adamw(ts, h);
+        } catch (...) {
+            adamw_norm_sq_ = nullptr;
+            throw;
+        }
+        adamw_norm_sq_ = nullptr;
+    }
+    bool graph_begin() override { return pipe_->graph_begin(); }
+    bool graph_end(std::string* why) override { return pipe_->graph_end(why); }
+    void graph_launch() override { pipe_->graph_launch(); }
+    void graph_abort() override { pipe_->graph_abort(); }
 
     // --- layers ---------------------------------------------------------------------------------
     void embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) override {
@@ -418,7 +465,8 @@ public:
             adamw_tensors_ = dev;
             adamw_chunks_n_ = chunks.size();
         }
-        cuda::adamw(adamw_tensors_dev_, adamw_chunks_dev_, int(chunks.size()), h, stream_);
+        cuda::adamw(adamw_tensors_dev_, adamw_chunks_dev_, int(chunks.size()), h, stream_, adamw_norm_sq_,
+                    adamw_clip_);
     }
 
     void mul_inplace(Ten x, Ten mask, size_t n) override {
@@ -581,6 +629,9 @@ private:
     size_t adamw_chunks_n_ = 0;
     AdamWDevTensor* adamw_tensors_dev_ = nullptr;
     AdamWChunk* adamw_chunks_dev_ = nullptr;
+    const double* adamw_norm_sq_ = nullptr;   // set by adamw_clipped for the one call
+    float adamw_clip_ = 0.f;
+    std::unique_ptr<StepPipeline> pipe_;
     // --- variant operations (kernels/cuda/variant_*.cu) ---
     // Each forwards to the function of the same name in cuda/variant_ops.cuh (semantics: ops.h).
 public:

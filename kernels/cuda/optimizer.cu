@@ -12,6 +12,8 @@ constexpr int kThreads = 256;
 struct AdamWConst {
     float b1, b2, lr, eps, wd, theta, gscale, bias1, bias2;
     int amsgrad;
+    const double* norm_sq;   // non-null: gscale comes from this global sum of squares (clipping)
+    double clip;
 };
 
 // Block = one chunk of one tensor. The per-element math follows kernels/cpu/adamw.cpp exactly.
@@ -20,8 +22,14 @@ __global__ void adamw_kernel(const AdamWDevTensor* tensors, const AdamWChunk* ch
     const AdamWDevTensor t = tensors[ch.tensor];
     const size_t end = min(t.n, ch.start + kAdamWChunk);
     const float wd = t.decay ? c.wd : 0.f;
+    float gscale = c.gscale;
+    if (c.norm_sq) {   // clipping decided on the device: the host's formula, in double
+        const double norm = sqrt(*c.norm_sq);
+        if (!isfinite(norm)) return;   // a non-finite norm skips the update
+        gscale = c.clip > 0.0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
+    }
     for (size_t i = ch.start + threadIdx.x; i < end; i += blockDim.x) {
-        float g = t.g[i] * c.gscale;
+        float g = t.g[i] * gscale;
         float m = t.m[i], v = t.v[i];
         if (c.theta > 0.f && v > 0.f) {
             const float bound = sqrtf(c.theta * v);
@@ -71,7 +79,7 @@ __global__ void sum_squares_finish_kernel(double* partial) {
 }  // namespace
 
 void adamw(const AdamWDevTensor* tensors, const AdamWChunk* chunks, int n_chunks,
-           const AdamWHyper& h, cudaStream_t s) {
+           const AdamWHyper& h, cudaStream_t s, const double* norm_sq, float clip) {
     if (n_chunks == 0) return;
     AdamWConst c;
     c.b1 = h.beta1;
@@ -84,6 +92,8 @@ void adamw(const AdamWDevTensor* tensors, const AdamWChunk* chunks, int n_chunks
     c.bias1 = 1.f - std::pow(h.beta1, static_cast<float>(h.step));
     c.bias2 = 1.f - std::pow(h.beta2, static_cast<float>(h.step));
     c.amsgrad = h.amsgrad ? 1 : 0;
+    c.norm_sq = norm_sq;
+    c.clip = clip;
     adamw_kernel<<<n_chunks, kThreads, 0, s>>>(tensors, chunks, c);
     GPT_CUDA_LAUNCHED("adamw_kernel");
 }

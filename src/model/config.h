@@ -114,6 +114,7 @@ struct TrainConfig {
     std::string out_dir = "runs/default";
     bool resume = true;
     int threads = 0;                 // CPU threads; 0 = all cores
+    bool cuda_graph = true;          // CUDA: capture the training step as a graph (train/train_step.h)
     Recompute recompute = Recompute::none;   // activations recomputed in backward (memory vs time)
     OptimConfig optim;
 };

@@ -36,6 +36,15 @@ public:
     // Forward. With dloss != 0 the LM head's backward runs too (chunk by chunk, so the full
     // logits matrix never exists), leaving dL/d(ln_f out) for backward(). Returns the mean loss.
     double forward(const StepContext& c, float dloss);
+    // The training step's device-resident path (train/train_step.cpp): forward without reading
+    // the loss back, and the views that set_batch fills and the per-token losses land in.
+    void forward_on_device(const StepContext& c, float dloss) {
+        forward_body(c);
+        run_head(c, dloss);
+    }
+    Ten batch_tokens(int B, int T) const { return tokens_.sub(0, size_t(B) * T); }
+    Ten batch_targets(int B, int T) const { return targets_.sub(0, size_t(B) * T); }
+    Ten token_losses(int B, int T) const { return losses_.sub(0, size_t(B) * T); }
     // Backward from the head's gradient into every parameter gradient (accumulated).
     void backward(const StepContext& c);
     // Logits of the last position of sequence 0 (for sampling), V entries on the host.

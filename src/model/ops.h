@@ -146,6 +146,46 @@ public:
     virtual size_t memory_peak() const { return 0; }
     virtual void reset_memory_peak() {}                          // peak := in use (benchmarks)
 
+    // --- the training-step pipeline (train/train_step.cpp, docs/kernels-cuda.md) ---------------
+    // Hooks that let a training step run without a host synchronisation and be captured as a
+    // graph. The defaults (model/ops_pipeline.cpp) are plain synchronous host code, what the CPU
+    // backend needs; CUDA overrides them (pinned staging, a copy stream, scalars kept on the
+    // device, CUDA graphs). Only scalar_read and scalars_fetch wait for the device.
+    //
+    // Batch staging in two slots: fill stage_host(slot, n) (pinned on CUDA; waits until the slot's
+    // previous copy has finished), stage_commit(slot) copies it to the device (copy stream, after
+    // the step that last read the slot; later work on the compute stream waits for the copy),
+    // stage_take copies elements [off, off + dst.n) of the slot into an Index view in stream
+    // order, stage_release(slot) marks the end of the step that reads the slot.
+    virtual int32_t* stage_host(int slot, size_t n);
+    virtual void stage_commit(int slot) { (void)slot; }
+    virtual void stage_take(Ten dst, int slot, size_t off);
+    virtual void stage_release(int slot) { (void)slot; }
+    // Step scalars: doubles the backend keeps (on the device on CUDA), read back once per step.
+    virtual void scalars_reserve(int n);                 // zeroed; never while capturing
+    virtual void scalars_zero(int first, int n);
+    virtual void scalar_add_sum(int slot, Ten t);        // += sum of fp32 t (Stat), in double
+    virtual void scalar_sum_squares(int slot, Ten t);    // = sum_squares(t), the same value
+    virtual double scalar_read(int slot);                // synchronous
+    virtual void scalars_publish(int first, int n) { (void)first, (void)n; }   // queue their copy to the host
+    virtual void step_end(int tag) { (void)tag; }        // mark the end of a step's work (tag 0/1)
+    // Waits for step_end(tag), then reads what scalars_publish copied before it.
+    virtual void scalars_fetch(int tag, int first, int n, double* out);
+    // adamw with h.grad_scale from the global norm g = sqrt(scalar norm_sq_slot), as clipping:
+    // clip / (g + 1e-6) where clip > 0 and g > clip, else 1; no update at all where g is not
+    // finite. The default reads the norm on the host (synchronous).
+    virtual void adamw_clipped(const std::vector<AdamWTensor>& ts, const AdamWHyper& h, int norm_sq_slot,
+                               float clip);
+    // Graph capture of a step: graph_begin starts recording the calls that follow instead of
+    // running them (false: not supported, run eagerly); graph_end makes the executable graph (a
+    // new one, or an update of the last one in place) and returns false with the reason when
+    // capture failed, in which case nothing ran; graph_launch runs it; graph_abort ends a capture
+    // that an exception interrupted.
+    virtual bool graph_begin() { return false; }
+    virtual bool graph_end(std::string* why);
+    virtual void graph_launch() {}
+    virtual void graph_abort() {}
+
     // --- layers (dX = gradient w.r.t. X) -------------------------------------------------------
     // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
     virtual void embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) = 0;
@@ -287,6 +327,11 @@ public:
     virtual void disc_channel_bwd(Ten dqt, Ten dkt, Ten dk, Ten du, Ten dg_disc, Ten dqt_out, Ten dkt_out,
                                   Ten k, Ten u, Ten g_disc, const DiscChannelDims& d);
     // ==== end of variant operations ===========================================================
+
+protected:
+    // State of the default (host) step-pipeline hooks.
+    std::vector<double> host_scalars_;
+    std::vector<int32_t> host_stage_[2];
 };
 
 }  // namespace gpt

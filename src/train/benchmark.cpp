@@ -37,18 +37,34 @@ std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const st
                 std::copy(xs.begin(), xs.begin() + long(n), in);
                 std::copy(xs.begin() + long(n), xs.end(), tg);
             };
-            std::vector<double> ms;
-            for (int i = 0; i < warmup + steps; ++i) {
-                s.ops().synchronize();
-                auto t0 = std::chrono::steady_clock::now();
-                train_step(s, i + 1, batch);
-                s.ops().synchronize();
-                double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-                if (i >= warmup) ms.push_back(dt);
+            std::vector<double> ms, host;
+            StepRunner& runner = s.runner();
+            const int total = warmup + steps;
+            s.ops().synchronize();
+            auto t0 = std::chrono::steady_clock::now();
+            runner.launch(1, batch);
+            for (int i = 0; i < total; ++i) {
+                double queue_ms = runner.last_launch_ms();
+                if (i + 1 < total) {   // queue step i+2 while step i+1 computes, as the trainer does
+                    runner.launch(i + 2, batch);
+                    queue_ms = runner.last_launch_ms();
+                }
+                const StepOutcome o = runner.finish();
+                const auto t1 = std::chrono::steady_clock::now();
+                const double dt = std::chrono::duration<double, std::milli>(t1 - t0).count();
+                t0 = t1;
+                if (i >= warmup) {
+                    ms.push_back(dt);
+                    host.push_back(queue_ms);
+                    r.graph = o.graph;
+                }
             }
+            r.eager_reason = runner.eager_reason();
             std::sort(ms.begin(), ms.end());
+            std::sort(host.begin(), host.end());
             r.ms_median = ms[ms.size() / 2];
             r.ms_min = ms.front();
+            r.host_ms = host[host.size() / 2];
             r.tokens_per_s = double(n) / (r.ms_median / 1e3);
             r.mfu = s.model().flops_per_token(cfg.train.seq_len) * r.tokens_per_s / s.backend().peak_flops;
             r.planned_gib = s.planned_gib();
@@ -69,15 +85,17 @@ std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const st
 
 std::string format_bench_table(const std::string& title, const std::vector<StepBenchResult>& rows) {
     std::string s = title + "\n";
-    s += fmt::format("  {:>5} {:>6} {:>10} {:>10} {:>12} {:>7} {:>10} {:>10}\n", "B", "T", "ms/step", "min ms",
-                     "tokens/s", "MFU", "plan GiB", "peak GiB");
+    s += fmt::format("  {:>5} {:>6} {:>10} {:>10} {:>12} {:>7} {:>10} {:>10} {:>8} {:>6}\n", "B", "T", "ms/step",
+                     "min ms", "tokens/s", "MFU", "plan GiB", "peak GiB", "host ms", "graph");
     for (const auto& r : rows) {
         if (!r.error.empty()) {
             s += fmt::format("  {:>5} {:>6}  failed: {}\n", r.batch, r.seq, r.error);
             continue;
         }
-        s += fmt::format("  {:>5} {:>6} {:>10.2f} {:>10.2f} {:>12.0f} {:>6.1f}% {:>10.2f} {:>10.2f}\n", r.batch,
-                         r.seq, r.ms_median, r.ms_min, r.tokens_per_s, 100.0 * r.mfu, r.planned_gib, r.peak_gib);
+        s += fmt::format("  {:>5} {:>6} {:>10.2f} {:>10.2f} {:>12.0f} {:>6.1f}% {:>10.2f} {:>10.2f} {:>8.2f} {:>6}\n",
+                         r.batch, r.seq, r.ms_median, r.ms_min, r.tokens_per_s, 100.0 * r.mfu, r.planned_gib,
+                         r.peak_gib, r.host_ms, r.graph ? "yes" : "no");
+        if (!r.graph && !r.eager_reason.empty()) s += fmt::format("  (eager: {})\n", r.eager_reason);
         if (!r.profile.empty()) s += fmt::format("  per operation at B={} (synchronised after each call):\n{}", r.batch, r.profile);
     }
     return s;

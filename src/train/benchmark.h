@@ -1,5 +1,8 @@
 // The training-step benchmark (SPEC §7, issue targets): the real training step of the configured
-// model on synthetic tokens, timed after warm-up, for one or more micro-batch sizes.
+// model on synthetic tokens, timed after warm-up, for one or more micro-batch sizes. Steps run
+// through the trainer's StepRunner, pipelined as in training (the next step queued before the
+// current one's results are read), so ms/step is the time between consecutive results and
+// train.cuda_graph switches the CUDA graph on or off.
 #pragma once
 #include <string>
 #include <vector>
@@ -15,6 +18,9 @@ struct StepBenchResult {
     double mfu = 0;            // NaN where the device's peak is unknown
     double planned_gib = 0;    // our memory plan
     double peak_gib = 0;       // what the backend measured (0: not tracked)
+    double host_ms = 0;        // median host time to queue one step (StepRunner::launch)
+    bool graph = false;        // the timed steps ran as CUDA graph replays
+    std::string eager_reason;  // why not, when they did not
     std::string error;         // e.g. out of memory: the row is then empty
     std::string profile;       // per-operation table when profiling was asked for
 };

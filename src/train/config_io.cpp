@@ -332,6 +332,7 @@ std::vector<Key> build_keys() {
     keys.push_back(string_key("train.out_dir", FIELD(train.out_dir)));
     keys.push_back(bool_key("train.resume", FIELD(train.resume)));
     keys.push_back(int_key("train.threads", FIELD(train.threads), closed(0, 4096), "0: all cores"));
+    keys.push_back(bool_key("train.cuda_graph", FIELD(train.cuda_graph)));
     keys.push_back(enum_key<Recompute>("train.recompute", FIELD(train.recompute),
         {{"none", Recompute::none}, {"gelu", Recompute::gelu}, {"layernorm", Recompute::layernorm},
          {"both", Recompute::both}}));

@@ -82,9 +82,16 @@ void Optimizer::restore(const std::vector<double>& history, int64_t last_reset) 
     last_reset_ = last_reset;
 }
 
-OptimizerStepInfo Optimizer::step(Ops& ops, int step, float scheduled_lr, int max_iters) {
+OptimizerStepInfo Optimizer::step(Ops& ops, int step, float scheduled_lr, int max_iters, int norm_slot) {
     OptimizerStepInfo info;
-    info.grad_norm = std::sqrt(ops.sum_squares(Ten{Space::Grad, 0, P_}));
+    const Ten grads{Space::Grad, 0, P_};
+    const bool on_device = norm_slot >= 0;
+    if (on_device) {
+        ops.scalar_sum_squares(norm_slot, grads);
+        info.grad_norm = host_decisions() ? std::sqrt(ops.scalar_read(norm_slot)) : std::nan("");
+    } else {
+        info.grad_norm = std::sqrt(ops.sum_squares(grads));
+    }
     float lr = scheduled_lr;
     const bool spam = cfg_.kind == OptimizerKind::adamw_spam;
 
@@ -127,9 +134,13 @@ OptimizerStepInfo Optimizer::step(Ops& ops, int step, float scheduled_lr, int ma
     h.amsgrad = cfg_.amsgrad;
     h.spam_theta = spam ? cfg_.spam_theta : 0.f;
     h.grad_scale = 1.f;
-    if (cfg_.grad_clip > 0 && info.grad_norm > cfg_.grad_clip)
-        h.grad_scale = float(cfg_.grad_clip / (info.grad_norm + 1e-6));
-    if (std::isfinite(info.grad_norm)) ops.adamw(tensors_, h);
+    if (on_device) {   // the same clipping rule, applied where the norm is (Ops::adamw_clipped)
+        ops.adamw_clipped(tensors_, h, norm_slot, cfg_.grad_clip);
+    } else {
+        if (cfg_.grad_clip > 0 && info.grad_norm > cfg_.grad_clip)
+            h.grad_scale = float(cfg_.grad_clip / (info.grad_norm + 1e-6));
+        if (std::isfinite(info.grad_norm)) ops.adamw(tensors_, h);
+    }
     info.lr = lr;
 
     if (pruning()) {

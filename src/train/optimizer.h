@@ -15,7 +15,7 @@
 namespace gpt {
 
 struct OptimizerStepInfo {
-    double grad_norm = 0;   // before clipping
+    double grad_norm = 0;   // before clipping (NaN until read back when it stayed on the device)
     float lr = 0;           // the rate actually applied (after SPAM's re-warm)
     bool spike = false;     // SPAM detected a grad-norm spike this step
     bool reset = false;     // SPAM reset the moments this step
@@ -28,8 +28,15 @@ public:
     size_t state_elems() const { return state_elems_; }   // Space::Opt elements needed
 
     // One optimizer step from the accumulated gradients (Space::Grad). step is 1-based;
-    // max_iters sets the pruning ramp.
-    OptimizerStepInfo step(Ops& ops, int step, float scheduled_lr, int max_iters = 0);
+    // max_iters sets the pruning ramp. norm_slot >= 0: the squared global grad norm goes to that
+    // step scalar (Ops::scalars_reserve) and clipping is decided on the device, so the step does
+    // not wait for the GPU unless host_decisions(); grad_norm is then left NaN for the caller to
+    // read back. norm_slot < 0: the norm is read on the host (synchronous).
+    OptimizerStepInfo step(Ops& ops, int step, float scheduled_lr, int max_iters = 0, int norm_slot = -1);
+    // Whether a step decides something on the host from device values: SPAM's spike detection
+    // (the grad-norm history) and pruning (masks from the weights). Such steps synchronise, so
+    // they cannot be captured as a graph.
+    bool host_decisions() const { return cfg_.kind == OptimizerKind::adamw_spam || pruning(); }
 
     // Magnitude pruning (SPEC §3): the target sparsity at a step, s * (1 - (1 - t/T)^3), and the
     // fraction of the prunable weights that are zero now (downloads them).

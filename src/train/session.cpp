@@ -4,10 +4,12 @@
 
 #include "common/error.h"
 #include "train/profiling_ops.h"
+#include "train/train_step.h"
 
 namespace gpt {
 
-Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile) : cfg_(cfg) {
+Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile)
+    : cfg_(cfg), profile_(profile) {
     backend_ = make_backend(cfg.train.device, cfg.train.threads);
     if (profile) backend_.ops = std::make_unique<ProfilingOps>(std::move(backend_.ops));
     if (!backend_.is_cuda && cfg.train.precision == "bf16")
@@ -26,6 +28,14 @@ Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool p
     const std::vector<float> init = model_->params().initial_values(cfg.train.seed);
     backend_.ops->upload(Ten{Space::Param, 0, init.size()}, init.data());
     backend_.ops->params_changed();
+}
+
+Session::~Session() = default;
+
+StepRunner& Session::runner() {
+    GPT_CHECK(optimizer_ != nullptr, "a training step needs a session made with an optimizer");
+    if (!runner_) runner_ = std::make_unique<StepRunner>(*this);
+    return *runner_;
 }
 
 std::string Session::memory_report() const {

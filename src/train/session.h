@@ -13,17 +13,24 @@
 
 namespace gpt {
 
+class StepRunner;
+
 class Session {
 public:
     // B, T: the largest micro-batch this session will run.
     // profile: wrap the backend in ProfilingOps (per-operation timing, off until enabled).
     Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile = false);
+    ~Session();
 
     Ops& ops() { return *backend_.ops; }
     GPT& model() { return *model_; }
     Optimizer& optimizer() { return *optimizer_; }
     const RunConfig& config() const { return cfg_; }
     const Backend& backend() const { return backend_; }
+    bool profiling() const { return profile_; }
+    // The training-step runner (train/train_step.h), made on first use for the configured
+    // micro-batch; the session must have an optimizer.
+    StepRunner& runner();
     std::string memory_report() const;
     double planned_gib() const;
 
@@ -38,6 +45,8 @@ private:
     std::unique_ptr<GPT> model_;
     std::unique_ptr<Optimizer> optimizer_;
     MemoryPlan plan_;
+    bool profile_ = false;
+    std::unique_ptr<StepRunner> runner_;   // declared last: destroyed before the backend
 };
 
 }  // namespace gpt

@@ -135,18 +135,33 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     auto t_start = std::chrono::steady_clock::now();
     double timed_tokens = 0, timed_seconds = 0;
 
+    StepRunner& runner = s.runner();
+    const BatchSource next_batch = [&](int32_t* in, int32_t* tg) { train_data.next_batch(in, tg); };
+    // A step after which the loop reads the parameters or the loader's position (evaluation,
+    // samples, checkpoints, the end): the next step must not be queued before it is done.
+    auto boundary = [&](int64_t step) {
+        auto every = [&](int interval) { return interval > 0 && step % interval == 0; };
+        return step == tc.max_iters || (opt.stop_after > 0 && step >= opt.stop_after) ||
+               every(tc.eval_interval) || every(tc.sample_interval) || every(tc.checkpoint_interval);
+    };
+    auto t0 = std::chrono::steady_clock::now();
     for (int64_t step = start + 1; step <= tc.max_iters; ++step) {
-        auto t0 = std::chrono::steady_clock::now();
-        const StepOutcome o =
-            train_step(s, step, [&](int32_t* in, int32_t* tg) { train_data.next_batch(in, tg); });
+        if (runner.in_flight() == 0) runner.launch(step, next_batch);
+        // Queue the next step before reading this one's results: its batch is loaded, copied and
+        // captured while this one computes, and the GPU never waits for the host in between.
+        if (!boundary(step)) runner.launch(step + 1, next_batch);
+        const StepOutcome o = runner.finish();
+        GPT_CHECK(o.step == step, "trainer: the step runner returned another step's results");
         const double loss = o.loss;
         const OptimizerStepInfo& info = o.info;
         if (!std::isfinite(loss))
             fail(fmt::format("training diverged at step {}: the loss is {}. Lower train.optim.lr or "
                              "raise warmup; the last checkpoint in {}/checkpoints is intact",
                              step, loss, tc.out_dir));
-        s.ops().synchronize();
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        // Time between consecutive results: the step's share of the pipelined run.
+        const auto t1 = std::chrono::steady_clock::now();
+        const double dt = std::chrono::duration<double>(t1 - t0).count();
+        t0 = t1;
         if (step > start + 1) {   // the first step carries one-time warm-up costs
             timed_tokens += tokens_per_step;
             timed_seconds += dt;
@@ -192,6 +207,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         }
         result.last_step = step;
         if (opt.stop_after > 0 && step >= opt.stop_after) break;
+        if (boundary(step)) t0 = std::chrono::steady_clock::now();   // evaluation etc. is not step time
     }
     if (progress) progress->finish();
     if (s.optimizer().pruning()) result.sparsity = s.optimizer().measured_sparsity(s.ops());
