@@ -75,6 +75,7 @@ KEYS = [
     ("model.mla.shared_maps", Sym("MLA_SHARED_MAPS", "bool")),
     ("model.mla.ra_alpha", Sym("MLA_RA_ALPHA", "number")),
     ("model.mla.ra_band", Sym("MLA_RA_BAND", "int")),
+    ("model.mla.form", choice("MLA_FORM_", ["auto", "latent", "expanded"])),
     ("model.ract.enabled", Sym("RACT_ENABLED", "bool")),
     ("model.ract.stat", choice("RACT_STAT_", ["topk", "max", "entropy", "rms"])),
     ("model.ract.apply", choice("RACT_APPLY_", ["output", "weights"])),

@@ -698,8 +698,11 @@ public:
 
 private:
     VariantEnv venv() {
-        return VariantEnv{buf_, &plan_, param_bf16_, gemm_.get(), stream_, [this](size_t b) { return scratch(b); }};
+        VariantEnv e{buf_, &plan_, param_bf16_, gemm_.get(), stream_, [this](size_t b) { return scratch(b); }};
+        e.batched = &batched_gemm_;
+        return e;
     }
+    BatchedGemm batched_gemm_;   // its cuBLAS handle is created on first use
     // --- end of variant operations ---
 };
 

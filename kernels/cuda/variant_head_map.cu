@@ -1,9 +1,17 @@
-// MLA's per-head maps (SPEC §2.3, ops.h HeadMapDims): out_h = in_h . M_h for each head, as one
-// cuBLASLt GEMM per head over the strided rows (bf16 operands, fp32 accumulation). Parameter
-// gradients and the shared-input gradient accumulate head after head on the stream: a fixed order.
-// Where cuBLASLt has no algorithm for a shape/alignment, a plain fp32-accumulating kernel does it.
+// MLA's per-head maps (SPEC §2.3, ops.h HeadMapDims): out_h = in_hin(h) . M_hm(h), bf16 operands,
+// fp32 accumulation. Each direction is ONE cuBLAS(Lt) call, not one per head:
+//  - one input head shared by all (Hin == 1: v_lat -> v_h): the maps are packed side by side into
+//    Mcat [Din, H*Dout] (a small copy of M), so out = in . Mcat, din = dout . Mcat^T (the sum over
+//    heads happens inside the GEMM's k loop) and dMcat = in^T . dout are single plain GEMMs; dMcat
+//    is then added back into dM (summed over the heads that share a map, in head order);
+//  - a head per input head (Hin == H: Q -> q_lat, o -> ctx): one strided-batched GEMM over the
+//    heads (a shared map has batch stride 0); a shared map's gradient sums over heads, which is one
+//    plain GEMM over N*H rows when the input rows are packed, else a per-head loop with beta = 1.
+// All of it is deterministic (fixed GEMMs, fixed-order sums). Where cuBLAS has no algorithm for a
+// shape/alignment, a plain fp32-accumulating kernel does the product.
 #include <algorithm>
 
+#include "cuda/batched_gemm.cuh"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/variant_ops.cuh"
 
@@ -41,6 +49,20 @@ void gemm(const VariantEnv& e, const GemmArgs& g) {
     }
 }
 
+// The same GEMM for `batch` entries at element strides sa, sb, sd: one cuBLAS call, or (where it
+// has no kernel for the combination) one GEMM per entry.
+void batched(const VariantEnv& e, const GemmArgs& g, int batch, long long sa, long long sb, long long sd) {
+    if (batch > 1 && e.batched && e.batched->run(g, batch, sa, sb, sd, e.stream)) return;
+    const size_t db = dtype_bytes(g.d_type);
+    for (int i = 0; i < batch; ++i) {
+        GemmArgs one = g;
+        one.a = static_cast<const bf16*>(g.a) + sa * i;
+        one.b = static_cast<const bf16*>(g.b) + sb * i;
+        one.d = static_cast<char*>(g.d) + size_t(sd) * i * db;
+        gemm(e, one);
+    }
+}
+
 GemmArgs args(bool ta, bool tb, int m, int n, int k, const void* a, int lda, const void* b, int ldb, void* d,
               int ldd, DType dt, float beta) {
     GemmArgs g;
@@ -60,11 +82,30 @@ GemmArgs args(bool ta, bool tb, int m, int n, int k, const void* a, int lda, con
     return g;
 }
 
-// Strided bf16 rows from fp32 [N, W]: the shared input's gradient, summed over heads in fp32.
-__global__ void store_rows_kernel(bf16* dst, int stride, const float* src, int N, int W) {
-    const size_t total = size_t(N) * W;
-    for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += size_t(gridDim.x) * blockDim.x)
-        dst[(e / W) * stride + e % W] = __float2bfloat16(src[e]);
+// Mcat[c, h*Dout + o] = M[hm(h), c, o]: the maps side by side, row-major [Din, H*Dout].
+__global__ void pack_maps_kernel(bf16* mcat, const bf16* M, int H, int Hm, int Din, int Dout) {
+    const size_t total = size_t(Din) * H * Dout;
+    for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += size_t(gridDim.x) * blockDim.x) {
+        const int c = int(e / (size_t(H) * Dout)), j = int(e % (size_t(H) * Dout));
+        const int h = j / Dout, o = j % Dout;
+        mcat[e] = M[(size_t(Hm == 1 ? 0 : h) * Din + c) * Dout + o];
+    }
+}
+
+// dM[m, c, o] += sum over the heads h with hm(h) = m, in head order, of G[c, h*Dout + o]
+// (G = in^T dout, fp32 row-major [Din, H*Dout]).
+__global__ void unpack_map_grads_kernel(float* dM, const float* G, int H, int Hm, int Din, int Dout) {
+    const size_t total = size_t(Hm) * Din * Dout;
+    for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += size_t(gridDim.x) * blockDim.x) {
+        const int m = int(e / (size_t(Din) * Dout)), c = int(e / Dout % Din), o = int(e % Dout);
+        const float* row = G + size_t(c) * H * Dout + o;
+        float acc = 0.f;
+        if (Hm == 1)
+            for (int h = 0; h < H; ++h) acc += row[size_t(h) * Dout];
+        else
+            acc = row[size_t(m) * Dout];
+        dM[e] += acc;
+    }
 }
 
 void check_map(const HeadMapDims& d, const char* op) {
@@ -75,22 +116,40 @@ void check_map(const HeadMapDims& d, const char* op) {
                   std::to_string(d.in_stride) + " must cover the input heads");
 }
 
+// Hin == 1 with H > 1 (or the trivial H = 1): the packed-maps path.
+bool shared_input(const HeadMapDims& d) { return d.Hin == 1; }
+
 }  // namespace
 
 namespace variant {
 
-// Column-major view: out_h^T [Dout, N] (ld H*Dout) = M_h^T [Dout, Din] (M_h row-major, ld Dout)
-// . in_h^T [Din, N] (ld in_stride).
+// Column-major views throughout: a row-major [rows, cols] matrix with row stride s is the
+// column-major [cols, rows] matrix with leading dimension s.
 void head_map_fwd(const VariantEnv& e, Ten out, Ten in, Ten M, const HeadMapDims& d) {
     const char* op = "head_map_fwd";
     check_map(d, op);
     bf16* o = act(e, out, size_t(d.N) * d.H * d.Dout, op, "out");
     const bf16* x = act(e, in, strided_extent(d.N, d.in_stride, d.Hin * d.Din), op, "in");
     const bf16* m = operand(e, M, size_t(d.Hm) * d.Din * d.Dout, op, "M");
-    for (int h = 0; h < d.H; ++h)
-        gemm(e, args(false, false, d.Dout, d.N, d.Din, m + size_t(d.Hm == 1 ? 0 : h) * d.Din * d.Dout, d.Dout,
-                     x + size_t(d.Hin == 1 ? 0 : h) * d.Din, d.in_stride, o + size_t(h) * d.Dout, d.H * d.Dout,
-                     DType::BF16, 0.f));
+    const int HD = d.H * d.Dout;
+    if (shared_input(d)) {
+        // out^T [H*Dout, N] = Mcat^T [H*Dout, Din] . in^T [Din, N]
+        const bf16* mc = m;
+        if (d.H > 1) {
+            ScratchPlan sp;
+            sp.add((size_t(d.Din) * HD + 1) / 2);
+            bf16* packed = reinterpret_cast<bf16*>(sp.take(e));
+            pack_maps_kernel<<<elementwise_blocks(size_t(d.Din) * HD), 256, 0, e.stream>>>(packed, m, d.H, d.Hm,
+                                                                                          d.Din, d.Dout);
+            GPT_CUDA_LAUNCHED("pack_maps_kernel");
+            mc = packed;
+        }
+        gemm(e, args(false, false, HD, d.N, d.Din, mc, HD, x, d.in_stride, o, HD, DType::BF16, 0.f));
+        return;
+    }
+    // out_h^T [Dout, N] = M_h^T [Dout, Din] (M_h row-major, ld Dout) . in_h^T [Din, N]
+    batched(e, args(false, false, d.Dout, d.N, d.Din, m, d.Dout, x, d.in_stride, o, HD, DType::BF16, 0.f), d.H,
+            d.Hm == 1 ? 0 : (long long)d.Din * d.Dout, d.Din, d.Dout);
 }
 
 void head_map_bwd(const VariantEnv& e, Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) {
@@ -102,33 +161,43 @@ void head_map_bwd(const VariantEnv& e, Ten din, Ten dM, Ten dout, Ten in, Ten M,
     const bf16* gy = act(e, dout, size_t(d.N) * d.H * d.Dout, op, "dout");
     const bf16* x = act(e, in, in_ext, op, "in");
     const bf16* m = operand(e, M, size_t(d.Hm) * d.Din * d.Dout, op, "M");
-    float* shared_dx = nullptr;   // Hin == 1: fp32 sum over heads, stored once
-    if (dx && d.Hin == 1) {
+    const int HD = d.H * d.Dout;
+    if (shared_input(d)) {
         ScratchPlan sp;
-        sp.add(size_t(d.N) * d.Din);
-        shared_dx = sp.take(e);
+        const size_t at_packed = sp.add((size_t(d.Din) * HD + 1) / 2), at_g = sp.add(size_t(d.Din) * HD);
+        float* base = sp.take(e);
+        bf16* packed = reinterpret_cast<bf16*>(base + at_packed);
+        if (dx) {   // din^T [Din, N] = Mcat [Din, H*Dout] . dout^T [H*Dout, N]
+            pack_maps_kernel<<<elementwise_blocks(size_t(d.Din) * HD), 256, 0, e.stream>>>(packed, m, d.H, d.Hm,
+                                                                                          d.Din, d.Dout);
+            GPT_CUDA_LAUNCHED("pack_maps_kernel");
+            gemm(e, args(true, false, d.Din, d.N, HD, packed, HD, gy, HD, dx, d.in_stride, DType::BF16, 0.f));
+        }
+        if (dm) {   // G^T [H*Dout, Din] = dout^T [H*Dout, N] . in [N, Din], then into dM
+            float* g = base + at_g;
+            gemm(e, args(false, true, HD, d.Din, d.N, gy, HD, x, d.in_stride, g, HD, DType::F32, 0.f));
+            unpack_map_grads_kernel<<<elementwise_blocks(size_t(d.Hm) * d.Din * d.Dout), 256, 0, e.stream>>>(
+                dm, g, d.H, d.Hm, d.Din, d.Dout);
+            GPT_CUDA_LAUNCHED("unpack_map_grads_kernel");
+        }
+        return;
     }
-    for (int h = 0; h < d.H; ++h) {
-        const bf16* mh = m + size_t(d.Hm == 1 ? 0 : h) * d.Din * d.Dout;
-        const bf16* xh = x + size_t(d.Hin == 1 ? 0 : h) * d.Din;
-        const bf16* gh = gy + size_t(h) * d.Dout;
-        // din_h^T [Din, N] = M_h [Din, Dout] (stored as [Dout, Din] col-major: transposed) . dout_h^T [Dout, N]
-        if (dx && shared_dx)
-            gemm(e, args(true, false, d.Din, d.N, d.Dout, mh, d.Dout, gh, d.H * d.Dout, shared_dx, d.Din,
-                         DType::F32, h == 0 ? 0.f : 1.f));
-        else if (dx)
-            gemm(e, args(true, false, d.Din, d.N, d.Dout, mh, d.Dout, gh, d.H * d.Dout, dx + size_t(h) * d.Din,
-                         d.in_stride, DType::BF16, 0.f));
-        // dM_h^T [Dout, Din] += dout_h^T [Dout, N] . in_h [N, Din] (in_h^T stored [Din, N]: transposed)
-        if (dm)
-            gemm(e, args(false, true, d.Dout, d.Din, d.N, gh, d.H * d.Dout, xh, d.in_stride,
-                         dm + size_t(d.Hm == 1 ? 0 : h) * d.Din * d.Dout, d.Dout, DType::F32, 1.f));
-    }
-    if (shared_dx) {
-        store_rows_kernel<<<elementwise_blocks(size_t(d.N) * d.Din), 256, 0, e.stream>>>(dx, d.in_stride, shared_dx,
-                                                                                      d.N, d.Din);
-        GPT_CUDA_LAUNCHED("store_rows_kernel");
-    }
+    const long long map_stride = d.Hm == 1 ? 0 : (long long)d.Din * d.Dout;
+    // din_h^T [Din, N] = M_h [Din, Dout] (stored [Dout, Din] col-major: transposed) . dout_h^T [Dout, N]
+    if (dx)
+        batched(e, args(true, false, d.Din, d.N, d.Dout, m, d.Dout, gy, HD, dx, d.in_stride, DType::BF16, 0.f), d.H,
+                map_stride, d.Dout, d.Din);
+    if (!dm) return;
+    // dM_h^T [Dout, Din] += dout_h^T [Dout, N] . in_h [N, Din] (in_h^T stored [Din, N]: transposed)
+    if (d.Hm == d.H)
+        batched(e, args(false, true, d.Dout, d.Din, d.N, gy, HD, x, d.in_stride, dm, d.Dout, DType::F32, 1.f), d.H,
+                d.Dout, d.Din, map_stride);
+    else if (d.in_stride == d.H * d.Din)   // one map for all heads, packed rows: N*H rows of one GEMM
+        gemm(e, args(false, true, d.Dout, d.Din, d.N * d.H, gy, d.Dout, x, d.Din, dm, d.Dout, DType::F32, 1.f));
+    else
+        for (int h = 0; h < d.H; ++h)
+            gemm(e, args(false, true, d.Dout, d.Din, d.N, gy + size_t(h) * d.Dout, HD, x + size_t(h) * d.Din,
+                         d.in_stride, dm, d.Dout, DType::F32, 1.f));
 }
 
 }  // namespace variant

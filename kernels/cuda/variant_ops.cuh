@@ -13,6 +13,7 @@
 #include <functional>
 #include <initializer_list>
 
+#include "cuda/batched_gemm.cuh"
 #include "cuda/cuda_common.cuh"
 #include "cuda/gemm.cuh"
 #include "model/ops.h"
@@ -29,6 +30,7 @@ struct VariantEnv {
     Gemm* gemm = nullptr;
     cudaStream_t stream = nullptr;
     std::function<void*(size_t)> scratch;        // CudaOps' arena: valid until the next request
+    BatchedGemm* batched = nullptr;              // strided-batched GEMMs (MLA's per-head maps)
 };
 
 namespace variant {

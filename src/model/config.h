@@ -12,6 +12,8 @@ enum class AttentionKind { baseline, ra, ra_lowrank, mla, ra_mla };
 enum class RactStat { topk, max, entropy, rms };
 enum class RactApply { output, weights };
 enum class GateScope { per_head, per_layer };
+// MLA's computational form (docs/variants.md): the same model and parameters either way.
+enum class MlaForm { auto_select, latent, expanded };
 
 struct RaConfig {                 // reciprocal attention, SPEC §2.2
     int band = 0;                 // W: 0 = full transpose, else only i-j <= W gets the reciprocal term
@@ -29,6 +31,7 @@ struct MlaConfig {                // multi-head latent attention, SPEC §2.3
     bool shared_maps = false;     // one D->L query map P and one L->D value map U shared by all heads
     float ra_alpha = 0.3f;        // RA+MLA reciprocal gate init (per layer, learnable)
     int ra_band = 64;             // RA+MLA band W
+    MlaForm form = MlaForm::auto_select;   // auto: the form with fewer FLOPs (mla_expanded())
 };
 
 struct RactConfig {               // cross-token gating from attention-row statistics, SPEC §2.5

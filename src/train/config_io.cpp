@@ -299,6 +299,8 @@ std::vector<Key> build_keys() {
     keys.push_back(bool_key("model.mla.shared_maps", FIELD(model.mla.shared_maps)));
     keys.push_back(number_key("model.mla.ra_alpha", FIELD(model.mla.ra_alpha), at_least(0)));
     keys.push_back(int_key("model.mla.ra_band", FIELD(model.mla.ra_band), closed(0, 1 << 20), "0 means the full transpose"));
+    keys.push_back(enum_key<MlaForm>("model.mla.form", FIELD(model.mla.form),
+        {{"auto", MlaForm::auto_select}, {"latent", MlaForm::latent}, {"expanded", MlaForm::expanded}}));
 
     keys.push_back(bool_key("model.ract.enabled", FIELD(model.ract.enabled)));
     keys.push_back(enum_key<RactStat>("model.ract.stat", FIELD(model.ract.stat),
