@@ -63,6 +63,7 @@ KEYS = [
     ("model.mlp_hidden", Sym("MODEL_MLP_HIDDEN", "int")),
     ("model.dropout", Sym("MODEL_DROPOUT", "number")),
     ("model.attention", choice("ATTENTION_", ["baseline", "ra", "ra_lowrank", "mla", "ra_mla"])),
+    ("model.attention_impl", choice("ATTENTION_IMPL_", ["auto", "ours", "cudnn", "cudnn_nondeterministic"])),
     ("model.ra.band", Sym("RA_BAND", "int")),
     ("model.ra.gates", choice("RA_GATES_", ["per_head", "per_layer"])),
     ("model.ra.learnable", Sym("RA_LEARNABLE", "bool")),

@@ -13,6 +13,7 @@
 #include "cuda/device_memory.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/attention_cudnn.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/step_pipeline.cuh"
 #include "cuda/variant_ops.cuh"
@@ -380,6 +381,7 @@ public:
 
     void attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) override {
         attention_check(d);
+        if (cudnn_attention_wanted(d) && cudnn_attention_fwd(out, lse, q, k, v, d)) return;
         const auto ext = extents(d);
         cuda::attention_fwd(act(out, ext.o, "attention_fwd", "out"), stat(lse, ext.l, "attention_fwd", "lse"),
                             act(q, ext.q, "attention_fwd", "q"), act(k, ext.k, "attention_fwd", "k"),
@@ -388,6 +390,7 @@ public:
     void attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
                        const AttnDims& d) override {
         attention_check(d);
+        if (cudnn_attention_wanted(d) && cudnn_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d)) return;
         const auto ext = extents(d);
         float* delta = static_cast<float*>(scratch(ext.l * 4));
         cuda::attention_bwd(act(dq, ext.q, "attention_bwd", "dq"), act(dk, ext.k, "attention_bwd", "dk"),
@@ -475,6 +478,31 @@ public:
     }
 
 private:
+    // cuDNN's fused attention (attention_cudnn.cuh) for calls whose AttnDims::impl selects it;
+    // false when cuDNN builds no plan for the shape (reported once), and ours runs instead.
+    CudnnAttention cudnn_attention_;
+    bool cudnn_attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) {
+        if (!cudnn_attention_.prepare_fwd(d)) return false;
+        const auto ext = extents(d);
+        void* ws = scratch(std::max<size_t>(cudnn_attention_.fwd_workspace_bytes(d), 256));
+        cudnn_attention_.fwd(act(out, ext.o, "attention_fwd", "out"), stat(lse, ext.l, "attention_fwd", "lse"),
+                             act(q, ext.q, "attention_fwd", "q"), act(k, ext.k, "attention_fwd", "k"),
+                             act(v, ext.v, "attention_fwd", "v"), d, ws, stream_);
+        return true;
+    }
+    bool cudnn_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
+                             const AttnDims& d) {
+        const bool det = d.impl != AttentionImpl::cudnn_nondeterministic;
+        if (!cudnn_attention_.prepare_bwd(d, det)) return false;
+        const auto ext = extents(d);
+        void* ws = scratch(cudnn_attention_.bwd_workspace_bytes(d, det));
+        cudnn_attention_.bwd(act(dq, ext.q, "attention_bwd", "dq"), act(dk, ext.k, "attention_bwd", "dk"),
+                             act(dv, ext.v, "attention_bwd", "dv"), act(dout, ext.o, "attention_bwd", "dout"),
+                             act(out, ext.o, "attention_bwd", "out"), stat(lse, ext.l, "attention_bwd", "lse"),
+                             act(q, ext.q, "attention_bwd", "q"), act(k, ext.k, "attention_bwd", "k"),
+                             act(v, ext.v, "attention_bwd", "v"), d, det, ws, stream_);
+        return true;
+    }
     struct AttnExtents { size_t q, k, v, o, l; };
     static AttnExtents extents(const AttnDims& d) {
         const size_t rows = size_t(d.B) * d.T;

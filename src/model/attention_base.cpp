@@ -98,6 +98,7 @@ AttnDims AttentionBase::base_dims(const StepContext& c) const {
     d.B = c.B;
     d.T = c.T;
     d.dropout = c.training ? cfg_.dropout : 0.f;
+    d.impl = cfg_.attention_impl;
     d.seed = c.site_seed(layer_, 0);
     return d;
 }

@@ -9,6 +9,11 @@
 namespace gpt {
 
 enum class AttentionKind { baseline, ra, ra_lowrank, mla, ra_mla };
+// Which attention kernels run the shapes both cover (model.attention_impl; CUDA only, the CPU
+// ignores it): ours (kernels/cuda/attention_*.cu) or cuDNN's fused SDPA (attention_cudnn.cu) with
+// its deterministic backward, or with its faster atomic-dQ backward (not bit-reproducible).
+// auto: the one measured faster (docs/performance.md, "cuDNN SDPA").
+enum class AttentionImpl { auto_select, ours, cudnn, cudnn_nondeterministic };
 enum class RactStat { topk, max, entropy, rms };
 enum class RactApply { output, weights };
 enum class GateScope { per_head, per_layer };
@@ -55,6 +60,7 @@ struct ModelConfig {
     int mlp_hidden = 0;           // F; 0 means 4 * n_embd
     float dropout = 0.0f;
     AttentionKind attention = AttentionKind::baseline;
+    AttentionImpl attention_impl = AttentionImpl::auto_select;
     RaConfig ra;
     MlaConfig mla;
     RactConfig ract;

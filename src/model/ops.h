@@ -51,6 +51,7 @@ struct AttnDims {
     int q_stride = 0, k_stride = 0, v_stride = 0;   // elements between consecutive tokens
     float scale = 0.f;                              // logits = scale * q.k
     float dropout = 0.f;                            // on the probabilities (counter RNG)
+    AttentionImpl impl = AttentionImpl::auto_select; // model.attention_impl (CUDA: ours or cuDNN; fills padding)
     uint64_t seed = 0;                              // dropout stream
     int band = 0;        // if band > 0: q.k over dims [band_split, Dqk) counts only where i - j <= band
     int band_split = 0;  // (reciprocal attention's folded half, SPEC 2.2); band = 0 keeps plain attention

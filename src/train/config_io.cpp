@@ -284,6 +284,9 @@ std::vector<Key> build_keys() {
     keys.push_back(enum_key<AttentionKind>("model.attention", FIELD(model.attention),
         {{"baseline", AttentionKind::baseline}, {"ra", AttentionKind::ra}, {"ra_lowrank", AttentionKind::ra_lowrank},
          {"mla", AttentionKind::mla}, {"ra_mla", AttentionKind::ra_mla}}));
+    keys.push_back(enum_key<AttentionImpl>("model.attention_impl", FIELD(model.attention_impl),
+        {{"auto", AttentionImpl::auto_select}, {"ours", AttentionImpl::ours}, {"cudnn", AttentionImpl::cudnn},
+         {"cudnn_nondeterministic", AttentionImpl::cudnn_nondeterministic}}));
 
     keys.push_back(int_key("model.ra.band", FIELD(model.ra.band), closed(0, 1 << 20), "0 means the full transpose"));
     keys.push_back(enum_key<GateScope>("model.ra.gates", FIELD(model.ra.gates),

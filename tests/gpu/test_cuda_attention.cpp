@@ -45,6 +45,7 @@ void check_attention(const Case& c, uint64_t seed) {
     d.seed = seed * 31 + 7;
     d.band = c.band;
     d.band_split = c.band_split;
+    d.impl = AttentionImpl::ours;   // our kernels here; cuDNN's path: test_cuda_attention_cudnn.cpp
     const size_t rows = size_t(c.B) * c.T;
     const size_t qw = size_t(c.Hq) * c.Dqk, kw = size_t(c.Hkv) * c.Dqk, vw = size_t(c.Hkv) * c.Dv;
 
