@@ -28,9 +28,15 @@ bool BatchedGemm::run(const GemmArgs& g, int batch, long long stride_a, long lon
     if (!handle_) {
         check_blas(cublasCreate(&handle_), "cublasCreate");
         GPT_CUDA(tracked_malloc(&workspace_, kWorkspaceBytes));
-        check_blas(cublasSetWorkspace(handle_, workspace_, kWorkspaceBytes), "cublasSetWorkspace");
     }
-    check_blas(cublasSetStream(handle_, s), "cublasSetStream");
+    if (!stream_set_ || s != stream_) {
+        // cublasSetStream resets the workspace to cuBLAS's own pool (which allocates, also while a
+        // CUDA graph is being captured): hand ours over again after every stream change.
+        check_blas(cublasSetStream(handle_, s), "cublasSetStream");
+        check_blas(cublasSetWorkspace(handle_, workspace_, kWorkspaceBytes), "cublasSetWorkspace");
+        stream_ = s;
+        stream_set_ = true;
+    }
     const float alpha = 1.f, beta = g.beta;
     const cublasStatus_t st = cublasGemmStridedBatchedEx(
         handle_, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha,

@@ -3,8 +3,9 @@
 // (gemm.cuh) runs one matrix product per call; MLA's per-head maps are H small products at fixed
 // strides (docs/kernels-cuda-variants.md), which one batched call covers instead of H launches.
 // A or B may have batch stride 0 (the same matrix for every entry, which cuBLAS allows); D may not.
-// The handle is created on first use with its own workspace, so the results are run-to-run
-// deterministic (cuBLAS's guarantee for a fixed stream and workspace).
+// The handle is created on first use (never inside a graph capture: the first training step runs
+// eagerly) with its own workspace, so the results are run-to-run deterministic (cuBLAS's guarantee
+// for a fixed stream and workspace) and nothing is allocated while a step is captured.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -29,6 +30,8 @@ public:
 private:
     cublasHandle_t handle_ = nullptr;
     void* workspace_ = nullptr;
+    cudaStream_t stream_ = nullptr;   // the stream the handle (and our workspace) is set for
+    bool stream_set_ = false;
     static constexpr size_t kWorkspaceBytes = 8u << 20;
 };
 
