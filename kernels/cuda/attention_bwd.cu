@@ -3,6 +3,7 @@
 // every query tile and every query head of its group; a query-major kernel recomputes the
 // probabilities and accumulates dQ. Warps own 16 rows each, so P^T / dS^T go from accumulators
 // straight into the next MMA (see attention_common.cuh). Same dropout counter and band as forward.
+#include <cstdlib>
 #include <type_traits>
 
 #include "cuda/attention_common.cuh"
@@ -46,13 +47,14 @@ __global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const 
 }
 
 // acc[mt] (16 x 8*NT) += A[mt] (rows a_row0 + 16 mt of `sa`, k-steps [kk_begin, kk_end)) times
-// the [n][k] tile `sb`; each B fragment serves all MT m-tiles.
+// the [n][k] tile `sb`; each B fragment serves all MT m-tiles. The whole range with one m-tile runs
+// unrolled (the compiler then loads fragments ahead of the MMAs: 3-8% faster backward, measured);
+// otherwise the loop stays rolled (keeps the larger kernels' code in the instruction cache).
 template <int MT, int NT, int KS>
 __device__ __forceinline__ void mma_rows_nk(float (&acc)[MT][NT][4], const __nv_bfloat16* sa, int lda,
                                             int a_row0, const __nv_bfloat16* sb, int ldb,
                                             int kk_begin, int kk_end, int lane) {
-#pragma unroll 1
-    for (int kk = kk_begin; kk < kk_end; ++kk) {   // rolled: keep the code in the i-cache
+    auto step = [&](int kk) {
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) load_a(a[mt], sa, lda, a_row0 + mt * 16, kk * 16, lane);
@@ -66,6 +68,13 @@ __device__ __forceinline__ void mma_rows_nk(float (&acc)[MT][NT][4], const __nv_
                 mma16816(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
             }
         }
+    };
+    if (MT == 1 && kk_begin == 0 && kk_end == KS) {
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk) step(kk);
+    } else {
+#pragma unroll 1
+        for (int kk = kk_begin; kk < kk_end; ++kk) step(kk);
     }
 }
 
@@ -158,8 +167,8 @@ struct KvCfg {
         size_t(kK + kV + 2 * kQ + 2 * kO) * sizeof(__nv_bfloat16) + 2 * 2 * BRB * sizeof(float);
 };
 
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kThreads, KvCfg<DQK, DV>::kMinBlocks) attn_bwd_kv_kernel(Params p) {
+template <int DQK, int DV, int MINB>
+__global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
     using C = KvCfg<DQK, DV>;
     constexpr int MT = C::MT, BRB = C::BRB, NQ = BRB / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -401,24 +410,36 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
         }
 }
 
-template <int DQK, int DV>
+template <int DQK, int DV, int KV_MINB>
 void launch_bwd(const Params& p, cudaStream_t s) {
     constexpr size_t kv_smem = KvCfg<DQK, DV>::bytes, q_smem = QCfg<DQK, DV>::bytes;
     static bool configured = false;
     if (!configured) {
-        GPT_CUDA(cudaFuncSetAttribute(attn_bwd_kv_kernel<DQK, DV>,
+        GPT_CUDA(cudaFuncSetAttribute(attn_bwd_kv_kernel<DQK, DV, KV_MINB>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(kv_smem)));
         GPT_CUDA(cudaFuncSetAttribute(attn_bwd_q_kernel<DQK, DV>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(q_smem)));
         configured = true;
     }
     constexpr int bck = KvCfg<DQK, DV>::BCK, brq = QCfg<DQK, DV>::BRQ;
-    attn_bwd_kv_kernel<DQK, DV>
+    attn_bwd_kv_kernel<DQK, DV, KV_MINB>
         <<<dim3((p.T + bck - 1) / bck, p.B * p.Hkv), kThreads, kv_smem, s>>>(p);
     GPT_CUDA_LAUNCHED("attn_bwd_kv_kernel");
     attn_bwd_q_kernel<DQK, DV>
         <<<dim3((p.T + brq - 1) / brq, p.B * p.Hq), kThreads, q_smem, s>>>(p);
     GPT_CUDA_LAUNCHED("attn_bwd_q_kernel");
+}
+
+// GPT_ATTN_BWD_VARIANT=1 asks the compiler for one resident dK/dV block per SM fewer (more
+// registers, no spills, fewer warps; measured no faster on an H100: 0.299 vs 0.297 ms of backward
+// at the base shape); read per call, so the tests and the benchmark cover both.
+template <int DQK, int DV>
+void launch_bwd(const Params& p, cudaStream_t s) {
+    constexpr int kMinB = KvCfg<DQK, DV>::kMinBlocks;
+    const char* e = std::getenv("GPT_ATTN_BWD_VARIANT");
+    if constexpr (kMinB > 1)
+        if (e && std::atoi(e) == 1) return launch_bwd<DQK, DV, kMinB - 1>(p, s);
+    launch_bwd<DQK, DV, kMinB>(p, s);
 }
 
 }  // namespace

@@ -32,8 +32,8 @@ struct Params {
 Params make_params(const AttnDims& d);   // sizes, scale, dropout, band
 
 // 16-row m-tiles per warp. Measured on an H100 (docs/performance.md): one m-tile per warp is
-// faster for Dqk = 64 (fewer registers, more resident warps), two for the forward of the RA fold
-// (Dqk = 128, Dv = 64). -DGPT_ATTN_MT=N forces N for the Dqk = 64 kernels (for experiments).
+// faster for Dqk = 64 (fewer registers, more resident warps), two for the Dqk = 128 forwards.
+// -DGPT_ATTN_MT=N forces N for the Dqk = 64 kernels (for experiments).
 #ifndef GPT_ATTN_MT
 #define GPT_ATTN_MT 1
 #endif

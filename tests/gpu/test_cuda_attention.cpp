@@ -2,10 +2,13 @@
 // (128, 128) and the RA fold (128, 64), grouped and multi-query heads, T not a multiple of the
 // 64-row tile, strided rows inside a packed qkv buffer, dropout on, and the reciprocal band.
 // Inputs are bf16-rounded so both sides see the same values; tolerance: relative L2 <= 1e-2.
-// Backward is checked to be bit-for-bit deterministic.
+// Backward is checked to be bit-for-bit deterministic. Every kernel variant (GPT_ATTN_FWD_VARIANT:
+// tile shapes; GPT_ATTN_BWD_VARIANT: register budget) is checked on sequences of many key tiles,
+// with the band narrower than a tile (the diagonal-adjacent key pairs skip the banded dims).
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "gpu_test_util.h"
@@ -167,4 +170,20 @@ TEST_CASE("cuda: attention rejects unsupported shapes with a gpt::Error naming t
     } catch (const gpt::Error& e) {
         CHECK(std::string(e.what()).find("Dqk=96") != std::string::npos);
     }
+}
+
+TEST_CASE("cuda: attention kernel variants on long sequences (many key tiles)") {
+    GPT_REQUIRE_GPU();
+    for (int variant = 0; variant <= 2; ++variant) {   // backward has 0..1 (2 = its default)
+        CAPTURE(variant);
+        const std::string v = std::to_string(variant);
+        setenv("GPT_ATTN_FWD_VARIANT", v.c_str(), 1);
+        setenv("GPT_ATTN_BWD_VARIANT", v.c_str(), 1);
+        check_attention({2, 520, 2, 2, 64, 64, false, 0.f, 0, 0}, 700 + variant);
+        check_attention({1, 333, 6, 2, 128, 64, false, 0.1f, 0, 0}, 710 + variant);
+        check_attention({1, 300, 2, 2, 128, 64, false, 0.f, 40, 64}, 720 + variant);
+        check_attention({1, 270, 2, 1, 128, 128, false, 0.f, 0, 0}, 730 + variant);
+    }
+    unsetenv("GPT_ATTN_FWD_VARIANT");
+    unsetenv("GPT_ATTN_BWD_VARIANT");
 }
