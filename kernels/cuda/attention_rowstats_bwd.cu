@@ -286,8 +286,8 @@ template <int DQK, int PHI>
 void launch_passes(const Geom& g, const BwdArgs& a, cudaStream_t s) {
     const size_t smem_q = size_t(3) * kTile<DQK> * sizeof(bf16);
     const size_t smem_k = smem_q + 2 * sizeof(QRow);
-    GPT_CUDA(cudaFuncSetAttribute(ract_dq_kernel<DQK, PHI>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_q)));
-    GPT_CUDA(cudaFuncSetAttribute(ract_dk_kernel<DQK, PHI>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_k)));
+    allow_smem<ract_dq_kernel<DQK, PHI>>(smem_q);
+    allow_smem<ract_dk_kernel<DQK, PHI>>(smem_k);
     const int tiles = (g.T + kBR - 1) / kBR;
     ract_dq_kernel<DQK, PHI><<<dim3(tiles, g.B * g.Hq), kThreads, smem_q, s>>>(g, a);
     GPT_CUDA_LAUNCHED("ract_dq_kernel");

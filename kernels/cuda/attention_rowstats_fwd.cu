@@ -267,10 +267,10 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
     }
 }
 
-template <class Kernel, class Out>
-void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const char* name, Geom g, const Out& out) {
-    GPT_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    kernel<<<grid, kThreads, smem, stream>>>(g, out);
+template <auto Kernel, class Out>
+void launch(dim3 grid, size_t smem, cudaStream_t stream, const char* name, const Geom& g, const Out& out) {
+    allow_smem<Kernel>(smem);
+    Kernel<<<grid, kThreads, smem, stream>>>(g, out);
     GPT_CUDA_LAUNCHED(name);
 }
 
@@ -279,17 +279,17 @@ void launch_stat(const Geom& g, const GateOut& o, cudaStream_t s) {
     const dim3 grid((g.T + kBR - 1) / kBR, g.B * g.Hq);
     const size_t smem = size_t(3) * kTile<DQK> * sizeof(bf16);
     switch (o.stat_kind) {
-        case RactStat::topk: launch(ract_stat_kernel<DQK, 0>, grid, smem, s, "ract_stat_kernel", g, o); break;
-        case RactStat::max: launch(ract_stat_kernel<DQK, 1>, grid, smem, s, "ract_stat_kernel", g, o); break;
-        case RactStat::entropy: launch(ract_stat_kernel<DQK, 2>, grid, smem, s, "ract_stat_kernel", g, o); break;
-        case RactStat::rms: launch(ract_stat_kernel<DQK, 3>, grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::topk: launch<ract_stat_kernel<DQK, 0>>(grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::max: launch<ract_stat_kernel<DQK, 1>>(grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::entropy: launch<ract_stat_kernel<DQK, 2>>(grid, smem, s, "ract_stat_kernel", g, o); break;
+        case RactStat::rms: launch<ract_stat_kernel<DQK, 3>>(grid, smem, s, "ract_stat_kernel", g, o); break;
     }
 }
 
 template <int DQK>
 void launch_headmean(const Geom& g, const HeadMeanOut& o, cudaStream_t s) {
     const dim3 grid((g.T + kBR - 1) / kBR, g.B);
-    launch(headmean_kernel<DQK>, grid, size_t(4) * kTile<DQK> * sizeof(bf16), s, "headmean_kernel", g, o);
+    launch<headmean_kernel<DQK>>(grid, size_t(4) * kTile<DQK> * sizeof(bf16), s, "headmean_kernel", g, o);
 }
 
 }  // namespace
