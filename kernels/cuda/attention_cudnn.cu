@@ -43,7 +43,9 @@ bool cudnn_attention_supports(const AttnDims& d, std::string* why) {
     if (d.dropout > 0.f) return no("attention dropout > 0 (cuDNN's dropout mask differs from ours)");
     if (d.band > 0) return no("the reciprocal band (RA) is ours only");
     if (d.Hq != d.Hkv) return no("grouped/multi-query heads (Hq != Hkv)");
-    if (d.Dqk != d.Dv || (d.Dqk != 64 && d.Dqk != 128)) return no("head dims other than Dqk = Dv in {64, 128}");
+    // (128, 64) is the exact RA fold without a band (q̃, k̃ of width 2D, values of width D).
+    const bool dims_ok = (d.Dqk == 64 || d.Dqk == 128) && (d.Dv == d.Dqk || (d.Dqk == 128 && d.Dv == 64));
+    if (!dims_ok) return no("head dims other than Dqk = Dv in {64, 128} or Dqk = 128, Dv = 64");
     if (d.T % 128 != 0) return no("T not a multiple of 128 (cuDNN <= 9.15 needs a padding mask there)");
     if (d.q_stride % 8 || d.k_stride % 8 || d.v_stride % 8) return no("row strides not multiples of 8 elements");
     if (d.B <= 0 || d.T <= 0 || d.Hq <= 0) return no("empty shape");
@@ -373,18 +375,20 @@ struct Plan {
 
 // Layout of our tensors as cuDNN's [B, H, T, D] views.
 struct Layout {
-    int64_t B, H, T, D;
-    Dims q, k, v, o;          // strides of q, k, v (token rows with strides) and out [B,T,H,D]
-    Dims kt, vt;              // strides of K^T, V^T: [B, H, D, T]
-    Dims dims_bhtd() const { return {B, H, T, D}; }
-    Dims dims_bhdt() const { return {B, H, D, T}; }
+    int64_t B, H, T, Dk, Dv;  // Dk: q/k head width, Dv: v/out head width
+    Dims q, k, v, o;          // strides of q, k, v (token rows with strides) and out [B,T,H,Dv]
+    Dims kt, vt;              // strides of K^T [B, H, Dk, T], V^T [B, H, Dv, T]
+    Dims dims_qk() const { return {B, H, T, Dk}; }
+    Dims dims_v() const { return {B, H, T, Dv}; }
+    Dims dims_kt() const { return {B, H, Dk, T}; }
+    Dims dims_vt() const { return {B, H, Dv, T}; }
     Dims dims_s() const { return {B, H, T, T}; }
     Dims dims_row() const { return {B, H, T, 1}; }
-    explicit Layout(const AttnDims& d) : B(d.B), H(d.Hq), T(d.T), D(d.Dqk) {
-        q = {T * d.q_stride, D, d.q_stride, 1};
-        k = {T * d.k_stride, D, d.k_stride, 1};
-        v = {T * d.v_stride, D, d.v_stride, 1};
-        o = {T * H * D, D, H * D, 1};
+    explicit Layout(const AttnDims& d) : B(d.B), H(d.Hq), T(d.T), Dk(d.Dqk), Dv(d.Dv) {
+        q = {T * d.q_stride, Dk, d.q_stride, 1};
+        k = {T * d.k_stride, Dk, d.k_stride, 1};
+        v = {T * d.v_stride, Dv, d.v_stride, 1};
+        o = {T * H * Dv, Dv, H * Dv, 1};
         kt = {k[0], k[1], 1, k[2]};
         vt = {v[0], v[1], 1, v[2]};
     }
@@ -392,10 +396,10 @@ struct Layout {
 
 void build_forward(Graph& g, const AttnDims& d) {
     const Layout L(d);
-    auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.q);
-    auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_bhdt(), L.kt);
-    auto V = g.tensor(kV, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.v);
-    auto O = g.tensor(kO, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.o);
+    auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
+    auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_kt(), L.kt);
+    auto V = g.tensor(kV, CUDNN_DATA_BFLOAT16, L.dims_v(), L.v);
+    auto O = g.tensor(kO, CUDNN_DATA_BFLOAT16, L.dims_v(), L.o);
     auto stats = g.tensor(kStats, CUDNN_DATA_FLOAT, L.dims_row(), packed(L.dims_row()));
     auto scale = g.scalar(kScale), lowest = g.scalar(kLowest);
 
@@ -423,19 +427,19 @@ void build_forward(Graph& g, const AttnDims& d) {
 
 void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan) {
     const Layout L(d);
-    auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.q);
-    auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_bhdt(), L.kt);
-    auto VT = g.tensor(kV, CUDNN_DATA_BFLOAT16, L.dims_bhdt(), L.vt);
-    auto O = g.tensor(kO, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.o);
-    auto dO = g.tensor(kDO, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.o);
+    auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
+    auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_kt(), L.kt);
+    auto VT = g.tensor(kV, CUDNN_DATA_BFLOAT16, L.dims_vt(), L.vt);
+    auto O = g.tensor(kO, CUDNN_DATA_BFLOAT16, L.dims_v(), L.o);
+    auto dO = g.tensor(kDO, CUDNN_DATA_BFLOAT16, L.dims_v(), L.o);
     auto stats = g.tensor(kStats, CUDNN_DATA_FLOAT, L.dims_row(), packed(L.dims_row()));
-    auto dQ = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.q);
-    auto dK = g.tensor(kDK, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.k);
-    auto dV = g.tensor(kDV, CUDNN_DATA_BFLOAT16, L.dims_bhtd(), L.v);
+    auto dQ = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
+    auto dK = g.tensor(kDK, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.k);
+    auto dV = g.tensor(kDV, CUDNN_DATA_BFLOAT16, L.dims_v(), L.v);
     auto scale = g.scalar(kScale), lowest = g.scalar(kLowest), one = g.scalar(kOne);
 
     // softmax_sum = rowsum(dO * O): fp32 [B,H,T,1] that cuDNN wants in memory (our workspace)
-    auto dOO = g.virt(L.dims_bhtd());
+    auto dOO = g.virt(L.dims_v());
     g.pointwise(CUDNN_POINTWISE_MUL, dO, O, nullptr, dOO);
     auto rs = g.virt(L.dims_row());
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, dOO, rs);
@@ -477,22 +481,22 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
 
     // dQ = dS K: straight into dQ (deterministic: cuDNN keeps dP in its workspace), or through an
     // fp32 accumulator that cuDNN adds into with atomics
-    auto K = g.virt_strided(L.dims_bhtd(), L.k, CUDNN_DATA_BFLOAT16);
+    auto K = g.virt_strided(L.dims_qk(), L.k, CUDNN_DATA_BFLOAT16);
     g.reshape(KT, K);
     if (deterministic) {
         g.matmul(dS, K, dQ);
     } else {
-        auto acc = g.tensor(kDQAccum, CUDNN_DATA_FLOAT, L.dims_bhtd(), packed(L.dims_bhtd()));
+        auto acc = g.tensor(kDQAccum, CUDNN_DATA_FLOAT, L.dims_qk(), packed(L.dims_qk()));
         g.matmul(dS, K, acc);
         g.pointwise(CUDNN_POINTWISE_IDENTITY, acc, nullptr, nullptr, dQ);
-        plan.dq_accum_bytes = size_t(L.B * L.H * L.T * L.D) * 4;
+        plan.dq_accum_bytes = size_t(L.B * L.H * L.T * L.Dk) * 4;
     }
 }
 
 // Cache key: everything that fixes the graph (the scale is passed by value at execution).
-using Key = std::tuple<int, int, int, int, int, int, int, int, int>;   // kind, B, T, H, D, strides q/k/v, -
+using Key = std::tuple<int, int, int, int, int, int, int, int, int>;   // kind, B, T, H, Dqk, strides q/k/v, Dv
 Key key_of(const AttnDims& d, int kind) {
-    return Key{kind, d.B, d.T, d.Hq, d.Dqk, d.q_stride, d.k_stride, d.v_stride, 0};
+    return Key{kind, d.B, d.T, d.Hq, d.Dqk, d.q_stride, d.k_stride, d.v_stride, d.Dv};
 }
 constexpr int kFwd = 0, kBwdDet = 1, kBwdFast = 2;
 

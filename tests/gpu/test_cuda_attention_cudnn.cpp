@@ -22,6 +22,8 @@ namespace {
 struct Case {
     int B, T, H, D;
     bool packed;   // q, k, v interleaved in one row per token (c_attn's output, what GPT-2 runs)
+    int Dv = 0;    // value/output head width; 0: D (the exact RA fold without a band: D = 128, Dv = 64)
+    int dv() const { return Dv ? Dv : D; }
 };
 
 AttnDims dims_of(const Case& c, AttentionImpl impl) {
@@ -29,10 +31,12 @@ AttnDims dims_of(const Case& c, AttentionImpl impl) {
     d.B = c.B;
     d.T = c.T;
     d.Hq = d.Hkv = c.H;
-    d.Dqk = d.Dv = c.D;
+    d.Dqk = c.D;
+    d.Dv = c.dv();
     d.scale = 1.f / std::sqrt(float(c.D));
     const int w = c.H * c.D;
-    d.q_stride = d.k_stride = d.v_stride = c.packed ? 3 * w : w;
+    d.q_stride = d.k_stride = c.packed ? 3 * w : w;
+    d.v_stride = c.packed ? 3 * w : c.H * c.dv();
     d.impl = impl;
     return d;
 }
@@ -57,11 +61,11 @@ bool cudnn_ready(const AttnDims& d) {
 void check_cudnn(const Case& c, AttentionImpl impl, uint64_t seed) {
     const AttnDims d = dims_of(c, impl);
     const std::string desc = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" +
-                             std::to_string(c.H) + " D=" + std::to_string(c.D) + (c.packed ? " packed" : "") +
+                             std::to_string(c.H) + " D=" + std::to_string(c.D) + " Dv=" + std::to_string(c.dv()) + (c.packed ? " packed" : "") +
                              (impl == AttentionImpl::cudnn ? " cudnn" : " cudnn_nondeterministic");
     INFO(desc);
     if (!cudnn_ready(d)) return;
-    const size_t rows = size_t(c.B) * c.T, w = size_t(c.H) * c.D;
+    const size_t rows = size_t(c.B) * c.T, w = size_t(c.H) * c.D, wv = size_t(c.H) * c.dv();
     Pair p;
     Ten q, k, v, dq, dk, dv;
     if (c.packed) {
@@ -75,12 +79,12 @@ void check_cudnn(const Case& c, AttentionImpl impl, uint64_t seed) {
     } else {
         q = p.reserve(Space::Act, rows * w);
         k = p.reserve(Space::Act, rows * w);
-        v = p.reserve(Space::Act, rows * w);
+        v = p.reserve(Space::Act, rows * wv);
         dq = p.reserve(Space::Act, rows * w);
         dk = p.reserve(Space::Act, rows * w);
-        dv = p.reserve(Space::Act, rows * w);
+        dv = p.reserve(Space::Act, rows * wv);
     }
-    Ten out = p.reserve(Space::Act, rows * w), dout = p.reserve(Space::Act, rows * w);
+    Ten out = p.reserve(Space::Act, rows * wv), dout = p.reserve(Space::Act, rows * wv);
     Ten lse = p.reserve(Space::Stat, size_t(c.B) * c.H * c.T);
     p.allocate();
     if (c.packed) {
@@ -140,6 +144,11 @@ TEST_CASE("cuda: cuDNN SDPA (deterministic backward) matches the CPU, D = 64 and
     check_cudnn({1, 256, 2, 128, false}, AttentionImpl::cudnn, 1102);
 }
 
+TEST_CASE("cuda: cuDNN SDPA runs the exact RA fold without a band (Dqk = 128, Dv = 64)") {
+    GPT_REQUIRE_GPU();
+    check_cudnn({2, 256, 3, 128, false, 64}, AttentionImpl::cudnn, 1110);
+}
+
 TEST_CASE("cuda: cuDNN SDPA with the atomic-dQ backward matches the CPU") {
     GPT_REQUIRE_GPU();
     check_cudnn({2, 256, 4, 64, false}, AttentionImpl::cudnn_nondeterministic, 1200);
@@ -157,8 +166,14 @@ TEST_CASE("cuda: shapes cuDNN does not cover run our kernels under attention_imp
     d.Hkv = 1;
     CHECK_FALSE(cuda::cudnn_attention_wanted(d));
     d.Hkv = d.Hq;
-    d.Dqk = 128;   // the RA fold: Dqk != Dv
+    d.Dv = 128;    // values wider than q/k: not a shape we use
     CHECK_FALSE(cuda::cudnn_attention_wanted(d));
+    d.Dv = 64;
+    d.band = 64;   // the banded RA fold: ours only
+    d.Dqk = 128;
+    CHECK_FALSE(cuda::cudnn_attention_wanted(d));
+    d.band = 0;    // the full RA fold (Dqk = 128, Dv = 64): cuDNN
+    CHECK(cuda::cudnn_attention_wanted(d) == cuda::cudnn_compiled_in());
     d.Dqk = 64;
     d.impl = AttentionImpl::ours;
     CHECK_FALSE(cuda::cudnn_attention_wanted(d));
