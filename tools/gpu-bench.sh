@@ -12,6 +12,7 @@ BUILD=${1:-$ROOT/build-gpu}
 LOG=$BUILD/gpu-check-logs
 SKIP=${GPU_BENCH_SKIP:-}
 mkdir -p "$LOG"
+[[ -f $BUILD/CMakeCache.txt ]] || GPU_CHECK_SKIP="build tests sanitize racecheck bench peer" bash "$ROOT/tools/gpu-check.sh" "$BUILD" >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target gpt2 >"$LOG/build-gpt2.log" 2>&1 || { tail -30 "$LOG/build-gpt2.log"; exit 1; }
 G=$BUILD/gpt2
 COMMON=(--set model.preset=gpt2 train.seq_len=1024 train.device=cuda)

@@ -70,16 +70,16 @@ rm -f "$LOGDIR/deps.log"
 # stop the GPU check (they still print in build.log).
 run_step configure build.log cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90a -DGPT_WERROR=OFF
-run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention
+run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention gpt2
 run_step tests tests.log "$BUILD/gpt_gpu_tests" --duration=true
 
 if [[ -n "$SANITIZER" ]]; then
     # Small subset: memcheck over the non-attention ops and one attention case, racecheck (shared
     # memory hazards) over the attention cases only.
     run_step sanitize sanitize.log "$SANITIZER" --tool memcheck --error-exitcode 9 \
-        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: embedding*,cuda: fused classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention 64x64*,cuda: attention 128x64*"
+        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: embedding*,cuda: fused classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention 64x64*,cuda: attention 128x64*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*,cuda mla: head maps*"
     run_step racecheck sanitize.log "$SANITIZER" --tool racecheck --error-exitcode 9 \
-        "$BUILD/gpt_gpu_tests" -tc="cuda: attention 64x64*,cuda: attention with dropout*,cuda: attention with the reciprocal band*"
+        "$BUILD/gpt_gpu_tests" -tc="cuda: attention 64x64*,cuda: attention with dropout*,cuda: attention with the reciprocal band*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*"
 else
     NAMES+=("sanitize"); STATUS+=("compute-sanitizer not found"); SECS+=("-")
 fi
