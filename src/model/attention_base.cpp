@@ -32,10 +32,10 @@ float ract_alpha(const ModelConfig& cfg) { return cfg.ract.apply == RactApply::o
 AttentionBase::AttentionBase(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {}
 
 void AttentionBase::connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) {
+    (void)shared;   // no attention buffer is shared between layers
     GPT_CHECK(!m1_consumer() || from_prev, "attention: M1's consumer needs the previous block's link");
     prev_ = from_prev;
     own_ = own;
-    shared_ = shared;
 }
 
 void AttentionBase::declare(ParamTable& p) {

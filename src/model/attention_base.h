@@ -69,7 +69,6 @@ private:
     size_t gate_scratch_elems(int B, int T) const;
     size_t rows_heads_dv(int B, int T) const { return size_t(B) * T * cfg_.n_head * value_width(); }
 
-    const SharedScratch* shared_ = nullptr;
     Ten y_, lse_;                              // attention output and log-sum-exp
     Ten ract_scale_, ract_bias_, ract_stat_, ract_gate_, ract_sel_, y_ract_;   // RA-CT
     Ten m1_alpha_, y_m1_;                      // M1 consumer

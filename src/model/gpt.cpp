@@ -47,13 +47,6 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
     tokens_ = acts_.add(Space::Index, BT, "inputs", "tokens");
     targets_ = acts_.add(Space::Index, BT, "inputs", "targets");
     encoded_ = acts_.add(Space::Act, BTE, "residual", "encoded");
-    size_t probs = 0, dprobs = 0;   // materialised attention probabilities, one layer at a time
-    for (const Layer& L : layers_) {
-        probs = std::max(probs, L.attn->probs_elems(maxB, maxT));
-        dprobs = std::max(dprobs, L.attn->dprobs_elems(maxB, maxT));
-    }
-    if (probs > 0) shared_.probs = acts_.add(Space::Stat, probs, "attention", "shared_probs");
-    if (dprobs > 0) shared_.dprobs = acts_.add(Space::Stat, dprobs, "activation grads", "shared_dprobs");
     // Recomputed activations live in one buffer each, shared by all layers (train.recompute).
     if (recompute_gelu(recompute_))
         shared_.mlp_hidden = acts_.add(Space::Act, BT * size_t(cfg.hidden()), "recompute", "shared_mlp_hidden");

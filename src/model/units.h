@@ -46,8 +46,6 @@ struct BlockLink {
 
 // Buffers that every layer uses in turn (never two layers at once), planned once by GPT.
 struct SharedScratch {
-    Ten probs;                // Stat [B,H,T,T]: materialised attention probabilities (RA-CT, M2)
-    Ten dprobs;               // Stat [B,H,T,T]: their gradient (RA-CT without detach)
     // train.recompute = gelu/both: Act [B*T,F], the MLP hidden GELU(c_fc x) of whichever layer ran
     // last. Each MLP writes it in forward and recomputes it from its kept pre-activation at the
     // start of its backward; it is read only inside that MLP's own forward/backward (M1/M2/M3
@@ -69,10 +67,6 @@ public:
     // FLOPs of the attention op itself (q.k and p.v, forward + backward, causal) per token at
     // sequence length T; the projections are counted from the parameters (6N).
     virtual double attention_flops_per_token(int T) const = 0;
-    // Stat elements of SharedScratch::probs this unit needs (0: none).
-    virtual size_t probs_elems(int B, int T) const { (void)B, (void)T; return 0; }
-    // Stat elements of SharedScratch::dprobs (the probabilities' gradient) it needs (0: none).
-    virtual size_t dprobs_elems(int B, int T) const { (void)B, (void)T; return 0; }
     // Called once after construction, before plan(): the link from the previous block (nullptr
     // in block 0), this block's link, and the shared buffers (planned later, read at run time).
     virtual void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) {
