@@ -231,7 +231,7 @@ TEST_CASE("config: an enum value that is not allowed lists the allowed ones") {
     std::string e = override_error("model.attention", "flash");
     CHECK(contains(e, "model.attention: 'flash' is not allowed"));
     CHECK(contains(e, "baseline, ra, ra_lowrank, mla, ra_mla"));
-    CHECK(contains(override_error("job", "fly"), "train, ablation, eval, sample, bench, check"));
+    CHECK(contains(override_error("job", "fly"), "train, ablation, quality, eval, sample, bench, check"));
     CHECK(contains(override_error("train.precision", "fp16"), "auto, fp32, bf16"));
     CHECK(contains(override_error("train.device", "tpu"), "auto, cpu, cuda"));
     CHECK(contains(override_error("model.ract.stat", "mean"), "topk, max, entropy, rms"));
@@ -273,7 +273,7 @@ TEST_CASE("config: incompatible options are refused with the fix") {
 
 TEST_CASE("config: the ablation step list is checked against the 19-step table") {
     CHECK(contains(override_error("ablation.steps", "0 5 19"), "ablation.steps: 19 is out of range"));
-    CHECK(contains(override_error("ablation.steps", "3 3"), "ablation.steps: step 3 is listed twice"));
+    CHECK(contains(override_error("ablation.steps", "3 3"), "ablation.steps: 3 is listed twice"));
     CHECK(contains(override_error("ablation.steps", "0 x"), "ablation.steps: expected an integer, got 'x'"));
     CHECK(contains(override_error("ablation.steps", "5-2"), "ablation.steps"));
     CHECK(contains(parse_error("job: ablation\nablation:\n  steps: []\n"), "ablation.steps: empty"));

@@ -52,7 +52,7 @@ PRESETS = {"MODEL_PRESET_GPT2_TINY": "gpt2-tiny", "MODEL_PRESET_GPT2_MINI": "gpt
 
 # In the order of the run file (and of src/train/config_io.cpp).
 KEYS = [
-    ("job", choice("JOB_", ["train", "ablation", "eval", "sample", "bench", "check"])),
+    ("job", choice("JOB_", ["train", "ablation", "quality", "eval", "sample", "bench", "check"])),
     ("model.preset", Choice(PRESETS)),
     ("model.n_layer", Sym("MODEL_N_LAYER", "int")),
     ("model.n_embd", Sym("MODEL_N_EMBD", "int")),
@@ -138,6 +138,8 @@ KEYS = [
     ("ablation.steps", Sym("ABLATION_STEPS", "steps")),
     ("ablation.jobs", Sym("ABLATION_JOBS", "int")),
     ("ablation.devices", Sym("ABLATION_DEVICES", "steps")),
+    ("quality.arms", Sym("QUALITY_ARMS", "string")),
+    ("quality.seeds", Sym("QUALITY_SEEDS", "steps")),
 ]
 
 # The embedded corpus: choosing it fixes the data keys (the Makefile prepares these shards).

@@ -3,7 +3,6 @@
 // tokens/s as ratios to the first step listed, and/or of --variant overrides of the configured
 // model (RA full, RA low-rank, ...), all in the same process so the ratios are from one run.
 #include <iostream>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -11,6 +10,7 @@
 #include "train/ablation.h"
 #include "train/benchmark.h"
 #include "train/config_io.h"
+#include "train/quality.h"
 #include "common/error.h"
 
 namespace gpt {
@@ -24,12 +24,9 @@ struct Arm {
 
 // "label: key=value key=value" -> the configured model with those overrides.
 Arm variant_arm(const RunConfig& base, const std::string& spec) {
-    const auto colon = spec.find(':');
-    if (colon == std::string::npos || colon == 0)
-        fail("--variant '" + spec + "': expected \"label: key=value ...\", e.g. \"RA full: model.attention=ra model.ra.band=0\"");
-    Arm arm{spec.substr(0, colon), base};
-    std::istringstream words(spec.substr(colon + 1));
-    for (std::string kv; words >> kv;) apply_override(arm.cfg, kv);
+    const auto [label, overrides] = parse_config_arm(spec, "--variant");
+    Arm arm{label, base};
+    for (const auto& kv : overrides) apply_override(arm.cfg, kv);
     validate(arm.cfg);
     return arm;
 }

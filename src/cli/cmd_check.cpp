@@ -17,6 +17,7 @@
 #include "train/config_io.h"
 #include "train/dry_run.h"
 #include "train/optimizer.h"
+#include "train/quality.h"
 #include "train/session.h"
 #include "train/train_step.h"
 
@@ -60,6 +61,11 @@ int cmd_check(const RunConfig& cfg) {
     if (cfg.job == "ablation") {
         for (const auto& [st, c] : ablation_step_configs(cfg))
             models.emplace_back(fmt::format("step {:>2} ({})", st.id, st.description), c);
+    } else if (cfg.job == "quality") {
+        // One model per arm (the seeds only change the initialisation and the data order).
+        for (const auto& [run, c] : quality_run_configs(cfg))
+            if (run.seed == cfg.quality_seeds.front())
+                models.emplace_back(run.arm == 0 ? std::string("baseline") : fmt::format("arm {}", run.arm), c);
     } else {
         models.emplace_back("model", cfg);
     }
@@ -88,15 +94,20 @@ int cmd_check(const RunConfig& cfg) {
         double bytes = 0;
         for (int s = 0; s < kNumSpaces; ++s) bytes += double(plan.elems[s]) * double(be.bytes.bytes[s]);
         const double spt = measure_seconds_per_token(first);
+        // The quality test trains every arm once per seed.
+        const size_t runs = models.size() * (cfg.job == "quality" ? cfg.quality_seeds.size() : 1);
         std::cout << fmt::format("  memory per model (first): {:.2f} GiB planned\n", bytes / (1 << 30));
-        std::cout << fmt::format("  time: about {:.1f} h per model, {:.1f} h in all (from one {}-token step "
+        std::cout << fmt::format("  time: about {:.1f} h per run, {:.1f} h in all (from one {}-token step "
                                  "measured here; a rough, usually pessimistic estimate)\n",
-                                 spt * tokens / 3600, spt * tokens * double(models.size()) / 3600,
+                                 spt * tokens / 3600, spt * tokens * double(runs) / 3600,
                                  std::min(first.train.batch_size, 4) * std::min(first.train.seq_len, 128));
-        if (cfg.job == "ablation") {
-            const ProcessPlan pp = ablation_process_plan(cfg, models.size());
-            const double rounds = std::ceil(double(models.size()) / pp.jobs);
-            std::cout << fmt::format("  ablation.jobs: {} step(s) at a time{}: about {:.1f} h wall\n", pp.jobs,
+        if (cfg.job == "ablation" || cfg.job == "quality") {
+            if (cfg.job == "quality")
+                std::cout << fmt::format("  quality: {} arm(s) x {} seed(s) = {} runs\n", models.size(),
+                                         cfg.quality_seeds.size(), runs);
+            const ProcessPlan pp = ablation_process_plan(cfg, runs);
+            const double rounds = std::ceil(double(runs) / pp.jobs);
+            std::cout << fmt::format("  ablation.jobs: {} run(s) at a time{}: about {:.1f} h wall\n", pp.jobs,
                                      pp.devices.empty() ? "" : fmt::format(" on GPUs {}", fmt::join(pp.devices, " ")),
                                      spt * tokens * rounds / 3600);
         }

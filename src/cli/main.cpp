@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
         if (info->parsed()) return cmd_info(cfg);
         // Jobs that read data say up front which file is missing and how to prepare it.
         const std::string job = run->parsed() ? cfg.job : train->parsed() ? "train" : eval->parsed() ? "eval" : "";
-        if (job == "train" || job == "ablation" || job == "eval") check_data_files(cfg);
+        if (job == "train" || job == "ablation" || job == "quality" || job == "eval") check_data_files(cfg);
         if (check->parsed()) return cmd_check(cfg);
         if (bench->parsed()) return cmd_bench(cfg, args);
         if (eval->parsed()) return cmd_eval(cfg, args);

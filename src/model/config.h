@@ -164,6 +164,11 @@ struct RunConfig {
     // CUDA (1 on the CPU); slot k uses GPU ablation_devices[k % size] (empty: all visible GPUs).
     int ablation_jobs = 0;
     std::vector<int> ablation_devices;
+    // The quick quality test (job quality, SPEC §6): arms compared with the configured model,
+    // "label: key=value ...; label: ...", each trained once per seed.
+    std::string quality_arms = "RA exact: model.attention=ra model.ra.band=0; "
+                               "RA same-FLOP R=8: model.attention=ra_lowrank model.ra.rank=8; MLA: model.attention=mla";
+    std::vector<int> quality_seeds = {1, 2, 3};
 };
 
 }  // namespace gpt

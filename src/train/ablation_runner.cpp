@@ -94,20 +94,6 @@ void write_reports(const std::string& out_dir, std::vector<AblationRow> rows) {
     write_text_atomically(out_dir + "/ablation_report.json", js.dump(2));
 }
 
-// A step whose result.json says it reached max_iters is not trained again (a restarted ablation).
-bool already_finished(const RunConfig& c, TrainResult* out) {
-    const std::string path = c.train.out_dir + "/result.json";
-    if (!std::filesystem::exists(path)) return false;
-    try {
-        TrainResult r = read_train_result(path);
-        if (r.last_step < c.train.max_iters || r.val_losses.empty()) return false;
-        *out = std::move(r);
-        return true;
-    } catch (const Error&) {
-        return false;   // unreadable: train (resume) again, which rewrites it
-    }
-}
-
 bool runs_on_cuda(const RunConfig& cfg) {
     return cfg.train.device == "cuda" || (cfg.train.device == "auto" && cuda_devices_visible() > 0);
 }
@@ -137,7 +123,7 @@ std::vector<AblationRow> run_ablation(const RunConfig& cfg) {
     std::vector<size_t> todo;
     for (size_t i = 0; i < steps.size(); ++i) {
         TrainResult r;
-        if (already_finished(steps[i].second, &r)) {
+        if (read_finished_result(steps[i].second, &r)) {
             spdlog::info("=== ablation step {} already finished ({}/result.json)", steps[i].first.id,
                          steps[i].second.train.out_dir);
             rows.push_back(make_row(steps[i].first, steps[i].second, r));

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "train/quality.h"
 
 namespace gpt {
 namespace {
@@ -227,6 +228,25 @@ Key string_key(std::string name, Locate<std::string> locate) {
     fail(key + ": '" + value + "' is not allowed; allowed: " + join(allowed));
 }
 
+// A list of integers ("0 1 2", "0-4", a YAML list), each within `range`; `unique`: none twice.
+Key int_list_key(std::string name, Locate<std::vector<int>> locate, Range range, std::string note, bool unique) {
+    Key k(name, Style::list);
+    k.set = [name, locate](RunConfig& c, const std::string& t) { *locate(c) = parse_step_list(name, t); };
+    k.get = [locate](const RunConfig& c) {
+        std::vector<std::string> words;
+        for (int v : read(locate, c)) words.push_back(std::to_string(v));
+        return join(words, " ");
+    };
+    k.check = [name, locate, range, note, unique](const RunConfig& c) {
+        std::set<int> seen;
+        for (int v : read(locate, c)) {
+            check_range(name, v, range, note);
+            if (unique && !seen.insert(v).second) fail(name + ": " + std::to_string(v) + " is listed twice");
+        }
+    };
+    return k;
+}
+
 // A string field restricted to a set of words (job, precision, device).
 Key word_key(std::string name, Locate<std::string> locate, std::vector<std::string> allowed) {
     Key k(name);
@@ -374,40 +394,26 @@ std::vector<Key> build_keys() {
     keys.push_back(seed_key("sample.seed", FIELD(sample.seed)));
 
     keys.push_back(string_key("ablation.name", FIELD(ablation_name)));
+    keys.push_back(int_list_key("ablation.steps", FIELD(ablation_steps), closed(0, kAblationStepCount - 1),
+                                "the SPEC §4 table has steps 0 .. 18", true));
+    keys.push_back(int_key("ablation.jobs", FIELD(ablation_jobs), closed(0, 1024),
+                           "steps trained at once; 0: one per visible GPU (1 on the CPU)"));
+    keys.push_back(int_list_key("ablation.devices", FIELD(ablation_devices), closed(0, 1023),
+                                "CUDA device ordinals as nvidia-smi lists them; empty means all visible GPUs", false));
     {
-        Key k("ablation.steps", Style::list);
-        k.set = [](RunConfig& c, const std::string& t) { c.ablation_steps = parse_step_list("ablation.steps", t); };
-        k.get = [](const RunConfig& c) {
-            std::vector<std::string> words;
-            for (int s : c.ablation_steps) words.push_back(std::to_string(s));
-            return join(words, " ");
-        };
-        k.check = [](const RunConfig& c) {
-            std::set<int> seen;
-            for (int s : c.ablation_steps) {
-                check_range("ablation.steps", s, closed(0, kAblationStepCount - 1), "the SPEC §4 table has steps 0 .. 18");
-                if (!seen.insert(s).second) fail("ablation.steps: step " + std::to_string(s) + " is listed twice");
+        Key k = string_key("quality.arms", FIELD(quality_arms));
+        k.check = [](const RunConfig& c) {   // each arm parses and names existing keys
+            std::istringstream all(c.quality_arms);
+            for (std::string spec; std::getline(all, spec, ';');) {
+                if (spec.find_first_not_of(" \t\n") == std::string::npos) continue;
+                RunConfig arm = c;
+                arm.quality_arms.clear();
+                for (const auto& kv : parse_config_arm(spec, "quality.arms").second) apply_override(arm, kv);
             }
         };
         keys.push_back(k);
     }
-    keys.push_back(int_key("ablation.jobs", FIELD(ablation_jobs), closed(0, 1024),
-                           "steps trained at once; 0: one per visible GPU (1 on the CPU)"));
-    {
-        Key k("ablation.devices", Style::list);
-        k.set = [](RunConfig& c, const std::string& t) { c.ablation_devices = parse_step_list("ablation.devices", t); };
-        k.get = [](const RunConfig& c) {
-            std::vector<std::string> words;
-            for (int d : c.ablation_devices) words.push_back(std::to_string(d));
-            return join(words, " ");
-        };
-        k.check = [](const RunConfig& c) {
-            for (int d : c.ablation_devices)
-                check_range("ablation.devices", d, closed(0, 1023),
-                            "CUDA device ordinals as nvidia-smi lists them; empty means all visible GPUs");
-        };
-        keys.push_back(k);
-    }
+    keys.push_back(int_list_key("quality.seeds", FIELD(quality_seeds), closed(0, 1 << 30), "training seeds", true));
     return keys;
 }
 
@@ -497,14 +503,14 @@ std::pair<std::string, std::string> split_override(const std::string& assignment
 }
 
 bool job_reads_data(const std::string& job) {
-    return job == "train" || job == "ablation" || job == "eval" || job == "check";
+    return job == "train" || job == "ablation" || job == "quality" || job == "eval" || job == "check";
 }
 
 bool is_mla(AttentionKind kind) { return kind == AttentionKind::mla || kind == AttentionKind::ra_mla; }
 
 }  // namespace
 
-std::vector<std::string> job_names() { return {"train", "ablation", "eval", "sample", "bench", "check"}; }
+std::vector<std::string> job_names() { return {"train", "ablation", "quality", "eval", "sample", "bench", "check"}; }
 
 std::vector<std::string> run_config_keys() {
     std::vector<std::string> names;
@@ -660,6 +666,8 @@ void validate(const RunConfig& c) {
                      "file, glob or directory (the embedded default data/sotu/sotu_*_*.bin is prepared by "
                      "`make` or `gpt2 prepare`)");
     }
+    if (c.job == "quality" && c.quality_seeds.empty())
+        fail("quality.seeds: empty, but job is 'quality'; list the seeds, e.g. \"1 2 3\" (3 or more for a useful test)");
     if (c.job == "ablation" && c.ablation_steps.empty())
         fail("ablation.steps: empty, but job is 'ablation'; list the steps to run, e.g. \"0 1 2\" or \"0-18\"");
 }
@@ -706,7 +714,8 @@ void check_data_files(const RunConfig& c) {
             if (!path_has_files(path))
                 fail(std::string(key) + ": no token shard found at '" + path + "'; " + how_to_prepare(c, path));
     }
-    bool writes_text = c.job == "sample" || ((c.job == "train" || c.job == "ablation") && c.train.sample_tokens > 0);
+    bool writes_text = c.job == "sample" ||
+                       ((c.job == "train" || c.job == "ablation" || c.job == "quality") && c.train.sample_tokens > 0);
     if (writes_text) {
         for (const char* file : {"encoder.json", "vocab.bpe"}) {
             std::string path = (std::filesystem::path(c.data.tokenizer_dir) / file).string();

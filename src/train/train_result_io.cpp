@@ -1,6 +1,7 @@
 #include "train/train_result_io.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -48,6 +49,19 @@ TrainResult read_train_result(const std::string& path) {
         fail(path + ": not a training result file (" + e.what() + ")");
     }
     return r;
+}
+
+bool read_finished_result(const RunConfig& c, TrainResult* out) {
+    const std::string path = c.train.out_dir + "/result.json";
+    if (!std::filesystem::exists(path)) return false;
+    try {
+        TrainResult r = read_train_result(path);
+        if (r.last_step < c.train.max_iters || r.val_losses.empty()) return false;
+        *out = std::move(r);
+        return true;
+    } catch (const Error&) {
+        return false;   // unreadable: train (resume) again, which rewrites it
+    }
 }
 
 }  // namespace gpt
