@@ -4,15 +4,12 @@
 #include "common/error.h"
 #include "train/ablation_runner.h"
 #include "train/quality.h"
-#include "train/train_result_io.h"
 #include "train/trainer.h"
 
 namespace gpt {
 
 int cmd_train(const RunConfig& cfg) {
-    const TrainResult result = train(cfg);
-    // What the run reached, for scripts and the parallel ablation runner.
-    write_train_result(cfg.train.out_dir + "/result.json", result);
+    train(cfg);   // writes <out_dir>/result.json
     return 0;
 }
 

@@ -38,9 +38,11 @@ int cuda_devices_visible() {
 #endif
 }
 
+bool backend_uses_cuda(const std::string& device) { return device == "cuda" || (device == "auto" && gpu_present()); }
+
 Backend make_backend(const std::string& device, int threads) {
     Backend b;
-    bool want_cuda = device == "cuda" || (device == "auto" && gpu_present());
+    const bool want_cuda = backend_uses_cuda(device);
     if (device != "auto" && device != "cpu" && device != "cuda")
         fail("train.device: '" + device + "' is not allowed; use auto, cpu or cuda");
     if (want_cuda) {

@@ -21,6 +21,9 @@ struct Backend {
 // and unavailable, saying why.
 Backend make_backend(const std::string& device, int threads);
 bool cuda_compiled_in();
+// Whether a run with train.device = `device` (auto | cpu | cuda) runs on CUDA: what make_backend
+// decides, for callers that plan around it without building a backend (the ablation runner).
+bool backend_uses_cuda(const std::string& device);
 // Visible CUDA devices (0 on a CPU-only build or machine).
 int cuda_devices_visible();
 

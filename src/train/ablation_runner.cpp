@@ -94,15 +94,11 @@ void write_reports(const std::string& out_dir, std::vector<AblationRow> rows) {
     write_text_atomically(out_dir + "/ablation_report.json", js.dump(2));
 }
 
-bool runs_on_cuda(const RunConfig& cfg) {
-    return cfg.train.device == "cuda" || (cfg.train.device == "auto" && cuda_devices_visible() > 0);
-}
-
 }  // namespace
 
 ProcessPlan ablation_process_plan(const RunConfig& cfg, size_t steps) {
     ProcessPlan plan;
-    const bool cuda = runs_on_cuda(cfg);
+    const bool cuda = backend_uses_cuda(cfg.train.device);
     if (cuda) {
         plan.devices = cfg.ablation_devices;
         if (plan.devices.empty())
@@ -135,9 +131,7 @@ std::vector<AblationRow> run_ablation(const RunConfig& cfg) {
         for (size_t i : todo) {
             const auto& [step, c] = steps[i];
             spdlog::info("=== ablation step {}: {}", step.id, step.description);
-            TrainResult r = train(c);
-            write_train_result(c.train.out_dir + "/result.json", r);
-            rows.push_back(make_row(step, c, r));
+            rows.push_back(make_row(step, c, train(c)));
             write_reports(cfg.train.out_dir, rows);
         }
     } else {

@@ -255,7 +255,6 @@ std::vector<QualitySummary> run_quality(const RunConfig& cfg) {
             spdlog::info("=== quality: {} seed {}", labels[runs[i].arm], runs[i].seed);
             runs[i].result = train(planned[i].second);
             runs[i].ok = true;
-            write_train_result(planned[i].second.train.out_dir + "/result.json", runs[i].result);
             write_reports();
         }
     } else {

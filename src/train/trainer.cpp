@@ -18,6 +18,7 @@
 #include "train/progress.h"
 #include "train/sampler.h"
 #include "train/session.h"
+#include "train/train_result_io.h"
 #include "train/train_step.h"
 
 namespace gpt {
@@ -216,6 +217,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     result.tokens_per_s = timed_seconds > 0 ? timed_tokens / timed_seconds : 0;
     spdlog::info("done: steps {}..{} in {:.1f} s ({:.0f} tokens/s)", result.first_step, result.last_step,
                  result.seconds, result.tokens_per_s);
+    // What the run reached, for scripts and the ablation / quality runners (a restart reuses it).
+    write_train_result(tc.out_dir + "/result.json", result);
     return result;
 }
 
