@@ -20,6 +20,19 @@ __device__ __forceinline__ RowPtrs row_ptrs(const RaLowRankDims& d, int nh) {
     return {size_t(n) * d.q_stride + size_t(h) * d.D, size_t(n) * d.k_stride + size_t(h) * d.D};
 }
 
+// One warp per (token, head) row; lane l holds channels l, l+32, l+64, l+96 (D <= kMaxD) in
+// registers, so every load is coalesced and each low-rank product is one warp reduction. (The
+// first version looped over the D channels inside R lanes: ~6x its memory floor on the H100.)
+constexpr int kMaxD = 128;
+constexpr int kSlots = kMaxD / 32;
+
+__device__ __forceinline__ float slot_value(const float (&v)[kSlots], int slot) {
+    float x = v[0];   // a uniform slot index selects a register without local memory
+#pragma unroll
+    for (int i = 1; i < kSlots; ++i) x = slot == i ? v[i] : x;
+    return x;
+}
+
 __global__ void lowrank_fwd_kernel(bf16* qt, bf16* kt, const bf16* q, const bf16* k, const float* W,
                                    const float* gs, const float* gr, RaLowRankDims d) {
     const int nh = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -30,25 +43,39 @@ __global__ void lowrank_fwd_kernel(bf16* qt, bf16* kt, const bf16* q, const bf16
     const RowPtrs p = row_ptrs(d, nh);
     bf16* qo = qt + size_t(nh) * d.D;
     bf16* ko = kt + size_t(nh) * d.D;
-    for (int c = lane; c < keep; c += 32) {
-        qo[c] = __float2bfloat16(ss * __bfloat162float(q[p.qo + c]));
-        ko[c] = __float2bfloat16(ss * __bfloat162float(k[p.ko + c]));
-    }
-    for (int r = lane; r < d.R; r += 32) {
-        float kw = 0.f, qw = 0.f;
-        for (int c = 0; c < d.D; ++c) {
-            const float w = W[size_t(c) * d.R + r];
-            kw += __bfloat162float(k[p.ko + c]) * w;
-            qw += __bfloat162float(q[p.qo + c]) * w;
+    float qv[kSlots], kv[kSlots];
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+        const int c = lane + 32 * i;
+        qv[i] = c < d.D ? __bfloat162float(q[p.qo + c]) : 0.f;
+        kv[i] = c < d.D ? __bfloat162float(k[p.ko + c]) : 0.f;
+        if (c < keep) {
+            qo[c] = __float2bfloat16(ss * qv[i]);
+            ko[c] = __float2bfloat16(ss * kv[i]);
         }
-        qo[keep + r] = __float2bfloat16(sr * kw);
-        ko[keep + r] = __float2bfloat16(sr * qw);
+    }
+    for (int r = 0; r < d.R; ++r) {
+        float kw = 0.f, qw = 0.f;
+#pragma unroll
+        for (int i = 0; i < kSlots; ++i) {
+            const int c = lane + 32 * i;
+            const float w = c < d.D ? W[size_t(c) * d.R + r] : 0.f;
+            kw += kv[i] * w;
+            qw += qv[i] * w;
+        }
+        kw = warp_sum(kw);
+        qw = warp_sum(qw);
+        if (lane == ((keep + r) & 31)) {
+            qo[keep + r] = __float2bfloat16(sr * kw);
+            ko[keep + r] = __float2bfloat16(sr * qw);
+        }
     }
 }
 
 // dq, dk (overwritten) and the gates' per-row contributions cs/cr [N*H] (null = skip).
 // With A = W gq[keep:] and Bq = W gk[keep:]: dk = sr A (+ ss gk[:keep]), dq = sr Bq (+ ss gq[:keep]),
-// and d(sr) = k.A + q.Bq (= sum_r gq[keep+r] (kW)_r + gk[keep+r] (qW)_r).
+// and d(sr) = k.A + q.Bq (= sum_r gq[keep+r] (kW)_r + gk[keep+r] (qW)_r). Same lane layout as the
+// forward; gq[keep + r] reaches every lane by a shuffle from the lane that holds it.
 __global__ void lowrank_bwd_kernel(bf16* dq, bf16* dk, float* cs, float* cr, const bf16* dqt, const bf16* dkt,
                                    const bf16* q, const bf16* k, const float* W, const float* gs, const float* gr,
                                    RaLowRankDims d) {
@@ -60,23 +87,39 @@ __global__ void lowrank_bwd_kernel(bf16* dq, bf16* dk, float* cs, float* cr, con
     const RowPtrs p = row_ptrs(d, nh);
     const bf16* gq = dqt + size_t(nh) * d.D;
     const bf16* gk = dkt + size_t(nh) * d.D;
+    float gqv[kSlots], gkv[kSlots], A[kSlots], Bq[kSlots];
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+        const int c = lane + 32 * i;
+        gqv[i] = c < d.D ? __bfloat162float(gq[c]) : 0.f;
+        gkv[i] = c < d.D ? __bfloat162float(gk[c]) : 0.f;
+        A[i] = Bq[i] = 0.f;
+    }
+    for (int r = 0; r < d.R; ++r) {
+        const int src = keep + r;
+        const float g1 = __shfl_sync(0xffffffffu, slot_value(gqv, src >> 5), src & 31);
+        const float g2 = __shfl_sync(0xffffffffu, slot_value(gkv, src >> 5), src & 31);
+#pragma unroll
+        for (int i = 0; i < kSlots; ++i) {
+            const int c = lane + 32 * i;
+            const float w = c < d.D ? W[size_t(c) * d.R + r] : 0.f;
+            A[i] += w * g1;
+            Bq[i] += w * g2;
+        }
+    }
     float dss = 0.f, dsr = 0.f;
-    for (int c = lane; c < d.D; c += 32) {
-        float A = 0.f, Bq = 0.f;
-        for (int r = 0; r < d.R; ++r) {
-            const float w = W[size_t(c) * d.R + r];
-            A += w * __bfloat162float(gq[keep + r]);
-            Bq += w * __bfloat162float(gk[keep + r]);
-        }
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+        const int c = lane + 32 * i;
+        if (c >= d.D) continue;
         const float qv = __bfloat162float(q[p.qo + c]), kv = __bfloat162float(k[p.ko + c]);
-        float dqv = sr * Bq, dkv = sr * A;
+        float dqv = sr * Bq[i], dkv = sr * A[i];
         if (c < keep) {
-            const float a = __bfloat162float(gq[c]), b = __bfloat162float(gk[c]);
-            dqv += ss * a;
-            dkv += ss * b;
-            dss += a * qv + b * kv;
+            dqv += ss * gqv[i];
+            dkv += ss * gkv[i];
+            dss += gqv[i] * qv + gkv[i] * kv;
         }
-        dsr += kv * A + qv * Bq;
+        dsr += kv * A[i] + qv * Bq[i];
         dq[p.qo + c] = __float2bfloat16(dqv);
         dk[p.ko + c] = __float2bfloat16(dkv);
     }
@@ -130,6 +173,8 @@ __global__ void lowrank_dw_partial_kernel(float* partial, const bf16* dqt, const
 void check_lowrank(const RaLowRankDims& d, const char* op) {
     variant::check_positive(op, {d.N, d.H, d.D, d.R});
     variant::check_gate_count(d.n_gates, d.H, op);
+    GPT_CHECK(d.D <= kMaxD, std::string("cuda-bf16 ") + op + ": head dim " + std::to_string(d.D) + " above " +
+                                std::to_string(kMaxD) + " (the row kernels keep a row in one warp's registers)");
     GPT_CHECK(d.R < d.D && d.q_stride >= d.H * d.D && d.k_stride >= d.H * d.D,
               std::string("cuda-bf16 ") + op + ": rank R = " + std::to_string(d.R) + " must be below the head dim " +
                   std::to_string(d.D) + " (ra.rank), and q_stride/k_stride must cover the heads");
