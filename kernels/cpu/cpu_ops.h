@@ -73,6 +73,10 @@ public:
                         const RaLowRankDims& d) override;
     void ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
                         Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) override;
+    void ra_lowrank_weights_fwd(Ten w_eff, Ten b_eff, Ten w, Ten b, Ten W, Ten g_std, Ten g_rec,
+                                const RaLowRankDims& d) override;
+    void ra_lowrank_weights_bwd(Ten dw, Ten db, Ten dW, Ten dg_std, Ten dg_rec, Ten dw_eff, Ten db_eff, Ten w,
+                                Ten b, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) override;
     void head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d) override;
     void head_map_bwd(Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d) override;
     void ract_gate_fwd(Ten stat, Ten gate, Ten sel, Ten q, Ten k, Ten lse, Ten scale, Ten bias,

@@ -136,6 +136,82 @@ void CpuOps::ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten 
                         f32_extent(q, q_ext, "ra_lowrank_bwd q"), f32_extent(k, k_ext, "ra_lowrank_bwd k"),
                         f32(W, size_t(d.D) * d.R, "ra_lowrank_bwd W"), gs, gr, to_ref(d));
 }
+
+// ---- the low-rank fold on c_attn's weights: the rows form applied to the rows of [w^T; b] --------
+
+namespace {
+// [w^T; b]: K + 1 rows of 3E values (row k < K: column k of w; row K: the bias).
+std::vector<float> weight_rows(const float* w, const float* b, int E3, int K) {
+    std::vector<float> t(size_t(K + 1) * E3);
+    for (int o = 0; o < E3; ++o) {
+        for (int k = 0; k < K; ++k) t[size_t(k) * E3 + o] = w[size_t(o) * K + k];
+        t[size_t(K) * E3 + o] = b[o];
+    }
+    return t;
+}
+ref::LowRankDims weight_rows_dims(const RaLowRankDims& d) {
+    const int E3 = 3 * d.H * d.D;
+    return {d.N + 1, d.H, d.D, d.R, E3, E3, d.n_gates};
+}
+}  // namespace
+
+void CpuOps::ra_lowrank_weights_fwd(Ten w_eff, Ten b_eff, Ten w, Ten b, Ten W, Ten g_std, Ten g_rec,
+                                    const RaLowRankDims& d) {
+    check_positive("ra_lowrank_weights_fwd", {d.N, d.H, d.D, d.R});
+    check_gate_count(d.n_gates, d.H, "ra_lowrank_weights_fwd");
+    GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
+    GPT_GATES(gr, g_rec, d.g_rec_fixed, d.n_gates);
+    const int E = d.H * d.D, E3 = 3 * E, K = d.N;
+    const size_t nw = size_t(E3) * K;
+    const std::vector<float> rows =
+        weight_rows(f32(w, nw, "ra_lowrank_weights_fwd w"), f32(b, E3, "ra_lowrank_weights_fwd b"), E3, K);
+    std::vector<float> qt(size_t(K + 1) * E), kt(size_t(K + 1) * E);
+    ref::ra_lowrank_fwd(qt.data(), kt.data(), rows.data(), rows.data() + E,
+                        f32(W, size_t(d.D) * d.R, "ra_lowrank_weights_fwd W"), gs, gr, weight_rows_dims(d));
+    float* we = f32(w_eff, nw, "ra_lowrank_weights_fwd w_eff");
+    float* be = f32(b_eff, E3, "ra_lowrank_weights_fwd b_eff");
+    for (int o = 0; o < E3; ++o)
+        for (int k = 0; k <= K; ++k) {
+            const size_t r = size_t(k) * E;
+            const float v = o < E ? qt[r + o] : o < 2 * E ? kt[r + o - E] : rows[size_t(k) * E3 + o];
+            (k < K ? we[size_t(o) * K + k] : be[o]) = v;
+        }
+}
+
+void CpuOps::ra_lowrank_weights_bwd(Ten dw, Ten db, Ten dW, Ten dg_std, Ten dg_rec, Ten dw_eff, Ten db_eff,
+                                    Ten w, Ten b, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) {
+    check_positive("ra_lowrank_weights_bwd", {d.N, d.H, d.D, d.R});
+    check_gate_count(d.n_gates, d.H, "ra_lowrank_weights_bwd");
+    GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
+    GPT_GATES(gr, g_rec, d.g_rec_fixed, d.n_gates);
+    const int E = d.H * d.D, E3 = 3 * E, K = d.N;
+    const size_t nw = size_t(E3) * K;
+    const std::vector<float> rows =
+        weight_rows(f32(w, nw, "ra_lowrank_weights_bwd w"), f32(b, E3, "ra_lowrank_weights_bwd b"), E3, K);
+    const float* ge = f32(dw_eff, nw, "ra_lowrank_weights_bwd dw_eff");
+    const float* gbe = f32(db_eff, E3, "ra_lowrank_weights_bwd db_eff");
+    const std::vector<float> grows = weight_rows(ge, gbe, E3, K);   // the gradients of q̃ | k̃ | v rows
+    std::vector<float> gq(size_t(K + 1) * E), gk(size_t(K + 1) * E);
+    for (int k = 0; k <= K; ++k)
+        for (int j = 0; j < E; ++j) {
+            gq[size_t(k) * E + j] = grows[size_t(k) * E3 + j];
+            gk[size_t(k) * E + j] = grows[size_t(k) * E3 + E + j];
+        }
+    std::vector<float> drows(size_t(K + 1) * E3, 0.f);   // q, k columns written by the rows backward
+    ref::ra_lowrank_bwd(drows.data(), drows.data() + E, f32_optional(dW, size_t(d.D) * d.R, "ra_lowrank_weights_bwd dW"),
+                        f32_optional(dg_std, d.n_gates, "ra_lowrank_weights_bwd dg_std"),
+                        f32_optional(dg_rec, d.n_gates, "ra_lowrank_weights_bwd dg_rec"), gq.data(), gk.data(),
+                        rows.data(), rows.data() + E, f32(W, size_t(d.D) * d.R, "ra_lowrank_weights_bwd W"), gs, gr,
+                        weight_rows_dims(d));
+    for (size_t i = size_t(2) * E; i < size_t(E3); ++i)   // v passes through
+        for (int k = 0; k <= K; ++k) drows[size_t(k) * E3 + i] = grows[size_t(k) * E3 + i];
+    float* dwp = f32(dw, nw, "ra_lowrank_weights_bwd dw");
+    float* dbp = f32(db, E3, "ra_lowrank_weights_bwd db");
+    for (int o = 0; o < E3; ++o) {
+        for (int k = 0; k < K; ++k) dwp[size_t(o) * K + k] += drows[size_t(k) * E3 + o];
+        dbp[o] += drows[size_t(K) * E3 + o];
+    }
+}
 #undef GPT_GATES
 
 // ---- MLA maps ------------------------------------------------------------------------------------

@@ -677,6 +677,15 @@ public:
                         Ten g_std, Ten g_rec, const RaLowRankDims& d) override {
         variant::ra_lowrank_bwd(venv(), dq, dk, dW, dg_std, dg_rec, dqt, dkt, q, k, W, g_std, g_rec, d);
     }
+    void ra_lowrank_weights_fwd(Ten w_eff, Ten b_eff, Ten w, Ten b, Ten W, Ten g_std, Ten g_rec,
+                                const RaLowRankDims& d) override {
+        variant::ra_lowrank_weights_fwd(venv(), w_eff, b_eff, w, b, W, g_std, g_rec, d);
+    }
+    void ra_lowrank_weights_bwd(Ten dw, Ten db, Ten dW, Ten dg_std, Ten dg_rec, Ten dw_eff, Ten db_eff, Ten w,
+                                Ten b, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) override {
+        variant::ra_lowrank_weights_bwd(venv(), dw, db, dW, dg_std, dg_rec, dw_eff, db_eff, w, b, W, g_std, g_rec,
+                                        d);
+    }
     void head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d) override {
         variant::head_map_fwd(venv(), out, in, M, d);
     }

@@ -43,6 +43,11 @@ void ra_lowrank_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten W, Te
                     const RaLowRankDims& d);
 void ra_lowrank_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt,
                     Ten dkt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
+// The low-rank fold on c_attn's weights (variant_ra_lowrank_weights.cu).
+void ra_lowrank_weights_fwd(const VariantEnv& e, Ten w_eff, Ten b_eff, Ten w, Ten b, Ten W, Ten g_std,
+                            Ten g_rec, const RaLowRankDims& d);
+void ra_lowrank_weights_bwd(const VariantEnv& e, Ten dw, Ten db, Ten dW, Ten dg_std, Ten dg_rec, Ten dw_eff,
+                            Ten db_eff, Ten w, Ten b, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
 void head_map_fwd(const VariantEnv& e, Ten out, Ten in, Ten M, const HeadMapDims& d);
 void head_map_bwd(const VariantEnv& e, Ten din, Ten dM, Ten dout, Ten in, Ten M, const HeadMapDims& d);
 // RA-CT and M2 from the attention's q, k, lse (attention_rowstats_fwd.cu / _bwd.cu).

@@ -4,12 +4,28 @@
 
 #include <fmt/format.h>
 
+#include "common/error.h"
+
 namespace gpt {
+
+bool ra_lowrank_weights_form(const ModelConfig& cfg) {
+    if (cfg.attention != AttentionKind::ra_lowrank) return false;
+    switch (cfg.ra.lowrank_form) {
+        case RaLowRankForm::rows: return false;
+        case RaLowRankForm::weights: return true;
+        case RaLowRankForm::auto_select: break;
+    }
+    return !cfg.ra.discoverability;
+}
 
 RaAttention::RaAttention(const ModelConfig& cfg, int layer)
     : AttentionBase(cfg, layer),
       lowrank_(cfg.attention == AttentionKind::ra_lowrank),
-      disc_(cfg.ra.discoverability) {}
+      disc_(cfg.ra.discoverability),
+      weights_form_(ra_lowrank_weights_form(cfg)) {
+    GPT_CHECK(!(weights_form_ && disc_), "model.ra.lowrank_form: the weights form cannot add the discoverability "
+                                         "bias; set model.ra.lowrank_form to rows or auto");
+}
 
 void RaAttention::declare_inputs(ParamTable& p) { packed_.declare(p, cfg_, layer_); }
 
@@ -29,6 +45,14 @@ void RaAttention::declare_extras(ParamTable& p) {
 
 void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
     packed_.plan(a, cfg_, layer_, B, T);
+    if (weights_form_) {
+        const size_t E3 = size_t(3) * cfg_.n_embd, nw = E3 * cfg_.n_embd;
+        w_eff_ = a.add(Space::Act, nw, "attention", fmt::format("h.{}.ra_w_eff", layer_));
+        b_eff_ = a.add(Space::Act, E3, "attention", fmt::format("h.{}.ra_b_eff", layer_));
+        dw_eff_ = a.add(Space::Stat, nw, "attention", fmt::format("h.{}.ra_dw_eff", layer_));
+        db_eff_ = a.add(Space::Stat, E3, "attention", fmt::format("h.{}.ra_db_eff", layer_));
+        return;
+    }
     const size_t n = size_t(B) * T * cfg_.n_head * folded_width();
     qt_ = a.add(Space::Act, n, "attention", fmt::format("h.{}.ra_qt", layer_));
     kt_ = a.add(Space::Act, n, "attention", fmt::format("h.{}.ra_kt", layer_));
@@ -41,6 +65,7 @@ void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
 
 size_t RaAttention::inputs_scratch_elems(int B, int T) const {
     const size_t N = size_t(B) * T;
+    if (weights_form_) return N * 3 * cfg_.n_embd;   // dqkv (= d[q̃ | k̃ | v])
     const size_t disc = disc_ ? 2 * N * cfg_.n_head * operand_width() : 0;
     return N * 3 * cfg_.n_embd + 2 * N * cfg_.n_head * folded_width() + disc;   // dqkv, dq̃, dk̃ (+ disc)
 }
@@ -82,7 +107,26 @@ RaLowRankDims RaAttention::lowrank_dims(const StepContext& c) const {
     return f;
 }
 
+RaLowRankDims RaAttention::weights_dims() const {
+    RaLowRankDims f;
+    f.N = cfg_.n_embd;   // c_attn's input columns
+    f.H = cfg_.n_head;
+    f.D = cfg_.head_dim();
+    f.R = cfg_.ra.rank;
+    f.n_gates = n_gates();
+    f.g_std_fixed = cfg_.ra.g_std;
+    f.g_rec_fixed = cfg_.ra.g_rec;
+    return f;
+}
+
 void RaAttention::inputs_fwd(const StepContext& c, Ten in) {
+    if (weights_form_) {   // c_attn with the folded weights writes [q̃ | k̃ | v]
+        const int E = cfg_.n_embd;
+        c.ops->ra_lowrank_weights_fwd(w_eff_, b_eff_, packed_.w, packed_.b, w_lowrank_, g_std_, g_rec_,
+                                      weights_dims());
+        c.ops->matmul_fwd(packed_.qkv, in, w_eff_, b_eff_, c.B * c.T, E, 3 * E);
+        return;
+    }
     packed_.forward(c, cfg_, in);
     const Ten q = PackedQkv::part(packed_.qkv, 0, cfg_, c), k = PackedQkv::part(packed_.qkv, 1, cfg_, c);
     if (lowrank_)
@@ -109,6 +153,7 @@ AttentionOperands RaAttention::folded(Ten qt, Ten kt, Ten v, const StepContext& 
 }
 
 AttentionOperands RaAttention::operands(const StepContext& c) const {
+    if (weights_form_) return PackedQkv::operands(packed_.qkv, cfg_, c, base_dims(c));   // q̃ | k̃ | v, width D
     return folded(disc_ ? qd_ : qt_, disc_ ? kd_ : kt_, PackedQkv::part(packed_.qkv, 2, cfg_, c), c);
 }
 
@@ -125,16 +170,28 @@ RaAttention::FoldGrads RaAttention::fold_grads(const StepContext& c, Ten scratch
 }
 
 AttentionOperands RaAttention::operand_grads(const StepContext& c, Ten scratch) const {
+    if (weights_form_) return PackedQkv::operands(scratch, cfg_, c, base_dims(c));
     const FoldGrads g = fold_grads(c, scratch);
     return folded(disc_ ? g.dqd : g.dqt, disc_ ? g.dkd : g.dkt, PackedQkv::part(scratch, 2, cfg_, c), c);
 }
 
 void RaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) {
+    const Ten dg_std = g_std_.present() ? g_std_.as(Space::Grad) : Ten{};
+    const Ten dg_rec = g_rec_.present() ? g_rec_.as(Space::Grad) : Ten{};
+    if (weights_form_) {   // the GEMM's weight gradient, then back through the fold
+        const int E = cfg_.n_embd;
+        const Ten dqkv = scratch.sub(0, size_t(c.B) * c.T * 3 * E);
+        c.ops->zero(dw_eff_);
+        c.ops->zero(db_eff_);
+        c.ops->matmul_bwd(din, dw_eff_, db_eff_, dqkv, in, w_eff_, c.B * c.T, E, 3 * E);
+        c.ops->ra_lowrank_weights_bwd(packed_.w.as(Space::Grad), packed_.b.as(Space::Grad), w_lowrank_.as(Space::Grad),
+                                      dg_std, dg_rec, dw_eff_, db_eff_, packed_.w, packed_.b, w_lowrank_, g_std_,
+                                      g_rec_, weights_dims());
+        return;
+    }
     const FoldGrads g = fold_grads(c, scratch);
     const Ten q = PackedQkv::part(packed_.qkv, 0, cfg_, c), k = PackedQkv::part(packed_.qkv, 1, cfg_, c);
     const Ten dq = PackedQkv::part(scratch, 0, cfg_, c), dk = PackedQkv::part(scratch, 1, cfg_, c);
-    const Ten dg_std = g_std_.present() ? g_std_.as(Space::Grad) : Ten{};
-    const Ten dg_rec = g_rec_.present() ? g_rec_.as(Space::Grad) : Ten{};
     if (disc_)   // drop the bias channel from the operand gradients; u, g_disc get theirs
         c.ops->disc_channel_bwd(g.dqt, g.dkt, {}, disc_u_.as(Space::Grad), g_disc_.as(Space::Grad), g.dqd, g.dkd, k,
                                 disc_u_, g_disc_, disc_dims(c));
@@ -155,8 +212,8 @@ std::string RaAttention::describe_kind() const {
     const std::string band = fmt::format("{}{}", cfg_.ra.band > 0 ? fmt::format("band W={}", cfg_.ra.band) : "full transpose",
                                          disc_ ? ", discoverability bias" : "");
     if (lowrank_)
-        return fmt::format("same-FLOP low-rank RA (H={}, D={}, R={}, {}, {})", cfg_.n_head, cfg_.head_dim(),
-                           cfg_.ra.rank, band, gates);
+        return fmt::format("same-FLOP low-rank RA (H={}, D={}, R={}, {}, {}, {} form)", cfg_.n_head, cfg_.head_dim(),
+                           cfg_.ra.rank, band, gates, weights_form_ ? "weights" : "rows");
     return fmt::format("exact RA via the fold (H={}, D={}, Dqk={}, {}, {})", cfg_.n_head, cfg_.head_dim(),
                        2 * cfg_.head_dim(), band, gates);
 }

@@ -4,10 +4,17 @@
 // gradients back onto q, k and the gates. Gates per head or per layer (model.ra.gates), learnable
 // parameters or fixed constants (model.ra.learnable). model.ra.discoverability adds the per-key
 // bias g_disc[h] (k_j.u_h) as one more channel of q̃, k̃ (disc_channel_fwd), before the band split.
+// Same-FLOP RA in the weights form (model.ra.lowrank_form) folds c_attn's weights instead of the
+// q, k rows (ra_lowrank_weights_fwd): c_attn then writes [q̃ | k̃ | v] and the attention reads them
+// in place, as the baseline's does.
 #pragma once
 #include "model/attention_baseline.h"
 
 namespace gpt {
+
+// Whether cfg's same-FLOP RA runs in the weights form (model.ra.lowrank_form; auto: yes unless the
+// discoverability bias needs the real keys).
+bool ra_lowrank_weights_form(const ModelConfig& cfg);
 
 class RaAttention final : public AttentionBase {
 public:
@@ -26,6 +33,7 @@ protected:
     std::string describe_kind() const override;
 
 private:
+    RaLowRankDims weights_dims() const;   // the weights form's fold over c_attn's n_embd columns
     int folded_width() const { return lowrank_ ? cfg_.head_dim() : 2 * cfg_.head_dim(); }   // before disc
     int split() const { return lowrank_ ? cfg_.head_dim() - cfg_.ra.rank : cfg_.head_dim(); }   // band_split
     int operand_width() const { return folded_width() + (disc_ ? 1 : 0); }                    // Dqk
@@ -40,11 +48,14 @@ private:
     FoldGrads fold_grads(const StepContext& c, Ten scratch) const;
 
     bool lowrank_, disc_;
+    bool weights_form_;               // same-FLOP RA folded on c_attn's weights (no q̃, k̃ buffers)
     PackedQkv packed_;
     Ten g_std_, g_rec_, w_lowrank_;   // parameters (gates absent when fixed)
     Ten disc_u_, g_disc_;             // discoverability bias (model.ra.discoverability)
     Ten qt_, kt_;                     // folded q̃, k̃ [B*T, H, folded width]
     Ten qd_, kd_;                     // with the discoverability channel [B*T, H, folded width + 1]
+    Ten w_eff_, b_eff_;               // weights form: c_attn's folded weight [3E, E], bias [3E] (Act)
+    Ten dw_eff_, db_eff_;             // and their gradients (Stat, fp32)
 };
 
 }  // namespace gpt

@@ -19,6 +19,9 @@ enum class RactApply { output, weights };
 enum class GateScope { per_head, per_layer };
 // MLA's computational form (docs/variants.md): the same model and parameters either way.
 enum class MlaForm { auto_select, latent, expanded };
+// Where same-FLOP RA's fold happens (docs/variants.md): on each token's q, k rows, or once per step
+// on c_attn's weights (q̃, k̃ are linear in the block input). The same model either way.
+enum class RaLowRankForm { auto_select, rows, weights };
 
 struct RaConfig {                 // reciprocal attention, SPEC §2.2
     int band = 0;                 // W: 0 = full transpose, else only i-j <= W gets the reciprocal term
@@ -27,6 +30,7 @@ struct RaConfig {                 // reciprocal attention, SPEC §2.2
     float g_std = 0.5f;           // init of the standard-score gate
     float g_rec = 0.3f;           // init of the reciprocal-score gate
     int rank = 8;                 // R for ra_lowrank
+    RaLowRankForm lowrank_form = RaLowRankForm::auto_select;   // auto: weights unless discoverability
     float route_threshold = -1.f; // head-selective routing: heads with g_rec <= tau run baseline; <0 off
     bool discoverability = false; // optional per-key column bias
 };

@@ -265,6 +265,18 @@ public:
     // accumulated; dg_std, dg_rec: Grad accumulated (absent = skip).
     virtual void ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt,
                                 Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
+    // The same low-rank fold in weight space (model.ra.lowrank_form = weights): q̃, k̃ are linear
+    // in the block input x (q = x Wq^T + bq, k W = x (Wk^T W) + bk W), so one c_attn GEMM with
+    // these effective weights writes [q̃ | k̃ | v] directly; ra_lowrank_fwd applied to the rows of
+    // [w^T; b] gives the same numbers. w, b: Param, c_attn's [3E, K] and [3E] (E = H*D, K = d.N
+    // input features; d.q_stride, d.k_stride unused). w_eff [3E, K], b_eff [3E]: Act, overwritten
+    // (GEMM operands). W, gates: as ra_lowrank_fwd.
+    virtual void ra_lowrank_weights_fwd(Ten w_eff, Ten b_eff, Ten w, Ten b, Ten W, Ten g_std, Ten g_rec,
+                                        const RaLowRankDims& d);
+    // dw_eff [3E, K], db_eff [3E]: Stat, the gradients of w_eff, b_eff (the GEMM's). dw, db: Grad of
+    // c_attn, accumulated; dW, dg_std, dg_rec: Grad accumulated (absent = skip).
+    virtual void ra_lowrank_weights_bwd(Ten dw, Ten db, Ten dW, Ten dg_std, Ten dg_rec, Ten dw_eff, Ten db_eff,
+                                        Ten w, Ten b, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d);
     // MLA per-head map (HeadMapDims). out: Act [N,H,Dout] overwritten; in: Act strided; M: Param.
     virtual void head_map_fwd(Ten out, Ten in, Ten M, const HeadMapDims& d);
     // din: Act in the layout of in, OVERWRITTEN with dout . M^T (summed over the heads when

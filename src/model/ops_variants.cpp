@@ -25,6 +25,12 @@ void Ops::ra_lowrank_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&
 void Ops::ra_lowrank_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&) {
     missing(*this, "ra_lowrank_bwd");
 }
+void Ops::ra_lowrank_weights_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&) {
+    missing(*this, "ra_lowrank_weights_fwd");
+}
+void Ops::ra_lowrank_weights_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&) {
+    missing(*this, "ra_lowrank_weights_bwd");
+}
 void Ops::head_map_fwd(Ten, Ten, Ten, const HeadMapDims&) { missing(*this, "head_map_fwd"); }
 void Ops::head_map_bwd(Ten, Ten, Ten, Ten, Ten, const HeadMapDims&) { missing(*this, "head_map_bwd"); }
 void Ops::ract_gate_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&, const RactDims&) {

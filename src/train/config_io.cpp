@@ -315,6 +315,8 @@ std::vector<Key> build_keys() {
     keys.push_back(number_key("model.ra.g_std", FIELD(model.ra.g_std), at_least(0)));
     keys.push_back(number_key("model.ra.g_rec", FIELD(model.ra.g_rec), at_least(0)));
     keys.push_back(int_key("model.ra.rank", FIELD(model.ra.rank), closed(1, 1024)));
+    keys.push_back(enum_key<RaLowRankForm>("model.ra.lowrank_form", FIELD(model.ra.lowrank_form),
+        {{"auto", RaLowRankForm::auto_select}, {"rows", RaLowRankForm::rows}, {"weights", RaLowRankForm::weights}}));
     keys.push_back(number_key("model.ra.route_threshold", FIELD(model.ra.route_threshold), closed(-kInf, kInf)));
     keys.push_back(bool_key("model.ra.discoverability", FIELD(model.ra.discoverability)));
 
@@ -630,6 +632,10 @@ void validate(const RunConfig& c) {
         if (m.ra.band != 0)
             fail("model.ra.band: a band (W = " + std::to_string(m.ra.band) +
                  ") is not supported with model.attention = ra_lowrank; set model.ra.band to 0");
+        if (m.ra.lowrank_form == RaLowRankForm::weights && m.ra.discoverability)
+            fail("model.ra.lowrank_form: the weights form cannot add the discoverability bias (it reads the "
+                 "real keys, which that form never computes); set model.ra.lowrank_form to rows or auto, or "
+                 "model.ra.discoverability to false");
     }
     if (m.m3 && !is_mla(m.attention))
         fail("model.m3: latent reciprocity (M3) needs MLA attention; set model.attention to mla or ra_mla, "

@@ -133,6 +133,50 @@ TEST_CASE("cuda variants: low-rank RA forward and backward (dW, gates)") {
     check_err(p, gr.as(Space::Grad), kGrad, "dg_rec");
 }
 
+// The weights form's fold over c_attn's weights (w fp32 Param -> w_eff bf16 Act) and its backward
+// from fp32 gradients of w_eff (Stat) into c_attn's, W's and the gates' gradients (Grad, accumulated).
+TEST_CASE("cuda variants: low-rank RA on c_attn's weights, forward and backward (per-head and per-layer gates)") {
+    GPT_REQUIRE_GPU();
+    for (int n_gates : {3, 1}) {
+        CAPTURE(n_gates);
+        Pair p;
+        RaLowRankDims d;
+        d.N = 200, d.H = 3, d.D = 64, d.R = 8, d.n_gates = n_gates;   // K = 200 input columns, E = 192
+        d.g_std_fixed = 0.6f, d.g_rec_fixed = 0.35f;
+        const size_t E3 = size_t(3) * d.H * d.D, nw = E3 * d.N;
+        Ten w = p.reserve(Space::Param, nw), b = p.reserve(Space::Param, E3);
+        Ten W = p.reserve(Space::Param, size_t(d.D) * d.R);
+        const bool learn = n_gates == 3;   // learnable per-head gates; fixed per-layer ones
+        Ten gs = learn ? p.reserve(Space::Param, 3) : Ten{}, gr = learn ? p.reserve(Space::Param, 3) : Ten{};
+        Ten w_eff = p.reserve(Space::Act, nw), b_eff = p.reserve(Space::Act, E3);
+        Ten dw_eff = p.reserve(Space::Stat, nw), db_eff = p.reserve(Space::Stat, E3);
+        p.allocate();
+        fill(p, w, 21, 0.05f), fill(p, b, 22, 0.05f), fill(p, W, 23, 0.15f);
+        fill(p, dw_eff, 24), fill(p, db_eff, 25);
+        fill(p, w.as(Space::Grad), 26), fill(p, b.as(Space::Grad), 27), fill(p, W.as(Space::Grad), 28);
+        if (learn) {
+            p.set(gs, {0.8f, 0.6f, 0.5f});
+            p.set(gr, {0.3f, 0.4f, 1e-9f});   // below the floor: no gradient
+            fill(p, gs.as(Space::Grad), 29), fill(p, gr.as(Space::Grad), 30);
+        }
+        p.poison(w_eff), p.poison(b_eff);
+        p.run([&](Ops& o) {
+            o.ra_lowrank_weights_fwd(w_eff, b_eff, w, b, W, gs, gr, d);
+            o.ra_lowrank_weights_bwd(w.as(Space::Grad), b.as(Space::Grad), W.as(Space::Grad), gs.as(Space::Grad),
+                                     gr.as(Space::Grad), dw_eff, db_eff, w, b, W, gs, gr, d);
+        });
+        check_err(p, w_eff, kAct, "w_eff");
+        check_err(p, b_eff, kAct, "b_eff");
+        check_err(p, w.as(Space::Grad), 1e-5, "dw (fp32 math on fp32 inputs)");
+        check_err(p, b.as(Space::Grad), 1e-5, "db");
+        check_err(p, W.as(Space::Grad), 1e-5, "dW");
+        if (learn) {
+            check_err(p, gs.as(Space::Grad), 1e-5, "dg_std");
+            check_err(p, gr.as(Space::Grad), 1e-5, "dg_rec");
+        }
+    }
+}
+
 TEST_CASE("cuda variants: MLA head maps (per-head, shared input, shared map)") {
     GPT_REQUIRE_GPU();
     struct Case {
@@ -528,12 +572,15 @@ TEST_CASE("cuda variants model: RA fold with band (ablation step 5)") {
     compare_step(5);
 }
 
-TEST_CASE("cuda variants model: RA low-rank (same-FLOP RA, rank 16)") {
+TEST_CASE("cuda variants model: RA low-rank (same-FLOP RA, rank 16, rows and weights forms)") {
     GPT_REQUIRE_GPU();
     ModelConfig m = small_base();
     m.attention = AttentionKind::ra_lowrank;
     m.ra.rank = 16;
-    compare_model(m, "ra_lowrank");
+    m.ra.lowrank_form = RaLowRankForm::rows;
+    compare_model(m, "ra_lowrank rows form");
+    m.ra.lowrank_form = RaLowRankForm::weights;
+    compare_model(m, "ra_lowrank weights form");
 }
 
 TEST_CASE("cuda variants model: MLA (ablation step 8)") {
