@@ -2,10 +2,11 @@
 # Training-step benchmarks on the GPU machine, ours and PyTorch's in the same run (SPEC §7-§8):
 # GPT-2 124M, T = 1024, B = 32 and 64 (ms/step, tokens/s, MFU, memory), then the ablation's
 # attention variants at B = 32 as tokens/s ratios to the baseline (step 0), then the PyTorch peer
-# (.peer/peer_torch_gpt2.py, copied there by hand from ../shared/bench, never committed).
+# (.peer/peer_torch_gpt2.py, copied there by hand from ../shared/bench, never committed), then the
+# attention module alone at the seeds' shape (gpt2 bench --module) and .peer/peer_torch_attn.py.
 # Expects tools/gpu-check.sh to have configured the build directory.
 #
-# Usage: tools/gpu-bench.sh [build-dir]      GPU_BENCH_SKIP="variants peer" skips parts
+# Usage: tools/gpu-bench.sh [build-dir]      GPU_BENCH_SKIP="variants peer module" skips parts
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
@@ -26,7 +27,8 @@ if [[ " $SKIP " != *" variants "* ]]; then
         --variant "RA exact, full transpose: model.attention=ra model.ra.band=0" \
         --variant "RA same-FLOP R=4: model.attention=ra_lowrank model.ra.rank=4" \
         --variant "RA same-FLOP R=8: model.attention=ra_lowrank model.ra.rank=8" \
-        --variant "RA same-FLOP R=16: model.attention=ra_lowrank model.ra.rank=16" 2>&1 \
+        --variant "RA same-FLOP R=16: model.attention=ra_lowrank model.ra.rank=16" \
+        --variant "RA same-FLOP R=8, rows form: model.attention=ra_lowrank model.ra.rank=8 model.ra.lowrank_form=rows" 2>&1 \
         | tee "$LOG/bench-variants.log"
 fi
 if [[ " $SKIP " != *" peer "* && -f "$ROOT/.peer/peer_torch_gpt2.py" ]]; then
@@ -35,5 +37,22 @@ if [[ " $SKIP " != *" peer "* && -f "$ROOT/.peer/peer_torch_gpt2.py" ]]; then
         PYTHONUNBUFFERED=1 python3 "$ROOT/.peer/peer_torch_gpt2.py" "$b" 2>&1 | tee "$LOG/peer-gpt2-$b.log"
     done
 fi
-[[ -n "${OUT:-}" ]] && cp "$LOG"/bench-*.log "$LOG"/peer-gpt2-*.log "$OUT"/ 2>/dev/null
+if [[ " $SKIP " != *" module "* ]]; then
+    # SPEC §7: the attention module alone (c_attn -> attention -> c_proj, layer 0's unit) at the
+    # seeds' shape B=8 H=12 T=1024 D=64, fwd and fwd+bwd as ratios to the baseline, then the
+    # PyTorch peer's core and module rows in the same run.
+    echo "=== ours: attention module at the seeds' shape (B=8, H=12, T=1024, D=64)"
+    "$G" bench --module "${COMMON[@]}" train.batch_size=8 --warmup 20 --steps 100 \
+        --variant "RA exact: model.attention=ra model.ra.band=0" \
+        --variant "RA same-FLOP R=4: model.attention=ra_lowrank model.ra.rank=4" \
+        --variant "RA same-FLOP R=8: model.attention=ra_lowrank model.ra.rank=8" \
+        --variant "RA same-FLOP R=16: model.attention=ra_lowrank model.ra.rank=16" \
+        --variant "RA same-FLOP R=8, rows form: model.attention=ra_lowrank model.ra.rank=8 model.ra.lowrank_form=rows" 2>&1 \
+        | tee "$LOG/bench-module.log"
+    if [[ " $SKIP " != *" peer "* && -f "$ROOT/.peer/peer_torch_attn.py" ]]; then
+        echo "=== PyTorch peer: attention core and module (seeds' shape)"
+        PYTHONUNBUFFERED=1 python3 "$ROOT/.peer/peer_torch_attn.py" 2>&1 | tee "$LOG/peer-attn.log"
+    fi
+fi
+[[ -n "${OUT:-}" ]] && cp "$LOG"/bench-*.log "$LOG"/peer-gpt2-*.log "$LOG"/peer-attn.log "$OUT"/ 2>/dev/null
 exit 0

@@ -2,60 +2,55 @@
 // GPT-2 124M at T = 1024, B = 32 and 64), or of several ablation steps' models with their
 // tokens/s as ratios to the first step listed, and/or of --variant overrides of the configured
 // model (RA full, RA low-rank, ...), all in the same process so the ratios are from one run.
+// With --module: the attention module alone (src/train/module_bench.h) of the configured model,
+// then of each arm, forward and forward + backward as ratios to the configured model.
 #include <iostream>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
-#include "train/ablation.h"
-#include "train/benchmark.h"
-#include "train/config_io.h"
-#include "train/quality.h"
 #include "common/error.h"
+#include "model/variant_names.h"
+#include "train/benchmark.h"
+#include "train/module_bench.h"
 
 namespace gpt {
 
 namespace {
 
-struct Arm {
-    std::string label;
-    RunConfig cfg;
-};
-
-// "label: key=value key=value" -> the configured model with those overrides.
-Arm variant_arm(const RunConfig& base, const std::string& spec) {
-    const auto [label, overrides] = parse_config_arm(spec, "--variant");
-    Arm arm{label, base};
-    for (const auto& kv : overrides) apply_override(arm.cfg, kv);
-    validate(arm.cfg);
-    return arm;
+int bench_module(const RunConfig& cfg, const CommandArgs& args) {
+    if (!args.batches.empty())
+        fail(fmt::format("bench --module: the module runs at B = train.batch_size ({}); set it with --set "
+                         "train.batch_size=N instead of -b", cfg.train.batch_size));
+    if (args.profile) fail("bench --module: --profile belongs to the training-step benchmark; drop one of them");
+    const int warmup = args.warmup >= 0 ? args.warmup : 20, reps = args.steps >= 0 ? args.steps : 100;
+    std::vector<BenchArm> arms = {{fmt::format("configured ({})", attention_kind_str(cfg.model.attention)), cfg}};
+    for (auto& arm : bench_arms(cfg, args.ablation_steps, args.variants)) arms.push_back(std::move(arm));
+    const auto rows = bench_attention_module(arms, warmup, reps);
+    std::cout << format_module_table(rows, warmup, reps);
+    for (const auto& r : rows)
+        if (!r.error.empty()) return 1;
+    return 0;
 }
 
 }  // namespace
 
 int cmd_bench(const RunConfig& cfg, const CommandArgs& args) {
+    if (args.module) return bench_module(cfg, args);
     const std::vector<int> batches = args.batches.empty() ? std::vector<int>{cfg.train.batch_size} : args.batches;
+    const int warmup = args.warmup >= 0 ? args.warmup : 3, steps = args.steps >= 0 ? args.steps : 10;
     bool failed = false;
     if (args.ablation_steps.empty() && args.variants.empty()) {
-        const auto rows = bench_training_step(cfg, batches, args.warmup, args.steps, args.profile);
+        const auto rows = bench_training_step(cfg, batches, warmup, steps, args.profile);
         std::cout << format_bench_table("training step: " + cfg.model.preset, rows);
         for (const auto& r : rows) failed |= !r.error.empty();
         return failed ? 1 : 0;
     }
     // Arms: the listed ablation steps, then the variants; ratios are to the first arm (same run).
-    std::vector<Arm> arms;
-    const auto table = ratio_ablation_steps(cfg.model, cfg.train.optim);
-    check_ablation_step_ids(args.ablation_steps, int(table.size()), "--ablation-step");
-    for (int id : args.ablation_steps) {
-        Arm arm{fmt::format("step {}: {}", id, table[size_t(id)].description), cfg};
-        arm.cfg.model = table[size_t(id)].model;
-        arm.cfg.train.optim = table[size_t(id)].optim;
-        arms.push_back(arm);
-    }
-    for (const auto& spec : args.variants) arms.push_back(variant_arm(cfg, spec));
+    const std::vector<BenchArm> arms = bench_arms(cfg, args.ablation_steps, args.variants);
     std::vector<std::vector<StepBenchResult>> all;
     for (const auto& arm : arms) {
-        all.push_back(bench_training_step(arm.cfg, batches, args.warmup, args.steps, args.profile));
+        all.push_back(bench_training_step(arm.cfg, batches, warmup, steps, args.profile));
         std::cout << format_bench_table(arm.label, all.back());
         std::cout.flush();
     }

@@ -21,7 +21,8 @@ struct CommandArgs {
     double val_fraction = 0.05;
     std::string tokenizer_dir;
     std::vector<int> batches;   // bench
-    int warmup = 3, steps = 10;
+    int warmup = -1, steps = -1;       // bench: -1 = the mode's default (steps: 3 / 10; --module: 20 / 100)
+    bool module = false;               // bench: time the attention module alone (src/train/module_bench.h)
     std::vector<int> ablation_steps;   // bench: time these ablation steps' models instead
     std::vector<std::string> variants; // bench: "label: key=value key=value" arms, timed after the steps
     bool profile = false;              // bench: per-operation timing table

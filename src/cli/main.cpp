@@ -44,10 +44,14 @@ int main(int argc, char** argv) {
     prepare->add_option("--val-fraction", args.val_fraction, "fraction of documents for validation");
     prepare->add_option("--tokenizer", args.tokenizer_dir, "directory with encoder.json and vocab.bpe");
     auto* check = app.add_subcommand("check", "dry run: validate the config, build and briefly train every step");
-    auto* bench = app.add_subcommand("bench", "time the training step of the configured model");
+    auto* bench = app.add_subcommand("bench", "time the training step (or, with --module, the attention module) of the configured model");
     bench->add_option("-b,--batch", args.batches, "micro-batch sizes to time (default: train.batch_size)");
-    bench->add_option("--warmup", args.warmup, "untimed steps first");
-    bench->add_option("--steps", args.steps, "timed steps (the median is reported)");
+    bench->add_option("--warmup", args.warmup, "untimed steps first (default 3; --module: 20 calls)");
+    bench->add_option("--steps", args.steps, "timed steps, the median is reported (default 10; --module: 100 calls)");
+    bench->add_flag("--module", args.module,
+                    "time one attention unit (input projections, attention, gates, c_proj) forward and forward+backward "
+                    "at B = train.batch_size, T = train.seq_len, for the configured model and each --ablation-step / "
+                    "--variant arm, as ratios to the configured model");
     bench->add_flag("--profile", args.profile, "also time every operation (synchronised) and print where the step goes");
     bench->add_option("--ablation-step", args.ablation_steps,
                       "time the model of these SPEC §4 ablation steps (ratios to the first listed)");

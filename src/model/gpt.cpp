@@ -84,13 +84,7 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
 
 GPT::~GPT() = default;
 
-MemoryPlan GPT::memory_plan() const {
-    MemoryPlan p;
-    p[Space::Param] = params_.total();
-    p[Space::Grad] = params_.total();
-    for (Space s : {Space::Act, Space::Stat, Space::Index}) p[s] = acts_.size(s);
-    return p;
-}
+MemoryPlan GPT::memory_plan() const { return acts_.memory_plan(params_.total()); }
 
 std::string GPT::describe() const {
     size_t n = 0;

@@ -15,6 +15,14 @@ Ten ActivationPlan::add(Space s, size_t n, const std::string& category, const st
     return t;
 }
 
+MemoryPlan ActivationPlan::memory_plan(size_t param_elems) const {
+    MemoryPlan p;
+    p[Space::Param] = param_elems;
+    p[Space::Grad] = param_elems;
+    for (Space s : {Space::Act, Space::Stat, Space::Index}) p[s] = size(s);
+    return p;
+}
+
 static double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
 std::string describe_memory(const MemoryPlan& plan, const ActivationPlan& acts,

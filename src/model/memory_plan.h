@@ -17,6 +17,9 @@ public:
     };
     Ten add(Space s, size_t n, const std::string& category, const std::string& name);
     size_t size(Space s) const { return size_[static_cast<int>(s)]; }
+    // What to allocate for these activations and `param_elems` parameters (Param and Grad; the
+    // optimizer adds its state to Space::Opt).
+    MemoryPlan memory_plan(size_t param_elems) const;
     const std::vector<Entry>& entries() const { return entries_; }
 
 private:

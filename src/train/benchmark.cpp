@@ -8,11 +8,35 @@
 
 #include "common/error.h"
 #include "common/rng.h"
+#include "train/ablation.h"
+#include "train/config_io.h"
 #include "train/profiling_ops.h"
+#include "train/quality.h"
 #include "train/session.h"
 #include "train/train_step.h"
 
 namespace gpt {
+
+std::vector<BenchArm> bench_arms(const RunConfig& cfg, const std::vector<int>& ablation_steps,
+                                 const std::vector<std::string>& variants) {
+    std::vector<BenchArm> arms;
+    const auto table = ratio_ablation_steps(cfg.model, cfg.train.optim);
+    check_ablation_step_ids(ablation_steps, int(table.size()), "--ablation-step");
+    for (int id : ablation_steps) {
+        BenchArm arm{fmt::format("step {}: {}", id, table[size_t(id)].description), cfg};
+        arm.cfg.model = table[size_t(id)].model;
+        arm.cfg.train.optim = table[size_t(id)].optim;
+        arms.push_back(arm);
+    }
+    for (const auto& spec : variants) {   // "label: key=value key=value" -> cfg with those overrides
+        const auto [label, overrides] = parse_config_arm(spec, "--variant");
+        BenchArm arm{label, cfg};
+        for (const auto& kv : overrides) apply_override(arm.cfg, kv);
+        validate(arm.cfg);
+        arms.push_back(arm);
+    }
+    return arms;
+}
 
 std::vector<StepBenchResult> bench_training_step(const RunConfig& base, const std::vector<int>& batches,
                                                  int warmup, int steps, bool profile) {

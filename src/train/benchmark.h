@@ -25,6 +25,17 @@ struct StepBenchResult {
     std::string profile;       // per-operation table when profiling was asked for
 };
 
+// What `gpt2 bench` compares in one run: a label and the configuration it times.
+struct BenchArm {
+    std::string label;
+    RunConfig cfg;
+};
+
+// The arms of --ablation-step ids (SPEC §4 models, "step N: description") then --variant specs
+// ("label: key=value key=value", overrides of cfg, validated); Error on a bad id, spec or key.
+std::vector<BenchArm> bench_arms(const RunConfig& cfg, const std::vector<int>& ablation_steps,
+                                 const std::vector<std::string>& variants);
+
 // profile: after the timed steps, run `steps` more with every operation synchronised and timed.
 std::vector<StepBenchResult> bench_training_step(const RunConfig& cfg, const std::vector<int>& batches,
                                                  int warmup, int steps, bool profile = false);

@@ -8,16 +8,21 @@
 
 namespace gpt {
 
-Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile)
-    : cfg_(cfg), profile_(profile) {
-    backend_ = make_backend(cfg.train.device, cfg.train.threads);
-    if (profile) backend_.ops = std::make_unique<ProfilingOps>(std::move(backend_.ops));
-    if (!backend_.is_cuda && cfg.train.precision == "bf16")
+Backend make_train_backend(const TrainConfig& train, bool profile) {
+    Backend b = make_backend(train.device, train.threads);
+    if (profile) b.ops = std::make_unique<ProfilingOps>(std::move(b.ops));
+    if (!b.is_cuda && train.precision == "bf16")
         fail("train.precision: bf16 needs the CUDA backend (the CPU reference runs fp32); "
              "use precision=auto or fp32, or device=cuda");
-    if (backend_.is_cuda && cfg.train.precision == "fp32")
+    if (b.is_cuda && train.precision == "fp32")
         fail("train.precision: fp32 training on the GPU is not supported (the CUDA backend is "
              "bf16 with fp32 master weights); use precision=auto or bf16, or device=cpu");
+    return b;
+}
+
+Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile)
+    : cfg_(cfg), profile_(profile) {
+    backend_ = make_train_backend(cfg.train, profile);
     model_ = std::make_unique<GPT>(cfg.model, B, T, cfg.train.recompute);
     plan_ = model_->memory_plan();
     if (with_optimizer) {

@@ -15,6 +15,10 @@ namespace gpt {
 
 class StepRunner;
 
+// The backend of train.device / train.threads, checked against train.precision (Error: bf16 on
+// the CPU, fp32 on CUDA); profile wraps it in ProfilingOps. Sessions and the module benchmark.
+Backend make_train_backend(const TrainConfig& train, bool profile = false);
+
 class Session {
 public:
     // B, T: the largest micro-batch this session will run.
