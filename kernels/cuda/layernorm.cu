@@ -5,6 +5,9 @@
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/vec8.cuh"
 
+#include <cstdlib>
+#include <string>
+
 namespace gpt::cuda {
 namespace {
 
@@ -182,13 +185,13 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
 // column sums of its channels 8l + 256g in registers; then the warps add theirs into shared memory
 // one after another (a fixed order: deterministic) and the block writes its chunk's partials.
 template <int NG>
-__global__ void __launch_bounds__(32 * kWarps) layernorm_bwd_fused_bf16x8_kernel(
+__global__ void __launch_bounds__(32 * kWarps, 3) layernorm_bwd_fused_bf16x8_kernel(
     __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
     const float* mean, const float* rstd, int N, int C, int chunks) {
     extern __shared__ float colsum[];   // [2C]: sum dout*norm, then sum dout
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int r0 = blockIdx.x * kChunkRows, r1 = min(N, r0 + kChunkRows);
-    float sw[NG][8], sb[NG][8];
+    float sw[NG][8], sb[NG][8];   // the only per-lane arrays: occupancy is what this kernel needs
 #pragma unroll
     for (int g = 0; g < NG; ++g)
 #pragma unroll
@@ -196,34 +199,31 @@ __global__ void __launch_bounds__(32 * kWarps) layernorm_bwd_fused_bf16x8_kernel
     for (int row = r0 + warp; row < r1; row += kWarps) {
         const size_t base = size_t(row) * C;
         const float m = mean[row], r = rstd[row];
-        F8 gv[NG], xn[NG];   // dout and the normalised input
         float sd = 0.f, sdn = 0.f;
 #pragma unroll
         for (int g = 0; g < NG; ++g) {
             const int c = 8 * lane + 256 * g;
             if (c >= C) continue;
-            gv[g] = load_bf16x8(dout + base + c);
-            const F8 x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
+            const F8 gv = load_bf16x8(dout + base + c), x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
-                xn[g].v[j] = (x.v[j] - m) * r;
-                const float dn = gv[g].v[j] * wv.v[j];
+                const float xn = (x.v[j] - m) * r, dn = gv.v[j] * wv.v[j];
                 sd += dn;
-                sdn += dn * xn[g].v[j];
-                sw[g][j] += gv[g].v[j] * xn[g].v[j];
-                sb[g][j] += gv[g].v[j];
+                sdn += dn * xn;
+                sw[g][j] += gv.v[j] * xn;
+                sb[g][j] += gv.v[j];
             }
         }
         if (!din) continue;
         const float mean_dn = warp_sum(sd) / C, mean_dnn = warp_sum(sdn) / C;
 #pragma unroll
-        for (int g = 0; g < NG; ++g) {
+        for (int g = 0; g < NG; ++g) {   // the row again (L1-resident) rather than held in registers
             const int c = 8 * lane + 256 * g;
             if (c >= C) continue;
-            const F8 wv = load_f32x8(w + c);
+            const F8 gv = load_bf16x8(dout + base + c), x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
             F8 d = load_bf16x8(din + base + c);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) d.v[j] += (gv[g].v[j] * wv.v[j] - mean_dn - xn[g].v[j] * mean_dnn) * r;
+            for (int j = 0; j < 8; ++j) d.v[j] += (gv.v[j] * wv.v[j] - mean_dn - (x.v[j] - m) * r * mean_dnn) * r;
             store_bf16x8(din + base + c, d);
         }
     }
@@ -247,7 +247,10 @@ __global__ void __launch_bounds__(32 * kWarps) layernorm_bwd_fused_bf16x8_kernel
     }
 }
 
-constexpr int kFusedMaxGroups = 8;   // C <= 2048 (GPT-2 XL: 1600)
+// Three channel groups (C <= 768, GPT-2 small) keep the accumulators at 80 registers, three blocks
+// per SM; wider rows need more registers and fewer resident warps, which was not measured: they
+// take the two-kernel path.
+constexpr int kFusedMaxGroups = 3;
 
 template <int NG>
 void launch_bwd_fused(__nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in,
@@ -257,18 +260,13 @@ void launch_bwd_fused(__nv_bfloat16* din, float* partial, const __nv_bfloat16* d
     GPT_CUDA_LAUNCHED("layernorm_bwd_fused_bf16x8_kernel");
 }
 
-// false when C needs more groups than the fused kernel has registers for.
+// false when C needs more groups than kFusedMaxGroups.
 bool bwd_fused(__nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in,
                const float* w, const float* mean, const float* rstd, int N, int C, int chunks, cudaStream_t s) {
     switch ((C + 255) / 256) {
         case 1: launch_bwd_fused<1>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
         case 2: launch_bwd_fused<2>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case 3: launch_bwd_fused<3>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case 4: launch_bwd_fused<4>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case 5: launch_bwd_fused<5>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case 6: launch_bwd_fused<6>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case 7: launch_bwd_fused<7>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case kFusedMaxGroups: launch_bwd_fused<8>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
+        case kFusedMaxGroups: launch_bwd_fused<3>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
         default: return false;
     }
 }
@@ -298,7 +296,11 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    cudaStream_t s) {
     if (N == 0) return;
     const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din));
-    if (fast && dw.p) {   // din and the dw/db partials in one pass
+    static const bool split = [] {   // GPT_LAYERNORM_BWD=split: the two-kernel path (A/B measurements)
+        const char* v = std::getenv("GPT_LAYERNORM_BWD");
+        return v && std::string(v) == "split";
+    }();
+    if (fast && dw.p && !split) {   // din and the dw/db partials in one pass
         const int chunks = chunk_count(N);
         if (bwd_fused(din.p ? bf16_ptr(din) : nullptr, partial, bf16_ptr(dout), bf16_ptr(in), f32_ptr(w), mean, rstd,
                       N, C, chunks, s)) {

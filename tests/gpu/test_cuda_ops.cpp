@@ -67,9 +67,9 @@ TEST_CASE("cuda: embedding forward and deterministic backward match the CPU") {
 
 TEST_CASE("cuda: layernorm forward and deterministic backward match the CPU") {
     GPT_REQUIRE_GPU();
-    // C = 200, 768: the fused 16-byte vector path (one and three channel groups per lane); C = 100
-    // (not a multiple of 8): the general path.
-    for (const int C : {200, 768, 100}) {
+    // C = 200, 768: the fused 16-byte vector path (one and three channel groups per lane); C = 1024:
+    // the two-kernel vector path; C = 100 (not a multiple of 8): the general path.
+    for (const int C : {200, 768, 1024, 100}) {
     CAPTURE(C);
     const int N = 67;
     Pair p;
