@@ -1,19 +1,15 @@
 // LayerNorm over rows of C channels with fp32 statistics. Forward: one warp per row. Backward:
-// din per row (one warp) and dw/db as column sums over fixed row chunks, in one pass on the bf16
-// path (the fused kernel), followed by an in-order reduction of the chunks, so the result does
-// not depend on scheduling (deterministic).
+// din per row (one warp), then dw/db as column sums over fixed row chunks followed by an in-order
+// reduction of the chunks, so the result does not depend on scheduling (deterministic).
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/vec8.cuh"
-
-#include <cstdlib>
-#include <string>
 
 namespace gpt::cuda {
 namespace {
 
 constexpr float kEps = 1e-5f;
 constexpr int kWarps = 8;
-constexpr int kChunkRows = 32;   // rows per dw/db partial (the fused kernel: four per warp)
+constexpr int kChunkRows = 64;
 constexpr int kColThreads = 256;
 
 __global__ void layernorm_fwd_kernel(TView out, float* mean, float* rstd, TView in, TView w,
@@ -180,97 +176,6 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
     }
 }
 
-// din and the dw/db partials in one pass over dout and in (bf16, C % 8 == 0, C <= 256 * NG): the
-// block owns a chunk of kChunkRows rows, warp w its rows w, w + kWarps, ...; lane l keeps the
-// column sums of its channels 8l + 256g in registers; then the warps add theirs into shared memory
-// one after another (a fixed order: deterministic) and the block writes its chunk's partials.
-template <int NG>
-__global__ void __launch_bounds__(32 * kWarps, 3) layernorm_bwd_fused_bf16x8_kernel(
-    __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
-    const float* mean, const float* rstd, int N, int C, int chunks) {
-    extern __shared__ float colsum[];   // [2C]: sum dout*norm, then sum dout
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int r0 = blockIdx.x * kChunkRows, r1 = min(N, r0 + kChunkRows);
-    float sw[NG][8], sb[NG][8];   // the only per-lane arrays: occupancy is what this kernel needs
-#pragma unroll
-    for (int g = 0; g < NG; ++g)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) sw[g][j] = sb[g][j] = 0.f;
-    for (int row = r0 + warp; row < r1; row += kWarps) {
-        const size_t base = size_t(row) * C;
-        const float m = mean[row], r = rstd[row];
-        float sd = 0.f, sdn = 0.f;
-#pragma unroll
-        for (int g = 0; g < NG; ++g) {
-            const int c = 8 * lane + 256 * g;
-            if (c >= C) continue;
-            const F8 gv = load_bf16x8(dout + base + c), x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const float xn = (x.v[j] - m) * r, dn = gv.v[j] * wv.v[j];
-                sd += dn;
-                sdn += dn * xn;
-                sw[g][j] += gv.v[j] * xn;
-                sb[g][j] += gv.v[j];
-            }
-        }
-        if (!din) continue;
-        const float mean_dn = warp_sum(sd) / C, mean_dnn = warp_sum(sdn) / C;
-#pragma unroll
-        for (int g = 0; g < NG; ++g) {   // the row again (L1-resident) rather than held in registers
-            const int c = 8 * lane + 256 * g;
-            if (c >= C) continue;
-            const F8 gv = load_bf16x8(dout + base + c), x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
-            F8 d = load_bf16x8(din + base + c);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) d.v[j] += (gv.v[j] * wv.v[j] - mean_dn - (x.v[j] - m) * r * mean_dnn) * r;
-            store_bf16x8(din + base + c, d);
-        }
-    }
-    for (int turn = 0; turn < kWarps; ++turn) {
-        if (warp == turn)
-#pragma unroll
-            for (int g = 0; g < NG; ++g) {
-                const int c = 8 * lane + 256 * g;
-                if (c >= C) continue;
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    colsum[c + j] = (turn == 0 ? 0.f : colsum[c + j]) + sw[g][j];
-                    colsum[C + c + j] = (turn == 0 ? 0.f : colsum[C + c + j]) + sb[g][j];
-                }
-            }
-        __syncthreads();
-    }
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        partial[size_t(blockIdx.x) * C + i] = colsum[i];
-        partial[(size_t(chunks) + blockIdx.x) * C + i] = colsum[C + i];
-    }
-}
-
-// Three channel groups (C <= 768, GPT-2 small) keep the accumulators at 80 registers, three blocks
-// per SM; wider rows need more registers and fewer resident warps, which was not measured: they
-// take the two-kernel path.
-constexpr int kFusedMaxGroups = 3;
-
-template <int NG>
-void launch_bwd_fused(__nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in,
-                      const float* w, const float* mean, const float* rstd, int N, int C, int chunks, cudaStream_t s) {
-    layernorm_bwd_fused_bf16x8_kernel<NG><<<chunks, 32 * kWarps, 2 * size_t(C) * sizeof(float), s>>>(
-        din, partial, dout, in, w, mean, rstd, N, C, chunks);
-    GPT_CUDA_LAUNCHED("layernorm_bwd_fused_bf16x8_kernel");
-}
-
-// false when C needs more groups than kFusedMaxGroups.
-bool bwd_fused(__nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in,
-               const float* w, const float* mean, const float* rstd, int N, int C, int chunks, cudaStream_t s) {
-    switch ((C + 255) / 256) {
-        case 1: launch_bwd_fused<1>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case 2: launch_bwd_fused<2>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        case kFusedMaxGroups: launch_bwd_fused<3>(din, partial, dout, in, w, mean, rstd, N, C, chunks, s); return true;
-        default: return false;
-    }
-}
-
 int chunk_count(int N) { return (N + kChunkRows - 1) / kChunkRows; }
 
 }  // namespace
@@ -296,20 +201,6 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    cudaStream_t s) {
     if (N == 0) return;
     const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din));
-    static const bool split = [] {   // GPT_LAYERNORM_BWD=split: the two-kernel path (A/B measurements)
-        const char* v = std::getenv("GPT_LAYERNORM_BWD");
-        return v && std::string(v) == "split";
-    }();
-    if (fast && dw.p && !split) {   // din and the dw/db partials in one pass
-        const int chunks = chunk_count(N);
-        if (bwd_fused(din.p ? bf16_ptr(din) : nullptr, partial, bf16_ptr(dout), bf16_ptr(in), f32_ptr(w), mean, rstd,
-                      N, C, chunks, s)) {
-            layernorm_dwdb_finish_kernel<<<(C + kColThreads - 1) / kColThreads, kColThreads, 0, s>>>(
-                dw, db, db.p != nullptr, partial, C, chunks);
-            GPT_CUDA_LAUNCHED("layernorm_dwdb_finish_kernel");
-            return;
-        }
-    }
     if (fast) {
         if (din.p) {
             layernorm_din_bf16x8_kernel<<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(

@@ -83,11 +83,9 @@ __global__ void weights_dw_kernel(float* dw, float* db, WeightColumns grad, cons
 // One warp per (head h, channel c, slot s), summing over the K+1 columns:
 //   s < R:  P[h,c,s] = sum_k wk[hD+c] G_q̃[hD+keep+s] + wq[hD+c] G_k̃[hD+keep+s]   (dW = sum_h √g_rec P)
 //   s == R: S[h,c]   = sum_k wq[hD+c] G_q̃[hD+c] + wk[hD+c] G_k̃[hD+c] for c < keep (d√g_std)
-//   s == R+1: Q[h,c] = sum_r W[c,r] P[h,c,r]                                       (d√g_rec)
-// out is [H*D, R+2].
-__global__ void weights_sums_kernel(float* out, WeightColumns wts, WeightColumns grad, const float* W,
-                                    RaLowRankDims d) {
-    const int slots = d.R + 2;
+// out is [H*D, R+1]; d√g_rec = sum_{c,r} W[c,r] P[h,c,r] is formed in the finalize kernel.
+__global__ void weights_sums_kernel(float* out, WeightColumns wts, WeightColumns grad, RaLowRankDims d) {
+    const int slots = d.R + 1;
     const long long item = (long long)blockIdx.x * (kThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x & 31;
     if (item >= (long long)d.H * d.D * slots) return;
@@ -95,21 +93,9 @@ __global__ void weights_sums_kernel(float* out, WeightColumns wts, WeightColumns
     const int E = d.H * d.D, keep = d.D - d.R, qrow = h * d.D + c, krow = E + qrow;
     const int qtail = h * d.D + keep, ktail = E + qtail;
     float acc = 0.f;
-    if (s < d.R || s == d.R + 1) {
-        for (int k = lane; k <= wts.K; k += 32) {
-            const float wq = wts.at(qrow, k), wk = wts.at(krow, k);
-            if (s < d.R) {
-                acc += wk * grad.at(qtail + s, k) + wq * grad.at(ktail + s, k);
-            } else {
-                float gq = 0.f, gk = 0.f;
-                for (int r = 0; r < d.R; ++r) {
-                    const float wr = W[size_t(c) * d.R + r];
-                    gq += wr * grad.at(qtail + r, k);
-                    gk += wr * grad.at(ktail + r, k);
-                }
-                acc += wk * gq + wq * gk;
-            }
-        }
+    if (s < d.R) {
+        for (int k = lane; k <= wts.K; k += 32)
+            acc += wts.at(krow, k) * grad.at(qtail + s, k) + wts.at(qrow, k) * grad.at(ktail + s, k);
     } else if (c < keep) {
         for (int k = lane; k <= wts.K; k += 32)
             acc += wts.at(qrow, k) * grad.at(qrow, k) + wts.at(krow, k) * grad.at(krow, k);
@@ -119,10 +105,10 @@ __global__ void weights_sums_kernel(float* out, WeightColumns wts, WeightColumns
 }
 
 // One block: dW[c,r] += sum_h √g_rec(h) P[h,c,r]; each gate += dsqrt(g) * its heads' sums of S
-// (g_std) or Q (g_rec), one warp per gate and a fixed lane order.
-__global__ void weights_finalize_kernel(float* dW, float* dgs, float* dgr, const float* sums, const float* gs,
-                                        const float* gr, RaLowRankDims d) {
-    const int slots = d.R + 2;
+// (g_std) or of W[c,r] P[h,c,r] (g_rec), one warp per gate and a fixed lane order.
+__global__ void weights_finalize_kernel(float* dW, float* dgs, float* dgr, const float* sums, const float* W,
+                                        const float* gs, const float* gr, RaLowRankDims d) {
+    const int slots = d.R + 1;
     if (dW)
         for (int i = threadIdx.x; i < d.D * d.R; i += blockDim.x) {
             const int c = i / d.R, r = i % d.R;
@@ -139,7 +125,7 @@ __global__ void weights_finalize_kernel(float* dW, float* dgs, float* dgr, const
             const int h = (d.n_gates == 1 ? i / d.D : gi), c = i % d.D;
             const float* row = sums + (size_t(h) * d.D + c) * slots;
             s_std += row[d.R];
-            s_rec += row[d.R + 1];
+            for (int r = 0; r < d.R; ++r) s_rec += W[size_t(c) * d.R + r] * row[r];
         }
         s_std = warp_sum(s_std);
         s_rec = warp_sum(s_rec);
@@ -195,12 +181,12 @@ void ra_lowrank_weights_bwd(const VariantEnv& e, Ten dw, Ten db, Ten dW, Ten dg_
     float* dgs = f32_opt(e, dg_std, d.n_gates, op, "dg_std");
     float* dgr = f32_opt(e, dg_rec, d.n_gates, op, "dg_rec");
     if (!dWp && !dgs && !dgr) return;
-    const long long items = (long long)d.H * d.D * (d.R + 2);
+    const long long items = (long long)d.H * d.D * (d.R + 1);
     float* sums = static_cast<float*>(e.scratch(size_t(items) * sizeof(float)));
     const int warps = kThreads / 32;
-    weights_sums_kernel<<<unsigned((items + warps - 1) / warps), kThreads, 0, e.stream>>>(sums, wts, grad, Wp, d);
+    weights_sums_kernel<<<unsigned((items + warps - 1) / warps), kThreads, 0, e.stream>>>(sums, wts, grad, d);
     GPT_CUDA_LAUNCHED("weights_sums_kernel");
-    weights_finalize_kernel<<<1, kThreads, 0, e.stream>>>(dWp, dgs, dgr, sums, gsp, grp, d);
+    weights_finalize_kernel<<<1, kThreads, 0, e.stream>>>(dWp, dgs, dgr, sums, Wp, gsp, grp, d);
     GPT_CUDA_LAUNCHED("weights_finalize_kernel");
 }
 
