@@ -3,6 +3,8 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -86,6 +88,40 @@ inline int check_every_gradient(Harness& h) {
         ++checked;
     }
     return checked;
+}
+
+inline double rel_l2(const float* a, const float* b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; ++i) {
+        num += double(a[i] - b[i]) * double(a[i] - b[i]);
+        den += double(b[i]) * double(b[i]);
+    }
+    return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// Two computational forms of one model (tests/test_*_forms.cpp): the same parameter tensors
+// (names, shapes) with the same initial values.
+inline void check_same_parameters(Harness& a, Harness& b) {
+    const auto& sa = a.model.params().specs();
+    const auto& sb = b.model.params().specs();
+    REQUIRE(sa.size() == sb.size());
+    for (size_t i = 0; i < sa.size(); ++i) {
+        CHECK(sa[i].name == sb[i].name);
+        CHECK(sa[i].shape == sb[i].shape);
+    }
+    CHECK(a.params() == b.params());
+}
+
+// ... and the same loss (1e-5 relative) and every gradient tensor within `tol` relative L2 of a's.
+inline void check_same_loss_and_grads(Harness& a, Harness& b, double tol = 1e-5) {
+    const std::vector<float> ga = a.grads(), gb = b.grads();
+    CHECK(b.loss() == doctest::Approx(a.loss()).epsilon(1e-5));
+    for (const auto& s : a.model.params().specs()) {
+        CAPTURE(s.name);
+        const double err = rel_l2(gb.data() + s.t.off, ga.data() + s.t.off, s.numel());
+        CAPTURE(err);
+        CHECK(err < tol);
+    }
 }
 
 }  // namespace gpt::test

@@ -18,6 +18,8 @@
 using namespace gpt;
 using gpt::test::Harness;
 using gpt::test::check_every_gradient;
+using gpt::test::check_same_loss_and_grads;
+using gpt::test::check_same_parameters;
 
 namespace {
 
@@ -42,15 +44,6 @@ ModelConfig with_form(ModelConfig m, MlaForm f) {
     return m;
 }
 
-double rel_l2(const float* a, const float* b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; ++i) {
-        num += double(a[i] - b[i]) * double(a[i] - b[i]);
-        den += double(b[i]) * double(b[i]);
-    }
-    return std::sqrt(num / std::max(den, 1e-30));
-}
-
 // Makes M3's paths (C, the alphas) strong so that they matter in the comparison.
 void strengthen_m3(Harness& h) {
     std::vector<float> p = h.params();
@@ -68,24 +61,12 @@ void compare_forms(const ModelConfig& m, bool strong_m3 = false) {
     Harness lat(with_form(m, MlaForm::latent), 2, 16, 11), exp(with_form(m, MlaForm::expanded), 2, 16, 11);
     REQUIRE(lat.model.describe().find("latent form") != std::string::npos);
     REQUIRE(exp.model.describe().find("expanded form") != std::string::npos);
-    REQUIRE(lat.model.params().specs().size() == exp.model.params().specs().size());
-    for (size_t i = 0; i < lat.model.params().specs().size(); ++i) {
-        CHECK(lat.model.params().specs()[i].name == exp.model.params().specs()[i].name);
-        CHECK(lat.model.params().specs()[i].shape == exp.model.params().specs()[i].shape);
-    }
-    CHECK(lat.params() == exp.params());   // the same init
+    check_same_parameters(lat, exp);
     if (strong_m3) {
         strengthen_m3(lat);
         strengthen_m3(exp);
     }
-    const std::vector<float> gl = lat.grads(), ge = exp.grads();
-    CHECK(exp.loss() == doctest::Approx(lat.loss()).epsilon(1e-5));
-    for (const auto& s : lat.model.params().specs()) {
-        CAPTURE(s.name);
-        const double err = rel_l2(ge.data() + s.t.off, gl.data() + s.t.off, s.numel());
-        CAPTURE(err);
-        CHECK(err < 1e-5);
-    }
+    check_same_loss_and_grads(lat, exp);
 }
 
 }  // namespace

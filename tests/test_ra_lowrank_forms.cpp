@@ -19,6 +19,8 @@
 using namespace gpt;
 using gpt::test::Harness;
 using gpt::test::check_every_gradient;
+using gpt::test::check_same_loss_and_grads;
+using gpt::test::check_same_parameters;
 
 namespace {
 
@@ -40,15 +42,6 @@ ModelConfig with_form(ModelConfig m, RaLowRankForm f) {
     return m;
 }
 
-double rel_l2(const float* a, const float* b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; ++i) {
-        num += double(a[i] - b[i]) * double(a[i] - b[i]);
-        den += double(b[i]) * double(b[i]);
-    }
-    return std::sqrt(num / std::max(den, 1e-30));
-}
-
 // Gates away from their shared init, and a non-zero c_attn bias, so that every path matters.
 void perturb(Harness& h) {
     std::vector<float> p = h.params();
@@ -65,22 +58,10 @@ void compare_forms(const ModelConfig& m) {
     Harness rows(with_form(m, RaLowRankForm::rows), 2, 16, 11), wts(with_form(m, RaLowRankForm::weights), 2, 16, 11);
     REQUIRE(rows.model.describe().find("rows form") != std::string::npos);
     REQUIRE(wts.model.describe().find("weights form") != std::string::npos);
-    REQUIRE(rows.model.params().specs().size() == wts.model.params().specs().size());
-    for (size_t i = 0; i < rows.model.params().specs().size(); ++i) {
-        CHECK(rows.model.params().specs()[i].name == wts.model.params().specs()[i].name);
-        CHECK(rows.model.params().specs()[i].shape == wts.model.params().specs()[i].shape);
-    }
-    CHECK(rows.params() == wts.params());   // the same init
+    check_same_parameters(rows, wts);
     perturb(rows);
     perturb(wts);
-    const std::vector<float> gr = rows.grads(), gw = wts.grads();
-    CHECK(wts.loss() == doctest::Approx(rows.loss()).epsilon(1e-5));
-    for (const auto& s : rows.model.params().specs()) {
-        CAPTURE(s.name);
-        const double err = rel_l2(gw.data() + s.t.off, gr.data() + s.t.off, s.numel());
-        CAPTURE(err);
-        CHECK(err < 1e-5);
-    }
+    check_same_loss_and_grads(rows, wts);
 }
 
 }  // namespace
