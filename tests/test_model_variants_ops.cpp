@@ -70,10 +70,10 @@ TEST_CASE("model variants ops: ract_gate_fwd/bwd and topk_rows from q, k, lse eq
                 // Act: q k v out dout dq dk dv gate dgate; Stat: lse stat wts; Index: sel idx;
                 // Param: scale bias; Grad: dscale dbias
                 MemoryPlan plan;
-                plan[Space::Act] = nq + nk + nv + 2 * no + nq + nk + nv + 2 * nl;
-                plan[Space::Stat] = 2 * nl + nm2;
+                plan[Space::Act] = nq + nk + nv + 2 * no + nq + nk + nv + 2 * nl + nq + nk + nv;
+                plan[Space::Stat] = 2 * nl + nm2 + 2 * nl;
                 plan[Space::Index] = nsel + nm2;
-                plan[Space::Param] = plan[Space::Grad] = 6;
+                plan[Space::Param] = plan[Space::Grad] = 12;
                 CpuOps ops(1);
                 ops.allocate(plan);
                 size_t off = 0;
@@ -135,14 +135,38 @@ TEST_CASE("model variants ops: ract_gate_fwd/bwd and topk_rows from q, k, lse eq
                 CHECK(max_abs_diff(ds, dscale_ref) < 1e-4f);
                 CHECK(max_abs_diff(db, dbias_ref) < 1e-4f);
                 // Only the heads' columns of each row are defined (the strides may leave a gap).
-                for (size_t n = 0; n < N; ++n) {
-                    for (int c = 0; c < d.Hq * d.Dqk; ++c)
-                        REQUIRE(dq[n * d.q_stride + c] ==
-                                doctest::Approx(dq_ref[n * d.q_stride + c]).epsilon(1e-4).scale(1e-1));
-                    for (int c = 0; c < d.Hkv * d.Dqk; ++c)
-                        REQUIRE(dk[n * d.k_stride + c] ==
-                                doctest::Approx(dk_ref[n * d.k_stride + c]).epsilon(1e-4).scale(1e-1));
-                }
+                auto check_dq_dk = [&](const std::vector<float>& dqv, const std::vector<float>& dkv) {
+                    for (size_t n = 0; n < N; ++n) {
+                        for (int c = 0; c < d.Hq * d.Dqk; ++c)
+                            REQUIRE(dqv[n * d.q_stride + c] ==
+                                    doctest::Approx(dq_ref[n * d.q_stride + c]).epsilon(1e-4).scale(1e-1));
+                        for (int c = 0; c < d.Hkv * d.Dqk; ++c)
+                            REQUIRE(dkv[n * d.k_stride + c] ==
+                                    doctest::Approx(dk_ref[n * d.k_stride + c]).epsilon(1e-4).scale(1e-1));
+                    }
+                };
+                check_dq_dk(dq, dk);
+                if (slots == 0) continue;
+
+                // The split form of the selection statistics (ops.h ract_gate_coef): the same
+                // gradients from the coefficients, attention_bwd's D shift and the selected entries.
+                const Ten tdq2 = act(nq), tdk2 = act(nk), tdv2 = act(nv);
+                const Ten talpha{Space::Stat, 2 * nl + nm2, nl}, tbeta{Space::Stat, 3 * nl + nm2, nl};
+                const Ten tds2{Space::Grad, 6, 3}, tdb2{Space::Grad, 9, 3};
+                ops.ract_gate_coef(talpha, tbeta, tds2, tdb2, tdgate, tq, tk, tlse, tstat, tsel, tgate, tscale, d, rd);
+                ops.attention_bwd(tdq2, tdk2, tdv2, tdout, tout, tlse, tq, tk, tv, d, tbeta);
+                ops.ract_select_bwd(tdq2, tdk2, talpha, tsel, tq, tk, tlse, d, rd);
+                std::vector<float> dq2(nq), dk2(nk), dv2(nv), dv1(nv), ds2(3), db2(3);
+                ops.download(tdq2, dq2.data());
+                ops.download(tdk2, dk2.data());
+                ops.download(tdv2, dv2.data());
+                ops.download(tdv, dv1.data());
+                ops.download(tds2, ds2.data());
+                ops.download(tdb2, db2.data());
+                CHECK(max_abs_diff(ds2, dscale_ref) < 1e-4f);
+                CHECK(max_abs_diff(db2, dbias_ref) < 1e-4f);
+                CHECK(max_abs_diff(dv2, dv1) == 0.f);   // the shift leaves dv alone
+                check_dq_dk(dq2, dk2);
             }
 }
 

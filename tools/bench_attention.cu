@@ -75,7 +75,7 @@ Result bench(const AttnDims& d, int reps) {
         if (reps == 0) bwd = true;
         Set& x = sets[i % kSets];
         attention_fwd(x.out, x.lse, x.q, x.k, x.v, d, st);
-        if (bwd) attention_bwd(x.dq, x.dk, x.dv, x.dout, x.out, x.lse, x.q, x.k, x.v, d, x.delta, st);
+        if (bwd) attention_bwd(x.dq, x.dk, x.dv, x.dout, x.out, x.lse, x.q, x.k, x.v, d, x.delta, nullptr, st);
     };
     // Warm up for 300 ms (clocks ramp up from idle), then time samples of kBatch back-to-back
     // calls (host launch overhead overlaps the GPU work) and take the median per call.

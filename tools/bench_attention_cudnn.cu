@@ -156,7 +156,7 @@ void run_shape(int D, int reps) {
 
     auto ours_fwd = [&](Set& x) { cuda::attention_fwd(x.out, x.lse, x.q, x.k, x.v, d, st); };
     auto ours_bwd = [&](Set& x) {
-        cuda::attention_bwd(x.dq, x.dk, x.dv, x.dout, x.out, x.lse, x.q, x.k, x.v, d, delta, st);
+        cuda::attention_bwd(x.dq, x.dk, x.dv, x.dout, x.out, x.lse, x.q, x.k, x.v, d, delta, nullptr, st);
     };
     auto cud_fwd = [&](Set& x) { cud.fwd(x.out, x.lse, x.q, x.k, x.v, d, ws, st); };
     auto cud_bwd = [&](Set& x, bool det) {

@@ -93,7 +93,7 @@ void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const Att
 
 template <class S>
 void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q, const S* k,
-                   const S* v, const AttnDims& d) {
+                   const S* v, const AttnDims& d, const S* delta_shift) {
     const int T = d.T, group = d.Hq / d.Hkv;
     const S scale = static_cast<S>(d.scale);
     const S keep_scale = static_cast<S>(1) / (static_cast<S>(1) - static_cast<S>(d.dropout));
@@ -132,6 +132,7 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
                             axpy(at(dv, d, b, j, d.v_stride, hk, d.Dv), f * prob[j], doi, d.Dv);
                             delta += prob[j] * dprob[j];
                         }
+                        if (delta_shift) delta += delta_shift[(size_t(b) * d.Hq + h) * T + i];
                         // dS_ij = P_ij (dP_ij - D_i); logits = scale q.k.
                         S* dqi = at(dq, d, b, i, d.q_stride, h, d.Dqk);
                         for (int j = 0; j <= i; ++j) {
@@ -148,7 +149,7 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
 #define GPT_INSTANTIATE(S)                                                                       \
     template void attention_fwd<S>(S*, S*, const S*, const S*, const S*, const AttnDims&);       \
     template void attention_bwd<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*, \
-                                   const AttnDims&);
+                                   const AttnDims&, const S*);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

@@ -104,6 +104,10 @@ void dropout(S* x, size_t n, float p, uint64_t seed);
 // layernorm.cpp; b/db may be nullptr (no bias); dw/db accumulate, din accumulates.
 template <class S>
 void layernorm_fwd(S* out, S* mean, S* rstd, const S* in, const S* w, const S* b, int N, int C);
+// out_sum = a + b_in, then layernorm_fwd of out_sum: bit-identical to the two calls.
+template <class S>
+void residual_layernorm_fwd(S* out_sum, S* out, S* mean, S* rstd, const S* a, const S* b_in, const S* w,
+                            const S* bias, int N, int C);
 template <class S>
 void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w, const S* mean,
                    const S* rstd, int N, int C);
@@ -120,7 +124,7 @@ template <class S>
 void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const AttnDims& d);
 template <class S>
 void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q, const S* k,
-                   const S* v, const AttnDims& d);
+                   const S* v, const AttnDims& d, const S* delta_shift = nullptr);   // [B,Hq,T] or null
 
 // classifier.cpp; targets must lie in [0, V) (checked by the caller).
 template <class S>

@@ -183,6 +183,17 @@ void CpuOps::layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, in
                        f32(w, C, "layernorm_fwd w"), f32_optional(b, C, "layernorm_fwd b"), N, C);
 }
 
+void CpuOps::residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias,
+                                    int N, int C) {
+    check_positive("residual_layernorm_fwd", {N, C});
+    const size_t nc = size_t(N) * C;
+    cpu::residual_layernorm_fwd(
+        f32(out_sum, nc, "residual_layernorm_fwd out_sum"), f32(out, nc, "residual_layernorm_fwd out"),
+        f32(mean, N, "residual_layernorm_fwd mean"), f32(rstd, N, "residual_layernorm_fwd rstd"),
+        f32(a, nc, "residual_layernorm_fwd a"), f32(b, nc, "residual_layernorm_fwd b"),
+        f32(w, C, "residual_layernorm_fwd w"), f32_optional(bias, C, "residual_layernorm_fwd bias"), N, C);
+}
+
 void CpuOps::layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd,
                            int N, int C) {
     check_positive("layernorm_bwd", {N, C});
@@ -275,7 +286,7 @@ void CpuOps::attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims
 }
 
 void CpuOps::attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
-                           const AttnDims& d) {
+                           const AttnDims& d, Ten delta_shift) {
     // `out` is not needed: D_i = sum_j P_ij dP_ij is formed from the recomputed row directly.
     check_attention(d, "attention_bwd");
     const size_t rows = size_t(d.B) * d.T;
@@ -287,7 +298,8 @@ void CpuOps::attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, T
         f32_extent(dv, v_ext, "attention_bwd dv"),
         f32(dout, rows * d.Hq * d.Dv, "attention_bwd dout"),
         f32(lse, rows * d.Hq, "attention_bwd lse"), f32_extent(q, q_ext, "attention_bwd q"),
-        f32_extent(k, k_ext, "attention_bwd k"), f32_extent(v, v_ext, "attention_bwd v"), d);
+        f32_extent(k, k_ext, "attention_bwd k"), f32_extent(v, v_ext, "attention_bwd v"), d,
+        f32_optional(delta_shift, rows * d.Hq, "attention_bwd delta_shift"));
 }
 
 void CpuOps::classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp, float dloss) {

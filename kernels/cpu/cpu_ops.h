@@ -28,6 +28,8 @@ public:
     void embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) override;
     void embedding_bwd(Ten dwte, Ten dwpe, Ten dout, Ten tokens, int B, int T, int E) override;
     void layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, int N, int C) override;
+    void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias, int N,
+                                int C) override;
     void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
                        int C) override;
     void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N,
@@ -41,7 +43,7 @@ public:
     void dropout(Ten x, size_t n, float p, uint64_t seed) override;
     void attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) override;
     void attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
-                       const AttnDims& d) override;
+                       const AttnDims& d, Ten delta_shift = {}) override;
     void classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp,
                     float dloss) override;
 
@@ -83,6 +85,10 @@ public:
                        const AttnDims& a, const RactDims& d) override;
     void ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat,
                        Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override;
+    void ract_gate_coef(Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat,
+                        Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override;
+    void ract_select_bwd(Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse, const AttnDims& a,
+                         const RactDims& d) override;
     void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H,
                        int Dv) override;
     void head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha,

@@ -409,6 +409,99 @@ void CpuOps::ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten
     }
 }
 
+namespace {
+// P[b, h, i, j] = exp(scale q_i.k_j - lse) for one entry (band honoured), as batch_probs.
+float one_prob(const ProbsInputs& in, const AttnDims& d, int b, int h, int i, int j) {
+    const float* qr = row_at(in.q, d, b, i, d.q_stride, h);
+    const float* kr = row_at(in.k, d, b, j, d.k_stride, h / (d.Hq / d.Hkv));
+    float s = 0.f;
+    for (int c = 0, n = active_dims(d, i, j); c < n; ++c) s += qr[c] * kr[c];
+    return std::exp(d.scale * s - in.lse[(size_t(b) * d.Hq + h) * d.T + i]);
+}
+
+bool selection_stat(const RactDims& d) { return d.stat == RactStat::topk || d.stat == RactStat::max; }
+}  // namespace
+
+void CpuOps::ract_gate_coef(Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat,
+                            Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) {
+    check_ract_dims(a, d, "ract_gate_coef");
+    GPT_CHECK(selection_stat(d), "cpu backend: ract_gate_coef: only the selection statistics (topk, max) have the "
+                                 "split gradient; use ract_gate_bwd");
+    const int rows = d.B * d.T, slots = ract_sel_slots(d), sel_heads = d.head_average ? 1 : d.H;
+    const size_t nh = size_t(rows) * d.H;
+    const ProbsInputs in{f32_extent(q, strided_extent(rows, a.q_stride, a.Hq * a.Dqk), "ract_gate_coef q"),
+                         f32_extent(k, strided_extent(rows, a.k_stride, a.Hkv * a.Dqk), "ract_gate_coef k"),
+                         f32(lse, nh, "ract_gate_coef lse")};
+    float* al = f32(alpha, nh, "ract_gate_coef alpha");
+    float* be = f32(beta, nh, "ract_gate_coef beta");
+    float* ds = f32_optional(dscale, d.H, "ract_gate_coef dscale");
+    float* db = f32_optional(dbias, d.H, "ract_gate_coef dbias");
+    const float* dg = f32(dgate, nh, "ract_gate_coef dgate");
+    const float* st = f32(stat, nh, "ract_gate_coef stat");
+    const float* gt = f32(gate, nh, "ract_gate_coef gate");
+    const float* sc = f32(scale, d.H, "ract_gate_coef scale");
+    const int32_t* sp = i32(sel, size_t(rows) * sel_heads * slots, "ract_gate_coef sel");
+    for (int n = 0; n < rows; ++n) {
+        const int b = n / d.T, i = n % d.T;
+        float shared = 0.f;   // head average: every head's statistic is the same, c = sum_h dz_h scale_h
+        for (int h = 0; h < d.H; ++h) {
+            const size_t o = size_t(n) * d.H + h, r = (size_t(b) * d.H + h) * d.T + i;
+            const float z = dg[o] * gt[o] * (1.f - gt[o]);   // dL/d(stat scale + bias)
+            if (ds) ds[h] += z * st[o];
+            if (db) db[h] += z;
+            shared += z * sc[h];
+            al[r] = z * sc[h];
+            be[r] = al[r] * st[o];
+        }
+        if (!d.head_average) continue;
+        // stat = sum over the selection of the head-mean row: each head's P gets c / H there.
+        const int32_t* cols = sp + size_t(n) * slots;
+        for (int h = 0; h < d.H; ++h) {
+            float m = 0.f;
+            for (int s = 0; s < slots; ++s)
+                if (cols[s] >= 0) m += one_prob(in, a, b, h, i, cols[s]);
+            const size_t r = (size_t(b) * d.H + h) * d.T + i;
+            al[r] = shared / float(d.H);
+            be[r] = al[r] * m;
+        }
+    }
+}
+
+void CpuOps::ract_select_bwd(Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse, const AttnDims& a,
+                             const RactDims& d) {
+    check_ract_dims(a, d, "ract_select_bwd");
+    GPT_CHECK(selection_stat(d), "cpu backend: ract_select_bwd: only the selection statistics (topk, max)");
+    const int rows = d.B * d.T, slots = ract_sel_slots(d), sel_heads = d.head_average ? 1 : d.H;
+    const size_t nh = size_t(rows) * d.H;
+    const ProbsInputs in{f32_extent(q, strided_extent(rows, a.q_stride, a.Hq * a.Dqk), "ract_select_bwd q"),
+                         f32_extent(k, strided_extent(rows, a.k_stride, a.Hkv * a.Dqk), "ract_select_bwd k"),
+                         f32(lse, nh, "ract_select_bwd lse")};
+    float* dqp = f32_extent(dq, strided_extent(rows, a.q_stride, a.Hq * a.Dqk), "ract_select_bwd dq");
+    float* dkp = f32_extent(dk, strided_extent(rows, a.k_stride, a.Hkv * a.Dqk), "ract_select_bwd dk");
+    const float* al = f32(alpha, nh, "ract_select_bwd alpha");
+    const int32_t* sp = i32(sel, size_t(rows) * sel_heads * slots, "ract_select_bwd sel");
+    const int group = a.Hq / a.Hkv;
+    for (int n = 0; n < rows; ++n) {
+        const int b = n / d.T, i = n % d.T;
+        for (int h = 0; h < d.H; ++h) {
+            const int32_t* cols = sp + (size_t(n) * sel_heads + (d.head_average ? 0 : h)) * slots;
+            const float c = al[(size_t(b) * d.H + h) * d.T + i];
+            const float* qr = row_at(in.q, a, b, i, a.q_stride, h);
+            float* dqr = dqp + (size_t(b) * a.T + i) * a.q_stride + size_t(h) * a.Dqk;
+            for (int s = 0; s < slots; ++s) {
+                const int j = cols[s];
+                if (j < 0) continue;
+                const float w = a.scale * c * one_prob(in, a, b, h, i, j);
+                const size_t ko = (size_t(b) * a.T + j) * a.k_stride + size_t(h / group) * a.Dqk;
+                for (int e = 0, m = active_dims(a, i, j); e < m; ++e) {
+                    dqr[e] += w * in.k[ko + e];
+                    dkp[ko + e] += w * qr[e];
+                }
+            }
+        }
+    }
+}
+
 void CpuOps::head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) {
     check_positive("head_gate_fwd", {N, H, Dv});
     const size_t n = size_t(N) * H * Dv;

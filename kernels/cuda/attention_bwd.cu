@@ -22,7 +22,7 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps;
 
 // delta_i = dO_i . O_i over Dv: 8 consecutive elements (16 bytes) per thread, Dv / 8 threads a row.
 __global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const __nv_bfloat16* dout,
-                                  int B, int T, int Hq, int DV) {
+                                  const float* shift, int B, int T, int Hq, int DV) {
     const int per_row = DV / 8;   // 8 or 16 threads, a power of two dividing 32
     const size_t row = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) / per_row;   // (b, t, h)
     const int c = (threadIdx.x % per_row) * 8;
@@ -42,8 +42,49 @@ __global__ void attn_delta_kernel(float* delta, const __nv_bfloat16* out, const 
     for (int o = per_row / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     if (valid && threadIdx.x % per_row == 0) {
         const int h = int(row % Hq), bt = int(row / Hq), b = bt / T, t = bt % T;
-        delta[(size_t(b) * Hq + h) * T + t] = s;
+        const size_t o = (size_t(b) * Hq + h) * T + t;
+        delta[o] = shift ? s + shift[o] : s;
     }
+}
+
+// out_adj = out + (shift / (m |u|^2)) u per row, u = dout / m, m = max |dout|: then
+// dout . out_adj = dout . out + shift (up to one bf16 rounding per element), i.e. a backward that
+// forms D from (out, dout), as cuDNN's graph does, sees D + shift. Rows with dout = 0 keep out.
+__global__ void attn_shift_out_kernel(__nv_bfloat16* out_adj, const __nv_bfloat16* out,
+                                      const __nv_bfloat16* dout, const float* shift, int B, int T,
+                                      int Hq, int DV) {
+    const int per_row = DV / 8;
+    const size_t row = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) / per_row;   // (b, t, h)
+    const int c = (threadIdx.x % per_row) * 8;
+    const bool valid = row < size_t(B) * T * Hq;
+    float o[8] = {}, g[8] = {}, m = 0.f;
+    if (valid) {
+        const uint4 a = *reinterpret_cast<const uint4*>(out + row * DV + c);
+        const uint4 b = *reinterpret_cast<const uint4*>(dout + row * DV + c);
+        const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
+        const __nv_bfloat162* b2 = reinterpret_cast<const __nv_bfloat162*>(&b);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const float2 x = __bfloat1622float2(a2[k]), y = __bfloat1622float2(b2[k]);
+            o[2 * k] = x.x, o[2 * k + 1] = x.y, g[2 * k] = y.x, g[2 * k + 1] = y.y;
+            m = fmaxf(m, fmaxf(fabsf(y.x), fabsf(y.y)));
+        }
+    }
+    for (int off = per_row / 2; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    const float inv_m = m > 0.f ? 1.f / m : 0.f;
+    float u2 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) u2 += (g[k] * inv_m) * (g[k] * inv_m);
+    for (int off = per_row / 2; off > 0; off >>= 1) u2 += __shfl_xor_sync(0xffffffffu, u2, off);
+    if (!valid) return;
+    const int h = int(row % Hq), bt = int(row / Hq), b = bt / T, t = bt % T;
+    const float lambda = m > 0.f ? shift[(size_t(b) * Hq + h) * T + t] / (m * u2) : 0.f;
+    uint4 r;
+    __nv_bfloat162* r2 = reinterpret_cast<__nv_bfloat162*>(&r);
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+        r2[k] = __floats2bfloat162_rn(o[2 * k] + lambda * g[2 * k] * inv_m, o[2 * k + 1] + lambda * g[2 * k + 1] * inv_m);
+    *reinterpret_cast<uint4*>(out_adj + row * DV + c) = r;
 }
 
 // acc[mt] (16 x 8*NT) += A[mt] (rows a_row0 + 16 mt of `sa`, k-steps [kk_begin, kk_end)) times
@@ -448,7 +489,7 @@ void launch_bwd(const Params& p, cudaStream_t s) {
 void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                    const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                    const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
-                   const AttnDims& d, float* delta, cudaStream_t s) {
+                   const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s) {
     attention_check(d);
     for (const void* ptr : {static_cast<const void*>(dq), static_cast<const void*>(dk),
                             static_cast<const void*>(dv), static_cast<const void*>(dout),
@@ -459,7 +500,7 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                   "multiple of 8)");
     const size_t rows = size_t(d.B) * d.T * d.Hq;
     const size_t delta_threads = rows * (d.Dv / 8);
-    attn::attn_delta_kernel<<<unsigned((delta_threads + 255) / 256), 256, 0, s>>>(delta, out, dout, d.B,
+    attn::attn_delta_kernel<<<unsigned((delta_threads + 255) / 256), 256, 0, s>>>(delta, out, dout, delta_shift, d.B,
                                                                                   d.T, d.Hq, d.Dv);
     GPT_CUDA_LAUNCHED("attn_delta_kernel");
     attn::Params p = attn::make_params(d);
@@ -476,6 +517,17 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
     if (d.Dqk == 64) attn::launch_bwd<64, 64>(p, s);
     else if (d.Dv == 128) attn::launch_bwd<128, 128>(p, s);
     else attn::launch_bwd<128, 64>(p, s);
+}
+
+void attention_shift_out(__nv_bfloat16* out_adj, const __nv_bfloat16* out, const __nv_bfloat16* dout,
+                         const float* delta_shift, const AttnDims& d, cudaStream_t s) {
+    const int per_row = d.Dv / 8;   // lanes per row: a power of two dividing a warp
+    GPT_CHECK(d.Dv % 8 == 0 && per_row <= 32 && (per_row & (per_row - 1)) == 0,
+              "cuda-bf16 attention_shift_out: Dv must be 8 times a power of two up to 256, got " + std::to_string(d.Dv));
+    const size_t threads = size_t(d.B) * d.T * d.Hq * (d.Dv / 8);
+    attn::attn_shift_out_kernel<<<unsigned((threads + 255) / 256), 256, 0, s>>>(out_adj, out, dout, delta_shift, d.B,
+                                                                                d.T, d.Hq, d.Dv);
+    GPT_CUDA_LAUNCHED("attn_shift_out_kernel");
 }
 
 }  // namespace gpt::cuda

@@ -203,6 +203,39 @@ __device__ __forceinline__ void topk_quad_merge(TopK& t, TopK& out) {
     }
 }
 
+// Inserts row r's entries of the warp's 16 x 64 tile (values x[nt][e] * mul, column k0 + nt * 8 +
+// 2t + (e & 1), only columns <= row) into the lane's list. Only values above the row's current
+// cut can enter: the quad's largest 8th value bounds the row's 8th value from below (the quad's
+// lists hold 8 values at or above it, all from lower columns, which win ties). The warp then walks
+// only the lanes' candidates, one per lane per round and in increasing column order (so ties keep
+// going to the lowest column), instead of running every insertion for every entry: late in a row
+// almost nothing passes the cut, and without the walk one passing lane made the whole warp run
+// all 16 insertions.
+__device__ __forceinline__ void topk_insert_tile(TopK& t, const float (&x)[kBC / 8][4], int r, float mul, int k0,
+                                                 int row, int lane) {
+    const int tq = lane % 4;
+    float cut = t.v[kMaxSel - 1];
+    cut = fmaxf(cut, __shfl_xor_sync(0xffffffffu, cut, 1));
+    cut = fmaxf(cut, __shfl_xor_sync(0xffffffffu, cut, 2));
+    unsigned cand = 0;   // bit q = entry (nt = q / 2, e = 2r + q % 2)
+#pragma unroll
+    for (int q = 0; q < kBC / 4; ++q) {
+        const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
+        if (col <= row && x[q / 2][2 * r + (q & 1)] * mul > cut) cand |= 1u << q;
+    }
+    while (__any_sync(0xffffffffu, cand != 0)) {
+        if (cand) {
+            const int q = __ffs(cand) - 1;
+            cand &= cand - 1;
+            float v = 0.f;
+#pragma unroll
+            for (int u = 0; u < kBC / 4; ++u)
+                if (u == q) v = x[u / 2][2 * r + (u & 1)];
+            topk_insert(t, v * mul, k0 + (q / 2) * 8 + 2 * tq + (q & 1));
+        }
+    }
+}
+
 __device__ __forceinline__ float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     v += __shfl_xor_sync(0xffffffffu, v, 2);

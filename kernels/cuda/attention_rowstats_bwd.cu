@@ -307,12 +307,58 @@ void launch_passes(const Geom& g, const BwdArgs& a, RactStat stat, cudaStream_t 
 
 namespace variant {
 
+namespace {
+
+// The per-row coefficients (alpha, beta: [B, Hq, T], null when detached) and the scale/bias
+// gradients of either form of RA-CT's backward. `scratch` holds ract_coef_floats(N, H) floats.
+size_t ract_coef_floats(int N, int H) {
+    ScratchPlan sp;
+    sp.add(size_t(N) * H), sp.add(size_t(N) * H), sp.add(colsum_scratch(N, H));
+    return sp.add(0);
+}
+void ract_coefficients(const VariantEnv& e, float* alpha, float* beta, Ten dscale, Ten dbias, Ten dgate, Ten stat,
+                       Ten gate, Ten scale, const rowstats::Geom& g, const int32_t* sel, const AttnDims& a,
+                       const RactDims& d, float* scratch, const char* op) {
+    using namespace rowstats;
+    const int N = d.B * d.T;
+    const size_t nh = size_t(N) * d.H;
+    ScratchPlan sp;
+    const size_t o_cs = sp.add(nh), o_cb = sp.add(nh), o_part = sp.add(colsum_scratch(N, d.H));
+    CoefArgs c{};
+    c.dgate = act(e, dgate, nh, op, "dgate");
+    c.gate = act(e, gate, nh, op, "gate");
+    c.stat = f32(e, stat, nh, op, "stat");
+    c.scale = f32(e, scale, d.H, op, "scale");
+    c.cs = scratch + o_cs;
+    c.cb = scratch + o_cb;
+    c.alpha = alpha;
+    c.beta = beta;
+    c.stat_kind = d.stat;
+    c.head_average = d.head_average;
+    c.B = d.B, c.T = d.T, c.H = d.H, c.Dqk = a.Dqk;
+    c.slots = ract_sel_slots(d);
+    c.sel = sel;
+    ract_coef_kernel<<<unsigned((N + 127) / 128), 128, 0, e.stream>>>(c, g);
+    GPT_CUDA_LAUNCHED("ract_coef_kernel");
+    if (float* ds = f32_opt(e, dscale, d.H, op, "dscale")) rows_sum_add(ds, c.cs, N, d.H, scratch + o_part, e.stream);
+    if (float* db = f32_opt(e, dbias, d.H, op, "dbias")) rows_sum_add(db, c.cb, N, d.H, scratch + o_part, e.stream);
+}
+
+void check_ract(const RactDims& d, const AttnDims& a, const char* op) {
+    check_positive(op, {d.B, d.T, d.H});
+    GPT_CHECK(d.B == a.B && d.T == a.T && d.H == a.Hq,
+              std::string("cuda-bf16 ") + op + ": the RA-CT and attention dims disagree");
+    GPT_CHECK(ract_sel_slots(d) <= rowstats::kMaxSel,
+              std::string("cuda-bf16 ") + op + ": model.ract.topk above the kernels' running top-8");
+}
+
+}  // namespace
+
 void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse,
                    Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) {
     using namespace rowstats;
     const char* op = "ract_gate_bwd";
-    check_positive(op, {d.B, d.T, d.H});
-    GPT_CHECK(d.B == a.B && d.T == a.T && d.H == a.Hq, "cuda-bf16 ract_gate_bwd: the RA-CT and attention dims disagree");
+    check_ract(d, a, op);
     GPT_CHECK(dq.present() == dk.present(), "cuda-bf16 ract_gate_bwd: dq and dk are both present or both absent");
     const bool through = dq.present();
     GPT_CHECK(!through || !d.head_average || d.stat == RactStat::topk || d.stat == RactStat::max,
@@ -322,44 +368,43 @@ void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, T
     const int N = d.B * d.T, slots = ract_sel_slots(d), sel_heads = d.head_average ? 1 : d.H;
     const size_t nh = size_t(N) * d.H;
     ScratchPlan sp;
-    const size_t o_cs = sp.add(nh), o_cb = sp.add(nh), o_al = sp.add(through ? nh : 0), o_be = sp.add(through ? nh : 0),
-                 o_part = sp.add(colsum_scratch(N, d.H));
+    const size_t o_coef = sp.add(ract_coef_floats(N, d.H)), o_al = sp.add(through ? nh : 0),
+                 o_be = sp.add(through ? nh : 0);
     float* scratch = sp.take(e);
-
     Geom g{};
     if (through) g = make_geom(e, q, k, lse, a, op);
-    CoefArgs c{};
-    c.dgate = act(e, dgate, nh, op, "dgate");
-    c.gate = act(e, gate, nh, op, "gate");
-    c.stat = f32(e, stat, nh, op, "stat");
-    c.scale = f32(e, scale, d.H, op, "scale");
-    c.cs = scratch + o_cs;
-    c.cb = scratch + o_cb;
-    c.alpha = through ? scratch + o_al : nullptr;
-    c.beta = through ? scratch + o_be : nullptr;
-    c.stat_kind = d.stat;
-    c.head_average = d.head_average;
-    c.B = d.B, c.T = d.T, c.H = d.H, c.Dqk = a.Dqk;
-    c.slots = slots;
-    c.sel = through && slots > 0 ? index(e, sel, size_t(N) * sel_heads * slots, op, "sel") : nullptr;
-    ract_coef_kernel<<<unsigned((N + 127) / 128), 128, 0, e.stream>>>(c, g);
-    GPT_CUDA_LAUNCHED("ract_coef_kernel");
-    if (float* ds = f32_opt(e, dscale, d.H, op, "dscale")) rows_sum_add(ds, c.cs, N, d.H, scratch + o_part, e.stream);
-    if (float* db = f32_opt(e, dbias, d.H, op, "dbias")) rows_sum_add(db, c.cb, N, d.H, scratch + o_part, e.stream);
+    const int32_t* sp_sel = through && slots > 0 ? index(e, sel, size_t(N) * sel_heads * slots, op, "sel") : nullptr;
+    float* alpha = through ? scratch + o_al : nullptr;
+    float* beta = through ? scratch + o_be : nullptr;
+    ract_coefficients(e, alpha, beta, dscale, dbias, dgate, stat, gate, scale, g, sp_sel, a, d, scratch + o_coef, op);
     if (!through) return;
 
-    GPT_CHECK(slots <= kMaxSel, "cuda-bf16 ract_gate_bwd: model.ract.topk above the kernels' running top-8");
-    const size_t rows = size_t(N);
     BwdArgs ba{};
-    ba.alpha = c.alpha;
-    ba.beta = c.beta;
-    ba.sel = c.sel;
+    ba.alpha = alpha;
+    ba.beta = beta;
+    ba.sel = sp_sel;
     ba.sel_heads = sel_heads;
     ba.slots = slots;
-    ba.dq = act(e, dq, strided_extent(rows, a.q_stride, size_t(a.Hq) * a.Dqk), op, "dq");
-    ba.dk = act(e, dk, strided_extent(rows, a.k_stride, size_t(a.Hkv) * a.Dqk), op, "dk");
+    ba.dq = act(e, dq, strided_extent(N, a.q_stride, size_t(a.Hq) * a.Dqk), op, "dq");
+    ba.dk = act(e, dk, strided_extent(N, a.k_stride, size_t(a.Hkv) * a.Dqk), op, "dk");
     if (a.Dqk == 64) launch_passes<64>(g, ba, d.stat, e.stream);
     else launch_passes<128>(g, ba, d.stat, e.stream);
+}
+
+void ract_gate_coef(const VariantEnv& e, Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse,
+                    Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) {
+    using namespace rowstats;
+    const char* op = "ract_gate_coef";
+    check_ract(d, a, op);
+    GPT_CHECK(d.stat == RactStat::topk || d.stat == RactStat::max,
+              "cuda-bf16 ract_gate_coef: only the selection statistics (topk, max) have the split gradient");
+    const int N = d.B * d.T, sel_heads = d.head_average ? 1 : d.H;
+    const size_t nh = size_t(N) * d.H;
+    const Geom g = make_geom(e, q, k, lse, a, op);
+    float* scratch = static_cast<float*>(e.scratch(ract_coef_floats(N, d.H) * 4 + 256));
+    ract_coefficients(e, f32(e, alpha, nh, op, "alpha"), f32(e, beta, nh, op, "beta"), dscale, dbias, dgate, stat,
+                      gate, scale, g, index(e, sel, size_t(N) * sel_heads * ract_sel_slots(d), op, "sel"), a, d,
+                      scratch, op);
 }
 
 }  // namespace variant

@@ -101,22 +101,7 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             if constexpr (kTop) {
-                // Most tiles cannot enter the list: test the tile's largest logit first.
-                float tmax = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < kBC / 8; ++nt)
-#pragma unroll
-                    for (int e = 2 * r; e < 2 * r + 2; ++e)
-                        if (k0 + nt * 8 + 2 * t + (e & 1) <= row[r]) tmax = fmaxf(tmax, s[nt][e]);
-                if (tmax * g.scale > top[r].v[kMaxSel - 1]) {
-#pragma unroll
-                    for (int nt = 0; nt < kBC / 8; ++nt)
-#pragma unroll
-                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                            const int j = k0 + nt * 8 + 2 * t + (e & 1);
-                            if (j <= row[r]) topk_insert(top[r], s[nt][e] * g.scale, j);
-                        }
-                }
+                topk_insert_tile(top[r], s, r, g.scale, k0, row[r], lane);
             } else {
 #pragma unroll
                 for (int nt = 0; nt < kBC / 8; ++nt)
@@ -221,17 +206,21 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
                 if (k0 + nt * 8 + 2 * t + (e & 1) <= row[e >> 1])
                     pbar[nt][e] += attn::fast_exp2(fmaf(s[nt][e], g.scale_log2, -lse2[e >> 1])) * inv_h;
         if (h == H - 1) {   // the head-mean tile is complete: its statistics
+            if (top_stat) {
 #pragma unroll
-            for (int nt = 0; nt < kBC / 8; ++nt)
+                for (int r = 0; r < 2; ++r) topk_insert_tile(top[r], pbar, r, 1.f, k0, row[r], lane);
+            } else {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int j = k0 + nt * 8 + 2 * t + (e & 1), r = e >> 1;
-                    if (j > row[r]) continue;
-                    const float pv = pbar[nt][e];
-                    if (top_stat) topk_insert(top[r], pv, j);
-                    else if (kind == RactStat::entropy) acc[r] -= pv > 0.f ? pv * logf(pv) : 0.f;
-                    else acc[r] += pv * pv;
-                }
+                for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int j = k0 + nt * 8 + 2 * t + (e & 1), r = e >> 1;
+                        if (j > row[r]) continue;
+                        const float pv = pbar[nt][e];
+                        if (kind == RactStat::entropy) acc[r] -= pv > 0.f ? pv * logf(pv) : 0.f;
+                        else acc[r] += pv * pv;
+                    }
+            }
         }
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
     }

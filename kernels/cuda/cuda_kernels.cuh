@@ -33,6 +33,10 @@ void embedding_bwd(TView dwte, TView dwpe, TView dout, const int32_t* tokens, in
 // layernorm.cu. `partial` is fp32 scratch of layernorm_bwd_scratch(N, C) floats.
 void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView b, int N, int C,
                    cudaStream_t s);
+// out_sum = a + b, then layernorm_fwd of out_sum, bit for bit, in one kernel where the row fits in
+// registers (bf16 rows, C % 8 == 0, C <= 2048); otherwise add and layernorm_fwd themselves.
+void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
+                            TView bias, int N, int C, cudaStream_t s);
 size_t layernorm_bwd_scratch(int N, int C);
 void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    const float* mean, const float* rstd, int N, int C, float* partial,
@@ -70,10 +74,14 @@ void attention_check(const AttnDims& d);   // throws gpt::Error for unsupported 
 void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
                    const __nv_bfloat16* k, const __nv_bfloat16* v, const AttnDims& d,
                    cudaStream_t s);
-// `delta` is fp32 scratch [B, Hq, T].
+// `delta` is fp32 scratch [B, Hq, T]; delta_shift (null or [B, Hq, T]) is added to it (ops.h).
 void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                    const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                    const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
-                   const AttnDims& d, float* delta, cudaStream_t s);
+                   const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s);
+// out_adj [B*T, Hq, Dv] = out moved along dout so that dout . out_adj = dout . out + delta_shift per
+// row: how a backward that forms D from out (cuDNN's graph) gets attention_bwd's delta_shift.
+void attention_shift_out(__nv_bfloat16* out_adj, const __nv_bfloat16* out, const __nv_bfloat16* dout,
+                         const float* delta_shift, const AttnDims& d, cudaStream_t s);
 
 }  // namespace gpt::cuda

@@ -263,6 +263,18 @@ public:
                             view_opt(b, C, "layernorm_fwd", "b"), N, C, stream_);
     }
 
+    void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias, int N,
+                                int C) override {
+        const size_t NC = size_t(N) * C;
+        cuda::residual_layernorm_fwd(
+            view(out_sum, NC, "residual_layernorm_fwd", "out_sum"), view(out, NC, "residual_layernorm_fwd", "out"),
+            stat(mean, N, "residual_layernorm_fwd", "mean"), stat(rstd, N, "residual_layernorm_fwd", "rstd"),
+            view(a, NC, "residual_layernorm_fwd", "a"), view(b, NC, "residual_layernorm_fwd", "b"),
+            view(w, C, "residual_layernorm_fwd", "w"), view_opt(bias, C, "residual_layernorm_fwd", "bias"), N, C,
+            stream_);
+        param_touched(out_sum.sub(0, NC));   // as add: a Param sum refreshes its bf16 copy
+    }
+
     void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
                        int C) override {
         const size_t NC = size_t(N) * C;
@@ -388,16 +400,18 @@ public:
                             act(v, ext.v, "attention_fwd", "v"), d, stream_);
     }
     void attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
-                       const AttnDims& d) override {
+                       const AttnDims& d, Ten delta_shift) override {
         attention_check(d);
-        if (cudnn_attention_wanted(d) && cudnn_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d)) return;
+        if (cudnn_attention_wanted(d) && cudnn_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d, delta_shift))
+            return;
         const auto ext = extents(d);
         float* delta = static_cast<float*>(scratch(ext.l * 4));
+        const float* shift = delta_shift.present() ? stat(delta_shift, ext.l, "attention_bwd", "delta_shift") : nullptr;
         cuda::attention_bwd(act(dq, ext.q, "attention_bwd", "dq"), act(dk, ext.k, "attention_bwd", "dk"),
                             act(dv, ext.v, "attention_bwd", "dv"), act(dout, ext.o, "attention_bwd", "dout"),
                             act(out, ext.o, "attention_bwd", "out"), stat(lse, ext.l, "attention_bwd", "lse"),
                             act(q, ext.q, "attention_bwd", "q"), act(k, ext.k, "attention_bwd", "k"),
-                            act(v, ext.v, "attention_bwd", "v"), d, delta, stream_);
+                            act(v, ext.v, "attention_bwd", "v"), d, delta, shift, stream_);
     }
 
     void classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp, float dloss) override {
@@ -491,14 +505,24 @@ private:
         return true;
     }
     bool cudnn_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
-                             const AttnDims& d) {
+                             const AttnDims& d, Ten delta_shift) {
         const bool det = d.impl != AttentionImpl::cudnn_nondeterministic;
         if (!cudnn_attention_.prepare_bwd(d, det)) return false;
         const auto ext = extents(d);
-        void* ws = scratch(cudnn_attention_.bwd_workspace_bytes(d, det));
+        // The graph forms D = rowsum(dO O) from the O it is given (attention_cudnn.cu): a delta
+        // shift goes in as an adjusted copy of out, in scratch after cuDNN's workspace.
+        const size_t ws_bytes = (cudnn_attention_.bwd_workspace_bytes(d, det) + 255) / 256 * 256;
+        char* ws = static_cast<char*>(scratch(ws_bytes + (delta_shift.present() ? ext.o * 2 : 0)));
+        const __nv_bfloat16* o = act(out, ext.o, "attention_bwd", "out");
+        if (delta_shift.present()) {
+            auto* adj = reinterpret_cast<__nv_bfloat16*>(ws + ws_bytes);
+            cuda::attention_shift_out(adj, o, act(dout, ext.o, "attention_bwd", "dout"),
+                                      stat(delta_shift, ext.l, "attention_bwd", "delta_shift"), d, stream_);
+            o = adj;
+        }
         cudnn_attention_.bwd(act(dq, ext.q, "attention_bwd", "dq"), act(dk, ext.k, "attention_bwd", "dk"),
                              act(dv, ext.v, "attention_bwd", "dv"), act(dout, ext.o, "attention_bwd", "dout"),
-                             act(out, ext.o, "attention_bwd", "out"), stat(lse, ext.l, "attention_bwd", "lse"),
+                             o, stat(lse, ext.l, "attention_bwd", "lse"),
                              act(q, ext.q, "attention_bwd", "q"), act(k, ext.k, "attention_bwd", "k"),
                              act(v, ext.v, "attention_bwd", "v"), d, det, ws, stream_);
         return true;
@@ -699,6 +723,14 @@ public:
     void ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat, Ten sel,
                        Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override {
         variant::ract_gate_bwd(venv(), dq, dk, dscale, dbias, dgate, q, k, lse, stat, sel, gate, scale, a, d);
+    }
+    void ract_gate_coef(Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse, Ten stat,
+                        Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override {
+        variant::ract_gate_coef(venv(), alpha, beta, dscale, dbias, dgate, q, k, lse, stat, sel, gate, scale, a, d);
+    }
+    void ract_select_bwd(Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse, const AttnDims& a,
+                         const RactDims& d) override {
+        variant::ract_select_bwd(venv(), dq, dk, alpha, sel, q, k, lse, a, d);
     }
     void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) override {
         variant::head_gate_fwd(venv(), out, ctx, gate, alpha, alpha_fixed, N, H, Dv);

@@ -1,6 +1,7 @@
-// LayerNorm over rows of C channels with fp32 statistics. Forward: one warp per row. Backward:
-// din per row (one warp), then dw/db as column sums over fixed row chunks followed by an in-order
-// reduction of the chunks, so the result does not depend on scheduling (deterministic).
+// LayerNorm over rows of C channels with fp32 statistics. Forward: one warp per row, also fused with
+// the residual add before it (residual_layernorm_fwd). Backward: din per row (one warp), then dw/db
+// as column sums over fixed row chunks followed by an in-order reduction of the chunks, so the
+// result does not depend on scheduling (deterministic).
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/vec8.cuh"
 
@@ -86,6 +87,30 @@ __global__ void layernorm_dwdb_finish_kernel(TView dw, TView db, bool has_db,
     if (has_db) st(db, c, ld(db, c) + sb);
 }
 
+// The bf16x8 forwards' arithmetic, shared so that the plain and the residual forward agree bit for
+// bit: the row statistics accumulate eight channels at a time in the same order in both.
+__device__ __forceinline__ void ln_add_sum(float& sum, const F8& x) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sum += x.v[j];
+}
+__device__ __forceinline__ void ln_add_var(float& var, const F8& x, float m) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) var += (x.v[j] - m) * (x.v[j] - m);
+}
+__device__ __forceinline__ F8 ln_normalise(const F8& x, float m, float r, const float* w, const float* b, int c) {
+    const F8 wv = load_f32x8(w + c);
+    F8 y;
+    if (b) {
+        const F8 bv = load_f32x8(b + c);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) y.v[j] = (x.v[j] - m) * r * wv.v[j] + bv.v[j];
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) y.v[j] = (x.v[j] - m) * r * wv.v[j];
+    }
+    return y;
+}
+
 // Fast path (bf16 activations, fp32 weight, C % 8 == 0): the same arithmetic with 16-byte loads.
 __global__ void layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out, float* mean, float* rstd, const __nv_bfloat16* in,
                                             const float* w, const float* b, int N, int C) {
@@ -93,36 +118,93 @@ __global__ void layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out, float* mean, flo
     if (row >= N) return;
     const size_t base = size_t(row) * C;
     float sum = 0.f;
-    for (int c = 8 * lane; c < C; c += 8 * 32) {
-        const F8 x = load_bf16x8(in + base + c);
+    for (int c = 8 * lane; c < C; c += 8 * 32) ln_add_sum(sum, load_bf16x8(in + base + c));
+    const float m = warp_sum(sum) / C;
+    float var = 0.f;
+    for (int c = 8 * lane; c < C; c += 8 * 32) ln_add_var(var, load_bf16x8(in + base + c), m);
+    const float r = rsqrtf(warp_sum(var) / C + kEps);
+    for (int c = 8 * lane; c < C; c += 8 * 32)
+        store_bf16x8(out + base + c, ln_normalise(load_bf16x8(in + base + c), m, r, w, b, c));
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = r;
+    }
+}
+
+// Residual add + LayerNorm: s = a + b rounded to bf16 (as add_bf16x8_kernel rounds it), written to
+// out_sum and kept in registers (kVecs groups of eight channels per lane), then normalised exactly
+// as layernorm_fwd_bf16x8_kernel normalises the stored sum. Against add + layernorm_fwd this saves
+// LayerNorm's reads of the sum (a full pass over memory for the first) and one launch.
+constexpr int kResidualMaxVecs = 8;   // rows up to 8 * 8 * 32 = 2048 channels stay in registers
+
+// s rounded to bf16 with store_bf16x8's conversion, stored at p; returns the rounded values as
+// load_bf16x8 would read them back.
+__device__ __forceinline__ F8 store_rounded_bf16x8(__nv_bfloat16* p, const F8& s) {
+    uint4 raw;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+    F8 r;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) sum += x.v[j];
+    for (int j = 0; j < 4; ++j) {
+        h[j] = __floats2bfloat162_rn(s.v[2 * j], s.v[2 * j + 1]);
+        const float2 x = __bfloat1622float2(h[j]);
+        r.v[2 * j] = x.x;
+        r.v[2 * j + 1] = x.y;
+    }
+    *reinterpret_cast<uint4*>(p) = raw;
+    return r;
+}
+
+template <int kVecs>
+__global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __nv_bfloat16* out, float* mean,
+                                                     float* rstd, const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                                     const float* w, const float* bias, int N, int C) {
+    const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const size_t base = size_t(row) * C;
+    F8 x[kVecs];   // vector k holds channels [8 * lane + 256 k, +8): the plain kernel's visiting order
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+        const int c = 8 * lane + 8 * 32 * k;
+        if (c >= C) continue;
+        const F8 u = load_bf16x8(a + base + c), v = load_bf16x8(b + base + c);
+        F8 s;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s.v[j] = u.v[j] + v.v[j];
+        x[k] = store_rounded_bf16x8(out_sum + base + c, s);
+        ln_add_sum(sum, x[k]);
     }
     const float m = warp_sum(sum) / C;
     float var = 0.f;
-    for (int c = 8 * lane; c < C; c += 8 * 32) {
-        const F8 x = load_bf16x8(in + base + c);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) var += (x.v[j] - m) * (x.v[j] - m);
-    }
+    for (int k = 0; k < kVecs; ++k)
+        if (8 * lane + 8 * 32 * k < C) ln_add_var(var, x[k], m);
     const float r = rsqrtf(warp_sum(var) / C + kEps);
-    for (int c = 8 * lane; c < C; c += 8 * 32) {
-        const F8 x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
-        F8 y;
-        if (b) {
-            const F8 bv = load_f32x8(b + c);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) y.v[j] = (x.v[j] - m) * r * wv.v[j] + bv.v[j];
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) y.v[j] = (x.v[j] - m) * r * wv.v[j];
-        }
-        store_bf16x8(out + base + c, y);
+    for (int k = 0; k < kVecs; ++k) {
+        const int c = 8 * lane + 8 * 32 * k;
+        if (c < C) store_bf16x8(out + base + c, ln_normalise(x[k], m, r, w, bias, c));
     }
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = r;
     }
+}
+
+// The smallest instantiation whose registers hold vecs groups per lane.
+template <int kVecs>
+void launch_residual_layernorm_fwd(int vecs, __nv_bfloat16* out_sum, __nv_bfloat16* out, float* mean, float* rstd,
+                                   const __nv_bfloat16* a, const __nv_bfloat16* b, const float* w, const float* bias,
+                                   int N, int C, cudaStream_t s) {
+    if constexpr (kVecs < kResidualMaxVecs) {
+        if (vecs > kVecs) {
+            launch_residual_layernorm_fwd<kVecs + 1>(vecs, out_sum, out, mean, rstd, a, b, w, bias, N, C, s);
+            return;
+        }
+    }
+    residual_layernorm_fwd_bf16x8_kernel<kVecs><<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
+        out_sum, out, mean, rstd, a, b, w, bias, N, C);
+    GPT_CUDA_LAUNCHED("residual_layernorm_fwd_bf16x8_kernel");
 }
 
 // din: one warp per row, eight channels per lane-step.
@@ -192,6 +274,21 @@ void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView
     layernorm_fwd_kernel<<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
         out, mean, rstd, in, w, b, b.p != nullptr, N, C);
     GPT_CUDA_LAUNCHED("layernorm_fwd_kernel");
+}
+
+void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
+                            TView bias, int N, int C, cudaStream_t s) {
+    if (N == 0) return;
+    const int vecs = (C + 8 * 32 - 1) / (8 * 32);
+    if (C % 8 == 0 && vecs <= kResidualMaxVecs && is_bf16x8(out_sum) && is_bf16x8(out) && is_bf16x8(a) &&
+        is_bf16x8(b) && is_f32x8(w) && (!bias.p || is_f32x8(bias))) {
+        launch_residual_layernorm_fwd<1>(vecs, bf16_ptr(out_sum), bf16_ptr(out), mean, rstd, bf16_ptr(a),
+                                         bf16_ptr(b), f32_ptr(w), bias.p ? f32_ptr(bias) : nullptr, N, C, s);
+        return;
+    }
+    // Other types, shapes and alignments: the two calls themselves (same results, one more pass).
+    add(out_sum, a, b, size_t(N) * C, s);
+    layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C, s);
 }
 
 size_t layernorm_bwd_scratch(int N, int C) { return 2 * size_t(chunk_count(N)) * C; }

@@ -55,6 +55,11 @@ void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten sel, Ten q, Ten 
                    Ten bias, const AttnDims& a, const RactDims& d);
 void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k,
                    Ten lse, Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
+// The split gradient of the selection statistics (attention_rowstats_bwd.cu / _select.cu).
+void ract_gate_coef(const VariantEnv& e, Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k,
+                    Ten lse, Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
+void ract_select_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse,
+                     const AttnDims& a, const RactDims& d);
 void head_gate_fwd(const VariantEnv& e, Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed,
                    int N, int H, int Dv);
 void head_gate_bwd(const VariantEnv& e, Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate,

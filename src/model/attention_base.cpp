@@ -26,6 +26,12 @@ RactDims ract_dims(const ModelConfig& cfg, int B, int T) {
     return d;
 }
 // RA-CT apply mode "output" scales by g, "weights" by (1 - alpha) + alpha g (SPEC §2.5).
+// A selection statistic (topk, max) whose gradient flows: its dense part rides on the attention
+// backward's D term and only the selected entries need a pass of their own (ops.h ract_gate_coef).
+bool ract_split_gradient(const ModelConfig& cfg) {
+    return cfg.ract.enabled && !cfg.ract.detach && (cfg.ract.stat == RactStat::topk || cfg.ract.stat == RactStat::max);
+}
+
 float ract_alpha(const ModelConfig& cfg) { return cfg.ract.apply == RactApply::output ? 1.f : cfg.ract.alpha; }
 }  // namespace
 
@@ -65,6 +71,10 @@ void AttentionBase::plan(ActivationPlan& a, int B, int T) {
         const size_t slots = ract_sel_slots(ract_dims(cfg_, B, T)), heads = cfg_.ract.head_average ? 1 : H;
         if (slots > 0) ract_sel_ = a.add(Space::Index, N * heads * slots, "attention", pre + "ract_sel");
         y_ract_ = a.add(Space::Act, rows_heads_dv(B, T), "attention", pre + "ract_y");
+        if (ract_split_gradient(cfg_)) {
+            ract_alpha_ = a.add(Space::Stat, N * H, "attention", pre + "ract_alpha");
+            ract_beta_ = a.add(Space::Stat, N * H, "attention", pre + "ract_beta");
+        }
     }
     if (m1_consumer()) y_m1_ = a.add(Space::Act, rows_heads_dv(B, T), "attention", pre + "m1_y");
     if (cfg_.m2) {
@@ -163,6 +173,17 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
         std::swap(dcur, dother);
     }
     const AttentionOperands g = operand_grads(c, rest);
+    if (ract_split_gradient(cfg_)) {
+        // The statistic's gradient through the logits, P (alpha [selected] - beta): beta's dense part
+        // shifts the attention backward's D term, the selected entries come after it.
+        const RactDims rd = ract_dims(cfg_, c.B, c.T);
+        ops.ract_gate_coef(ract_alpha_, ract_beta_, ract_scale_.as(Space::Grad), ract_bias_.as(Space::Grad), dgate,
+                           a.q, a.k, lse_, ract_stat_, ract_sel_, ract_gate_, ract_scale_, a.d, rd);
+        ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d, ract_beta_);
+        ops.ract_select_bwd(g.q, g.k, ract_alpha_, ract_sel_, a.q, a.k, lse_, a.d, rd);
+        inputs_bwd(c, in, din, rest);
+        return;
+    }
     ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d);
     if (cfg_.ract.enabled) {   // after attention_bwd: the statistic's gradient adds to dq, dk
         const bool through = !cfg_.ract.detach;

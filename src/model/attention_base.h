@@ -71,6 +71,7 @@ private:
 
     Ten y_, lse_;                              // attention output and log-sum-exp
     Ten ract_scale_, ract_bias_, ract_stat_, ract_gate_, ract_sel_, y_ract_;   // RA-CT
+    Ten ract_alpha_, ract_beta_;   // RA-CT selection statistics: the split gradient's row coefficients
     Ten m1_alpha_, y_m1_;                      // M1 consumer
 };
 

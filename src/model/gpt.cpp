@@ -12,6 +12,10 @@ namespace gpt {
 namespace {
 constexpr size_t kHeadChunkElems = size_t(1) << 29;   // logits held at once: 512M elements (docs/performance.md, GEMMs)
 constexpr int kSiteAttnOut = 1, kSiteMlpOut = 2;        // dropout sites (0 = inside attention)
+// A LayerNorm's output, saved statistics and parameters.
+struct NormSite {
+    Ten out, mean, rstd, w, b;
+};
 }  // namespace
 
 GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
@@ -122,21 +126,33 @@ void GPT::forward_body(const StepContext& c) {
     const size_t n = size_t(BT) * E;
     const bool drop = c.training && cfg_.dropout > 0.f;
 
+    // The LayerNorm that reads block l's input: its ln_1, or ln_f for l == n_layer. Each residual
+    // add runs fused with the LayerNorm after it (residual_layernorm_fwd, bit-identical to add +
+    // layernorm_fwd), so only the embeddings' LayerNorm is a plain call.
+    auto input_norm = [&](int l) {
+        if (l == cfg_.n_layer) return NormSite{lnf_out_, lnf_mean_, lnf_rstd_, lnf_w_, lnf_b_};
+        const Layer& L = layers_[l];
+        return NormSite{L.ln1_out, L.ln1_mean, L.ln1_rstd, L.ln1_w, L.ln1_b};
+    };
+
     ops.embedding_fwd(encoded_, tokens_, wte_, wpe_, c.B, c.T, E);
     if (drop) ops.dropout(encoded_, n, cfg_.dropout, c.site_seed(cfg_.n_layer, 0));
+    const NormSite first = input_norm(0);
+    ops.layernorm_fwd(first.out, first.mean, first.rstd, encoded_, first.w, first.b, BT, E);
     for (int l = 0; l < cfg_.n_layer; ++l) {
         Layer& L = layers_[l];
-        Ten x = layer_input(l);
-        ops.layernorm_fwd(L.ln1_out, L.ln1_mean, L.ln1_rstd, x, L.ln1_w, L.ln1_b, BT, E);
         L.attn->forward(c, L.ln1_out, branch_);
         if (drop) ops.dropout(branch_, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
-        ops.add(L.resid_mid, x, branch_, n);
-        ops.layernorm_fwd(L.ln2_out, L.ln2_mean, L.ln2_rstd, L.resid_mid, L.ln2_w, L.ln2_b, BT, E);
+        // resid_mid = x + branch, ln_2 of it
+        ops.residual_layernorm_fwd(L.resid_mid, L.ln2_out, L.ln2_mean, L.ln2_rstd, layer_input(l), branch_, L.ln2_w,
+                                   L.ln2_b, BT, E);
         L.mlp->forward(c, L.ln2_out, branch_);
         if (drop) ops.dropout(branch_, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
-        ops.add(L.resid_out, L.resid_mid, branch_, n);
+        // resid_out = resid_mid + branch, and the next block's ln_1 (or ln_f) of it
+        const NormSite next = input_norm(l + 1);
+        ops.residual_layernorm_fwd(L.resid_out, next.out, next.mean, next.rstd, L.resid_mid, branch_, next.w, next.b,
+                                   BT, E);
     }
-    ops.layernorm_fwd(lnf_out_, lnf_mean_, lnf_rstd_, layer_input(cfg_.n_layer), lnf_w_, lnf_b_, BT, E);
 }
 
 double GPT::forward(const StepContext& c, float dloss) {

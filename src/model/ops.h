@@ -195,6 +195,14 @@ public:
 
     // out = (in - mean) * rstd * w + b over rows of C; mean, rstd: Stat [N]
     virtual void layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, int N, int C) = 0;
+    // The pre-LN block's residual add and the next LayerNorm in one pass: out_sum = a + b (the
+    // residual stream, kept for backward), then layernorm_fwd(out, mean, rstd, out_sum, w, bias).
+    // Bit-identical to those two calls, which are the default; CUDA fuses them (one read of a, b).
+    virtual void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias,
+                                        int N, int C) {
+        add(out_sum, a, b, size_t(N) * C);
+        layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C);
+    }
     // din += ..., dw += ..., db += ...
     virtual void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean,
                                Ten rstd, int N, int C) = 0;
@@ -225,9 +233,12 @@ public:
     virtual void dropout(Ten x, size_t n, float p, uint64_t seed) = 0;
 
     virtual void attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) = 0;
-    // dq, dk, dv have the layouts of q, k, v and are overwritten.
+    // dq, dk, dv have the layouts of q, k, v and are overwritten. delta_shift (Stat [B,Hq,T], lse's
+    // layout) or absent: each row's D_i = sum_j P_ij dP_ij (= dout_i . out_i) becomes D_i + shift_i,
+    // so the logits' gradient gains -shift_i P_ij: a caller adds the dense part of a row
+    // statistic's gradient through the softmax this way (RA-CT's selection statistics).
     virtual void attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k,
-                               Ten v, const AttnDims& d) = 0;
+                               Ten v, const AttnDims& d, Ten delta_shift = {}) = 0;
 
     // Fused classifier over rows of logits [N, Vp] (only the first V columns are real tokens):
     // losses[i] = -log softmax(logits[i,:V])[targets[i]]   (Stat [N])
@@ -297,6 +308,18 @@ public:
     // them; dk summed over the query heads of a key head); both absent = detached statistic.
     virtual void ract_gate_bwd(Ten dq, Ten dk, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse,
                                Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
+    // The same gradient in split form, for the selection statistics (topk, max), where it is cheap:
+    // with c = dL/dstat, the logits get dS_ij = P_ij (alpha_i [j selected] - beta_i) (per-row
+    // coefficients as in ract_gate_bwd's kernels). ract_gate_coef writes alpha, beta (Stat
+    // [B,Hq,T], lse's layout, overwritten) and accumulates dscale, dbias as ract_gate_bwd does;
+    // attention_bwd(..., delta_shift = beta) then carries the dense -beta P part; ract_select_bwd
+    // ACCUMULATES the sparse part into dq, dk (layouts of q, k; dk summed over the query heads of a
+    // key head): dq_i += scale sum_sel alpha_i P_ij k_j, dk_j += scale sum alpha_i P_ij q_i over
+    // the rows that selected j. sel, q, k, lse as ract_gate_fwd's. Only topk and max.
+    virtual void ract_gate_coef(Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse,
+                                Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
+    virtual void ract_select_bwd(Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse, const AttnDims& a,
+                                 const RactDims& d);
     // Per-head output gate (RA-CT apply, M1 consumer): out[n,h,:] = ((1-a) + a gate[n,h]) ctx[n,h,:]
     // with a = alpha[0] (Param [1]) if present, else alpha_fixed. out, ctx: Act [N,H,Dv], distinct;
     // gate: Act [N,H].

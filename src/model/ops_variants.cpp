@@ -40,6 +40,13 @@ void Ops::ract_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, T
                         const RactDims&) {
     missing(*this, "ract_gate_bwd");
 }
+void Ops::ract_gate_coef(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&,
+                         const RactDims&) {
+    missing(*this, "ract_gate_coef");
+}
+void Ops::ract_select_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&, const RactDims&) {
+    missing(*this, "ract_select_bwd");
+}
 void Ops::head_gate_fwd(Ten, Ten, Ten, Ten, float, int, int, int) { missing(*this, "head_gate_fwd"); }
 void Ops::head_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, float, int, int, int) {
     missing(*this, "head_gate_bwd");

@@ -309,6 +309,71 @@ TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head avera
             }
 }
 
+// The selection statistics' split gradient (ops.h ract_gate_coef): coefficients, the dense part
+// through attention_bwd's delta shift (our kernel's delta pass, and cuDNN's graph through the
+// adjusted copy of out), the selected entries by ract_select_bwd; against the CPU's same calls
+// (which tests/test_model_variants_ops.cpp holds equal to ract_gate_bwd).
+TEST_CASE("cuda variants: RA-CT selection gradient in split form (coefficients, D shift, selected entries)") {
+    GPT_REQUIRE_GPU();
+    for (const StatCase& c : kStatCases)
+        for (RactStat stat : {RactStat::topk, RactStat::max})
+            for (bool avg : {false, true})
+                for (AttentionImpl impl : {AttentionImpl::ours, AttentionImpl::cudnn}) {
+                    if (impl == AttentionImpl::cudnn && c.band) continue;   // cuDNN has no band
+                    CAPTURE(c.Hkv);
+                    CAPTURE(c.Dqk);
+                    CAPTURE(c.band);
+                    CAPTURE(int(stat));
+                    CAPTURE(avg);
+                    CAPTURE(int(impl));
+                    AttnDims d = stat_dims(c);
+                    d.impl = impl;
+                    const RactDims rd{d.B, d.T, d.Hq, stat, 5, avg};
+                    const int slots = ract_sel_slots(rd), sel_heads = avg ? 1 : d.Hq;
+                    const size_t rows = size_t(d.B) * d.T, nh = rows * d.Hq;
+                    Pair p;
+                    Ten q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
+                    Ten v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, nh * d.Dv);
+                    Ten dout = p.reserve(Space::Act, out.n), dv = p.reserve(Space::Act, v.n);
+                    Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
+                    Ten lse = p.reserve(Space::Stat, nh), st = p.reserve(Space::Stat, nh);
+                    Ten alpha = p.reserve(Space::Stat, nh), beta = p.reserve(Space::Stat, nh);
+                    Ten gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
+                    Ten sel = p.reserve(Space::Index, rows * sel_heads * slots);
+                    Ten scale = p.reserve(Space::Param, d.Hq), bias = p.reserve(Space::Param, d.Hq);
+                    p.allocate();
+                    fill(p, q, 41), fill(p, k, 42), fill(p, v, 43);
+                    fill(p, dout, 44, 0.02f), fill(p, dgate, 45, 20.f);
+                    p.set(scale, {0.3f, -0.2f});
+                    p.set(bias, {-0.5f, 0.3f});
+                    fill(p, scale.as(Space::Grad), 46), fill(p, bias.as(Space::Grad), 47);
+                    p.poison(alpha), p.poison(beta);
+                    p.run([&](Ops& o) {
+                        o.attention_fwd(out, lse, q, k, v, d);
+                        o.ract_gate_fwd(st, gate, sel, q, k, lse, scale, bias, d, rd);
+                    });
+                    // Identical selections on both backends, so the comparison below is of the
+                    // gradient only (the selection itself is checked in the test above).
+                    {
+                        const std::vector<float> g = Pair::get(*p.gpu, sel);
+                        p.set_index(sel, std::vector<int32_t>(g.begin(), g.end()));
+                    }
+                    p.run([&](Ops& o) {
+                        o.ract_gate_coef(alpha, beta, scale.as(Space::Grad), bias.as(Space::Grad), dgate, q, k, lse,
+                                         st, sel, gate, scale, d, rd);
+                        o.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d, beta);
+                        o.ract_select_bwd(dq, dk, alpha, sel, q, k, lse, d, rd);
+                    });
+                    check_err(p, alpha, kGrad, "alpha");
+                    check_err(p, beta, kGrad, "beta");
+                    check_err(p, dv, kGrad, "dv");
+                    check_err(p, dq, kGrad, "dq (attention + statistic)");
+                    check_err(p, dk, kGrad, "dk (attention + statistic)");
+                    check_err(p, scale.as(Space::Grad), 5e-2, "dscale");   // as the test above
+                    check_err(p, bias.as(Space::Grad), 5e-2, "dbias");
+                }
+}
+
 TEST_CASE("cuda variants: per-head output gate, sigmoid, add_scaled") {
     GPT_REQUIRE_GPU();
     const int N = 70, H = 2, Dv = 64;
