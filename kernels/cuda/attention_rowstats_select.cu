@@ -3,8 +3,8 @@
 // is k (<= 8) entries per row, w_ij = alpha_i P_ij. No recomputed [T, T] tiles:
 //  * ract_select_dq_kernel: one warp per (row, query head) walks the row's selection, recomputes
 //    those k logits (one dot product each), adds scale sum w_ij k_j to dq_i and writes w_ij.
-//  * ract_select_dk_kernel: one block per (64 keys, batch, key head); each warp owns 16 of the
-//    keys, scans every later row's selection for them and adds scale w_ij q_i in shared memory
+//  * ract_select_dk_kernel: one block per (64 keys, batch, key head) scans every later row's
+//    selection once; each warp owns 16 of the keys and adds w_ij q_i for them in shared memory
 //    in the scan's fixed order: a deterministic scatter without atomics.
 #include <string>
 
@@ -32,91 +32,116 @@ __device__ __forceinline__ int active_dims(const Geom& g, int dqk, int i, int j)
     return (g.band > 0 && i - j > g.band) ? g.band_split : dqk;
 }
 
+// Every slot's key row is loaded before any product is formed (the slots are independent): the
+// warp waits on one round of loads, not on kMaxSel dependent ones.
 template <int DQK>
 __global__ void __launch_bounds__(128) ract_select_dq_kernel(Geom g, SelectArgs a) {
     constexpr int kPer = DQK / 32;   // consecutive dims per lane
+    constexpr int kSlots = rowstats::kMaxSel;
     const size_t row = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;   // (b, i, h)
     const int lane = threadIdx.x % 32;
     if (row >= size_t(g.B) * g.T * g.Hq) return;   // whole warps
     const int h = int(row % g.Hq), n = int(row / g.Hq), b = n / g.T, i = n % g.T, hk = h / (g.Hq / g.Hkv);
     const int c0 = lane * kPer;
-    float qv[kPer], acc[kPer] = {};
+    const int32_t* cols = a.sel + (size_t(n) * a.sel_heads + (a.sel_heads == 1 ? 0 : h)) * a.slots;
+    const int my_col = lane < a.slots ? cols[lane] : -1;
+    float qv[kPer], kv[kSlots][kPer], dot[kSlots];
     const bf16* qr = g.q + size_t(n) * g.q_stride + size_t(h) * DQK + c0;
 #pragma unroll
     for (int e = 0; e < kPer; ++e) qv[e] = __bfloat162float(qr[e]);
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+        const int j = __shfl_sync(0xffffffffu, my_col, s);
+        const int active = j < 0 ? 0 : active_dims(g, DQK, i, j);
+        const bf16* kr = g.k + (size_t(b) * g.T + max(j, 0)) * g.k_stride + size_t(hk) * DQK + c0;
+        dot[s] = 0.f;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+            kv[s][e] = c0 + e < active ? __bfloat162float(kr[e]) : 0.f;
+            dot[s] += qv[e] * kv[s][e];
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int s = 0; s < kSlots; ++s) dot[s] += __shfl_xor_sync(0xffffffffu, dot[s], o);
     const size_t r = (size_t(b) * g.Hq + h) * g.T + i;
     const float lse = g.lse[r], alpha = a.alpha[r];
-    const int32_t* cols = a.sel + (size_t(n) * a.sel_heads + (a.sel_heads == 1 ? 0 : h)) * a.slots;
-    for (int s = 0; s < a.slots; ++s) {
-        const int j = cols[s];
-        float w = 0.f;
-        if (j >= 0) {
-            const bf16* kr = g.k + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK + c0;
-            const int active = active_dims(g, DQK, i, j);
-            float kv[kPer], dot = 0.f;
+    float acc[kPer] = {};
 #pragma unroll
-            for (int e = 0; e < kPer; ++e) {
-                kv[e] = c0 + e < active ? __bfloat162float(kr[e]) : 0.f;
-                dot += qv[e] * kv[e];
-            }
+    for (int s = 0; s < kSlots; ++s) {
+        const int j = __shfl_sync(0xffffffffu, my_col, s);
+        const float w = j >= 0 ? alpha * expf(dot[s] * g.scale - lse) : 0.f;
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-            w = alpha * expf(dot * g.scale - lse);
-#pragma unroll
-            for (int e = 0; e < kPer; ++e) acc[e] += w * kv[e];
-        }
-        if (lane == 0) a.w[row * a.slots + s] = w;
+        for (int e = 0; e < kPer; ++e) acc[e] += w * kv[s][e];
+        if (lane == s && s < a.slots) a.w[row * a.slots + s] = w;
     }
     bf16* d = a.dq + size_t(n) * g.q_stride + size_t(h) * DQK + c0;
 #pragma unroll
     for (int e = 0; e < kPer; ++e) d[e] = __float2bfloat16(__bfloat162float(d[e]) + g.scale * acc[e]);
 }
 
+// The block's 128 threads scan the selections of rows i >= k0 together, 128 entries a round; the
+// round's matches (columns in this block's 64 keys) go to a shared queue in entry order, and
+// each warp then applies, in queue order, those of its 16 keys: fixed order, no atomics.
 template <int DQK>
 __global__ void __launch_bounds__(32 * kSelectWarps) ract_select_dk_kernel(Geom g, SelectArgs a) {
-    constexpr int kPer = DQK / 32;
+    constexpr int kPer = DQK / 32, kThreadsDk = 32 * kSelectWarps;
     __shared__ float acc[kKeysPerBlock][DQK];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c0 = lane * kPer;
+    __shared__ int qi[kThreadsDk], qh[kThreadsDk], qj[kThreadsDk];
+    __shared__ float qw[kThreadsDk];
+    __shared__ int warp_count[kSelectWarps];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, c0 = lane * kPer;
     const int k0 = blockIdx.x * kKeysPerBlock, bhk = blockIdx.y, b = bhk / g.Hkv, hk = bhk % g.Hkv;
     const int group = g.Hq / g.Hkv, per_row = group * a.slots;
-    const int own_lo = k0 + warp * kKeysPerWarp, own_hi = min(own_lo + kKeysPerWarp, g.T);
-    for (int x = lane; x < kKeysPerWarp * DQK; x += 32) acc[warp * kKeysPerWarp + x / DQK][x % DQK] = 0.f;
-    __syncwarp();
-    if (own_lo >= g.T) return;
+    const int k_end = min(k0 + kKeysPerBlock, g.T);
+    for (int x = tid; x < kKeysPerBlock * DQK; x += kThreadsDk) acc[x / DQK][x % DQK] = 0.f;
 
-    // Entries e = ((i - own_lo) group + hh) slots + s of rows i >= own_lo (causal: no earlier row
-    // selects these keys), 32 at a time, in order; the matches are applied in lane order.
-    const size_t total = size_t(g.T - own_lo) * per_row;
-    for (size_t e0 = 0; e0 < total; e0 += 32) {
-        const size_t e = e0 + lane;
+    const int total = (g.T - k0) * per_row;   // entries of rows k0 .. T-1 (earlier rows cannot select these keys)
+    for (int base = 0; base < total; base += kThreadsDk) {
+        const int e = base + tid;
         int i = 0, h = 0, s = 0, j = -1;
         if (e < total) {
-            i = own_lo + int(e / per_row);
-            const int rem = int(e % per_row);
-            h = hk * group + rem / a.slots;
-            s = rem % a.slots;
+            const int ri = e / per_row, rem = e - ri * per_row, hh = rem / a.slots;
+            i = k0 + ri;
+            h = hk * group + hh;
+            s = rem - hh * a.slots;
             j = a.sel[((size_t(b) * g.T + i) * a.sel_heads + (a.sel_heads == 1 ? 0 : h)) * a.slots + s];
         }
-        unsigned match = __ballot_sync(0xffffffffu, j >= own_lo && j < own_hi);
-        while (match) {
-            const int src = __ffs(match) - 1;
-            match &= match - 1;
-            const int mi = __shfl_sync(0xffffffffu, i, src), mh = __shfl_sync(0xffffffffu, h, src);
-            const int ms = __shfl_sync(0xffffffffu, s, src), mj = __shfl_sync(0xffffffffu, j, src);
-            const float w = a.w[((size_t(b) * g.T + mi) * g.Hq + mh) * a.slots + ms];
+        const bool match = j >= k0 && j < k_end;
+        const unsigned m = __ballot_sync(0xffffffffu, match);
+        if (lane == 0) warp_count[warp] = __popc(m);
+        __syncthreads();   // also orders the previous round's queue reads before these writes
+        int at = __popc(m & ((1u << lane) - 1)), n = 0;
+#pragma unroll
+        for (int w = 0; w < kSelectWarps; ++w) {
+            if (w < warp) at += warp_count[w];
+            n += warp_count[w];
+        }
+        if (match) {
+            qi[at] = i, qh[at] = h, qj[at] = j;
+            qw[at] = a.w[((size_t(b) * g.T + i) * g.Hq + h) * a.slots + s];
+        }
+        __syncthreads();
+        const int own_lo = k0 + warp * kKeysPerWarp;
+        for (int x = 0; x < n; ++x) {
+            const int mj = qj[x];
+            if (mj < own_lo || mj >= own_lo + kKeysPerWarp) continue;   // uniform over the warp
+            const int mi = qi[x], mh = qh[x];
+            const float w = qw[x];
             const bf16* qr = g.q + (size_t(b) * g.T + mi) * g.q_stride + size_t(mh) * DQK + c0;
             const int active = active_dims(g, DQK, mi, mj);
-            float* row = acc[mj - k0];
+            float* rowp = acc[mj - k0];
 #pragma unroll
             for (int c = 0; c < kPer; ++c)
-                if (c0 + c < active) row[c0 + c] += w * __bfloat162float(qr[c]);
+                if (c0 + c < active) rowp[c0 + c] += w * __bfloat162float(qr[c]);
         }
     }
-    __syncwarp();
-    for (int j = own_lo; j < own_hi; ++j) {
-        bf16* d = a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK + c0;
+    __syncthreads();
+    for (int jl = warp; jl < k_end - k0; jl += kSelectWarps) {
+        bf16* d = a.dk + (size_t(b) * g.T + k0 + jl) * g.k_stride + size_t(hk) * DQK + c0;
 #pragma unroll
-        for (int c = 0; c < kPer; ++c) d[c] = __float2bfloat16(__bfloat162float(d[c]) + g.scale * acc[j - k0][c0 + c]);
+        for (int c = 0; c < kPer; ++c) d[c] = __float2bfloat16(__bfloat162float(d[c]) + g.scale * acc[jl][c0 + c]);
     }
 }
 
