@@ -123,18 +123,35 @@ __global__ void __launch_bounds__(32 * kSelectWarps) ract_select_dk_kernel(Geom 
             qw[at] = a.w[((size_t(b) * g.T + i) * g.Hq + h) * a.slots + s];
         }
         __syncthreads();
+        // This warp's matches in queue order, four at a time: the four q rows are loaded before
+        // any is added (one round of load latency instead of four).
         const int own_lo = k0 + warp * kKeysPerWarp;
-        for (int x = 0; x < n; ++x) {
-            const int mj = qj[x];
-            if (mj < own_lo || mj >= own_lo + kKeysPerWarp) continue;   // uniform over the warp
-            const int mi = qi[x], mh = qh[x];
-            const float w = qw[x];
-            const bf16* qr = g.q + (size_t(b) * g.T + mi) * g.q_stride + size_t(mh) * DQK + c0;
-            const int active = active_dims(g, DQK, mi, mj);
-            float* rowp = acc[mj - k0];
+        for (int x0 = 0; x0 < n; x0 += 32) {
+            const int x = x0 + lane;
+            unsigned mine = __ballot_sync(0xffffffffu, x < n && qj[x] >= own_lo && qj[x] < own_lo + kKeysPerWarp);
+            while (mine) {
+                int idx[4];
+                float qv[4][kPer];
 #pragma unroll
-            for (int c = 0; c < kPer; ++c)
-                if (c0 + c < active) rowp[c0 + c] += w * __bfloat162float(qr[c]);
+                for (int u = 0; u < 4; ++u) {
+                    idx[u] = mine ? x0 + __ffs(mine) - 1 : -1;
+                    mine &= mine - 1;
+                    if (idx[u] < 0) continue;
+                    const int mi = qi[idx[u]], mh = qh[idx[u]];
+                    const int active = active_dims(g, DQK, mi, qj[idx[u]]);
+                    const bf16* qr = g.q + (size_t(b) * g.T + mi) * g.q_stride + size_t(mh) * DQK + c0;
+#pragma unroll
+                    for (int c = 0; c < kPer; ++c) qv[u][c] = c0 + c < active ? __bfloat162float(qr[c]) : 0.f;
+                }
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    if (idx[u] < 0) continue;
+                    float* rowp = acc[qj[idx[u]] - k0];
+                    const float w = qw[idx[u]];
+#pragma unroll
+                    for (int c = 0; c < kPer; ++c) rowp[c0 + c] += w * qv[u][c];
+                }
+            }
         }
     }
     __syncthreads();
