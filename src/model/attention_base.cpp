@@ -25,13 +25,13 @@ RactDims ract_dims(const ModelConfig& cfg, int B, int T) {
     d.head_average = cfg.ract.head_average;
     return d;
 }
-// RA-CT apply mode "output" scales by g, "weights" by (1 - alpha) + alpha g (SPEC §2.5).
 // A selection statistic (topk, max) whose gradient flows: its dense part rides on the attention
 // backward's D term and only the selected entries need a pass of their own (ops.h ract_gate_coef).
 bool ract_split_gradient(const ModelConfig& cfg) {
     return cfg.ract.enabled && !cfg.ract.detach && (cfg.ract.stat == RactStat::topk || cfg.ract.stat == RactStat::max);
 }
 
+// RA-CT apply mode "output" scales by g, "weights" by (1 - alpha) + alpha g (SPEC §2.5).
 float ract_alpha(const ModelConfig& cfg) { return cfg.ract.apply == RactApply::output ? 1.f : cfg.ract.alpha; }
 }  // namespace
 
@@ -181,11 +181,10 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
                            a.q, a.k, lse_, ract_stat_, ract_sel_, ract_gate_, ract_scale_, a.d, rd);
         ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d, ract_beta_);
         ops.ract_select_bwd(g.q, g.k, ract_alpha_, ract_sel_, a.q, a.k, lse_, a.d, rd);
-        inputs_bwd(c, in, din, rest);
-        return;
+    } else {
+        ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d);
     }
-    ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d);
-    if (cfg_.ract.enabled) {   // after attention_bwd: the statistic's gradient adds to dq, dk
+    if (cfg_.ract.enabled && !ract_split_gradient(cfg_)) {   // after attention_bwd: adds to dq, dk
         const bool through = !cfg_.ract.detach;
         ops.ract_gate_bwd(through ? g.q : Ten{}, through ? g.k : Ten{}, ract_scale_.as(Space::Grad),
                           ract_bias_.as(Space::Grad), dgate, a.q, a.k, lse_, ract_stat_, ract_sel_, ract_gate_,

@@ -246,6 +246,36 @@ int real_mismatches(const std::vector<float>& gpu, const std::vector<float>& cpu
 // dq, dk after attention_bwd. dout is small and dgate large, so the added gradient dominates dq,
 // dk; scale and bias keep the gate near 0.5, where the bf16 gate's sigma' = g (1 - g) is accurate
 // (near 1 it is not: the per-head sums dscale/dbias are held to 5%, see below).
+namespace {
+// The tensors of an RA-CT gate test on both backends, allocated, with random q, k, v (returned
+// in qv, kv, vv), dout, dgate and gradients, and fixed scale/bias (seeds from `seed`). `split`
+// adds the split gradient's alpha and beta.
+struct RactTensors {
+    Pair p;
+    Ten q, k, v, out, dout, dv, dq, dk, lse, st, alpha, beta, gate, dgate, sel, scale, bias;
+    std::vector<float> qv, kv, vv;
+    RactTensors(const AttnDims& d, const RactDims& rd, bool split, uint64_t seed) {
+        const int slots = ract_sel_slots(rd), sel_heads = rd.head_average ? 1 : d.Hq;
+        const size_t rows = size_t(d.B) * d.T, nh = rows * d.Hq;
+        q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
+        v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, nh * d.Dv);
+        dout = p.reserve(Space::Act, out.n), dv = p.reserve(Space::Act, v.n);
+        dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
+        lse = p.reserve(Space::Stat, nh), st = p.reserve(Space::Stat, nh);
+        if (split) alpha = p.reserve(Space::Stat, nh), beta = p.reserve(Space::Stat, nh);
+        gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
+        if (slots > 0) sel = p.reserve(Space::Index, rows * sel_heads * slots);
+        scale = p.reserve(Space::Param, d.Hq), bias = p.reserve(Space::Param, d.Hq);
+        p.allocate();
+        qv = fill(p, q, seed), kv = fill(p, k, seed + 1), vv = fill(p, v, seed + 2);
+        fill(p, dout, seed + 3, 0.02f), fill(p, dgate, seed + 4, 20.f);
+        p.set(scale, {0.3f, -0.2f});
+        p.set(bias, {-0.5f, 0.3f});
+        fill(p, scale.as(Space::Grad), seed + 5), fill(p, bias.as(Space::Grad), seed + 6);
+    }
+};
+}  // namespace
+
 TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head average, GQA/MQA, RA band") {
     GPT_REQUIRE_GPU();
     for (const StatCase& c : kStatCases)
@@ -261,22 +291,13 @@ TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head avera
                 // The GPU has no gradient through a head-averaged entropy/rms: detached there.
                 const bool through = !avg || stat == RactStat::topk || stat == RactStat::max;
                 const int slots = ract_sel_slots(rd), sel_heads = avg ? 1 : d.Hq;
-                const size_t rows = size_t(d.B) * d.T, nh = rows * d.Hq;
-                Pair p;
-                Ten q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
-                Ten v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, nh * d.Dv);
-                Ten dout = p.reserve(Space::Act, out.n), dv = p.reserve(Space::Act, v.n);
-                Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
-                Ten lse = p.reserve(Space::Stat, nh), st = p.reserve(Space::Stat, nh);
-                Ten gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
-                Ten sel = slots > 0 ? p.reserve(Space::Index, rows * sel_heads * slots) : Ten{};
-                Ten scale = p.reserve(Space::Param, d.Hq), bias = p.reserve(Space::Param, d.Hq);
-                p.allocate();
-                const auto qv = fill(p, q, 31), kv = fill(p, k, 32), vv = fill(p, v, 33);
-                fill(p, dout, 34, 0.02f), fill(p, dgate, 35, 20.f);
-                p.set(scale, {0.3f, -0.2f});
-                p.set(bias, {-0.5f, 0.3f});
-                fill(p, scale.as(Space::Grad), 36), fill(p, bias.as(Space::Grad), 37);
+                const size_t nh = size_t(d.B) * d.T * d.Hq;
+                RactTensors t(d, rd, false, 31);
+                Pair& p = t.p;
+                const Ten q = t.q, k = t.k, v = t.v, out = t.out, dout = t.dout, dv = t.dv, dq = t.dq, dk = t.dk,
+                          lse = t.lse, st = t.st, gate = t.gate, dgate = t.dgate, sel = t.sel, scale = t.scale,
+                          bias = t.bias;
+                const auto &qv = t.qv, &kv = t.kv, &vv = t.vv;
                 p.poison(st), p.poison(gate);
                 p.run([&](Ops& o) {
                     o.attention_fwd(out, lse, q, k, v, d);
@@ -329,24 +350,11 @@ TEST_CASE("cuda variants: RA-CT selection gradient in split form (coefficients, 
                     AttnDims d = stat_dims(c);
                     d.impl = impl;
                     const RactDims rd{d.B, d.T, d.Hq, stat, 5, avg};
-                    const int slots = ract_sel_slots(rd), sel_heads = avg ? 1 : d.Hq;
-                    const size_t rows = size_t(d.B) * d.T, nh = rows * d.Hq;
-                    Pair p;
-                    Ten q = p.reserve(Space::Act, rows * d.q_stride), k = p.reserve(Space::Act, rows * d.k_stride);
-                    Ten v = p.reserve(Space::Act, rows * d.v_stride), out = p.reserve(Space::Act, nh * d.Dv);
-                    Ten dout = p.reserve(Space::Act, out.n), dv = p.reserve(Space::Act, v.n);
-                    Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
-                    Ten lse = p.reserve(Space::Stat, nh), st = p.reserve(Space::Stat, nh);
-                    Ten alpha = p.reserve(Space::Stat, nh), beta = p.reserve(Space::Stat, nh);
-                    Ten gate = p.reserve(Space::Act, nh), dgate = p.reserve(Space::Act, nh);
-                    Ten sel = p.reserve(Space::Index, rows * sel_heads * slots);
-                    Ten scale = p.reserve(Space::Param, d.Hq), bias = p.reserve(Space::Param, d.Hq);
-                    p.allocate();
-                    fill(p, q, 41), fill(p, k, 42), fill(p, v, 43);
-                    fill(p, dout, 44, 0.02f), fill(p, dgate, 45, 20.f);
-                    p.set(scale, {0.3f, -0.2f});
-                    p.set(bias, {-0.5f, 0.3f});
-                    fill(p, scale.as(Space::Grad), 46), fill(p, bias.as(Space::Grad), 47);
+                    RactTensors t(d, rd, true, 41);
+                    Pair& p = t.p;
+                    const Ten q = t.q, k = t.k, v = t.v, out = t.out, dout = t.dout, dv = t.dv, dq = t.dq,
+                              dk = t.dk, lse = t.lse, st = t.st, alpha = t.alpha, beta = t.beta, gate = t.gate,
+                              dgate = t.dgate, sel = t.sel, scale = t.scale, bias = t.bias;
                     p.poison(alpha), p.poison(beta);
                     p.run([&](Ops& o) {
                         o.attention_fwd(out, lse, q, k, v, d);
