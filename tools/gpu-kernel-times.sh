@@ -8,6 +8,7 @@
 # Runs `gpt2 bench -b 32 --warmup 1 --steps 1 --profile` (GPT-2 124M, T=1024): three steps in
 # all, reported per step (parameter init's few kernels are included, spread over the three). A
 # first run without ncu fills the GEMM autotune cache, so no tuning trials are profiled.
+# KEEP_CSV=FILE keeps ncu's raw table.
 set -eu
 BUILD=${1:?usage: tools/gpu-kernel-times.sh BUILD_DIR [--kernels REGEX] [-- bench args]}; shift
 FILTER=()
@@ -30,7 +31,7 @@ cols = rows[head]
 name, dur = cols.index("Kernel Name"), cols.index("gpu__time_duration.sum")
 tot, cnt = collections.Counter(), collections.Counter()
 for r in rows[head + 1:]:   # a units row, if any, fails the float()
-    try: t = float(r[dur])
+    try: t = float(r[dur].replace(",", ""))   # ncu groups thousands
     except (ValueError, IndexError): continue
     tot[r[name]] += t; cnt[r[name]] += 1
 steps = 3   # warm-up, measured, profiled
@@ -40,4 +41,5 @@ for k, t in tot.most_common():
     print(f"{k[:90]:90s} {cnt[k]/steps:8.1f} {t/steps/1e6:8.3f} {100*t/all_ns:5.1f}%")
 print(f"{'total':90s} {'':8s} {all_ns/steps/1e6:8.3f}")
 EOF
+[[ -n ${KEEP_CSV:-} ]] && cp "$CSV" "$KEEP_CSV"   # the raw ncu table, for a closer look
 rm -f "$CSV" "$CSV.err"
