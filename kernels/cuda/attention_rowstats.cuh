@@ -203,10 +203,29 @@ __device__ __forceinline__ void topk_quad_merge(TopK& t, TopK& out) {
     }
 }
 
+// A lower bound on the 8th largest value of the quad's four lists (sorted, descending), each a
+// way for 8 of their values to be at or above it: one list's 8th (max over the quad), two lists'
+// 4th (the second largest over the quad), all four lists' 2nd (the min). The last is usually
+// close to the row's true 8th, so far fewer of a new tile's entries pass it than pass the first
+// alone (the 8th of a list that holds a quarter of the row).
+__device__ __forceinline__ float quad_cut(const TopK& t) {
+    static_assert(kMaxSel == 8, "the bounds below count to 8");
+    float one = t.v[7], all = t.v[1], hi = t.v[3], lo = -INFINITY;
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) {
+        one = fmaxf(one, __shfl_xor_sync(0xffffffffu, one, o));
+        all = fminf(all, __shfl_xor_sync(0xffffffffu, all, o));
+        const float oh = __shfl_xor_sync(0xffffffffu, hi, o), ol = __shfl_xor_sync(0xffffffffu, lo, o);
+        lo = fmaxf(fminf(hi, oh), fmaxf(lo, ol));   // (hi, lo): the two largest 4th values so far
+        hi = fmaxf(hi, oh);
+    }
+    return fmaxf(one, fmaxf(all, lo));
+}
+
 // Inserts row r's entries of the warp's 16 x 64 tile (values x[nt][e] * mul, column k0 + nt * 8 +
 // 2t + (e & 1), only columns <= row) into the lane's list. Only values above the row's current
-// cut can enter: the quad's largest 8th value bounds the row's 8th value from below (the quad's
-// lists hold 8 values at or above it, all from lower columns, which win ties). The warp then walks
+// cut can enter: quad_cut bounds the row's 8th value from below (the quad's lists hold 8 values
+// at or above it, all from lower columns, which win ties). The warp then walks
 // only the lanes' candidates, one per lane per round and in increasing column order (so ties keep
 // going to the lowest column), instead of running every insertion for every entry: late in a row
 // almost nothing passes the cut, and without the walk one passing lane made the whole warp run
@@ -214,9 +233,7 @@ __device__ __forceinline__ void topk_quad_merge(TopK& t, TopK& out) {
 __device__ __forceinline__ void topk_insert_tile(TopK& t, const float (&x)[kBC / 8][4], int r, float mul, int k0,
                                                  int row, int lane) {
     const int tq = lane % 4;
-    float cut = t.v[kMaxSel - 1];
-    cut = fmaxf(cut, __shfl_xor_sync(0xffffffffu, cut, 1));
-    cut = fmaxf(cut, __shfl_xor_sync(0xffffffffu, cut, 2));
+    float cut = quad_cut(t);
     unsigned cand = 0;   // bit q = entry (nt = q / 2, e = 2r + q % 2)
 #pragma unroll
     for (int q = 0; q < kBC / 4; ++q) {

@@ -1,17 +1,21 @@
 // LayerNorm over rows of C channels with fp32 statistics. Forward: one warp per row, also fused with
-// the residual add before it (residual_layernorm_fwd). Backward: din per row (one warp), then dw/db
-// as column sums over fixed row chunks followed by an in-order reduction of the chunks, so the
-// result does not depend on scheduling (deterministic).
+// the residual add before it (residual_layernorm_fwd). Backward: din per row (one warp) and dw/db
+// as column sums over fixed row chunks (on the bf16 path in the same kernel as din), followed by a
+// fixed-order reduction of the chunks, so the result does not depend on scheduling (deterministic).
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/vec8.cuh"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace gpt::cuda {
 namespace {
 
 constexpr float kEps = 1e-5f;
 constexpr int kWarps = 8;
-constexpr int kChunkRows = 64;
+constexpr int kChunkRows = 64;   // rows per dw/db partial
 constexpr int kColThreads = 256;
+constexpr int kFinishCols = 32, kFinishGroups = 32;   // finish block: 32 columns x 32 groups of chunks
 
 __global__ void layernorm_fwd_kernel(TView out, float* mean, float* rstd, TView in, TView w,
                                      TView b, bool has_b, int N, int C) {
@@ -74,17 +78,41 @@ __global__ void layernorm_dwdb_partial_kernel(float* partial, TView dout, TView 
     partial[(size_t(chunks) + blockIdx.y) * C + c] = sb;
 }
 
-__global__ void layernorm_dwdb_finish_kernel(TView dw, TView db, bool has_db,
-                                             const float* partial, int C, int chunks) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
+// dw += sum over chunks of partial[0], db += sum of partial[1]. Thread (x, y) sums chunks y, y + 32,
+// ... of column x in order, then the block adds its 32 sums in a fixed tree: deterministic, and 32x
+// more loads in flight than one thread walking every chunk of its column.
+__global__ void __launch_bounds__(kFinishCols * kFinishGroups) layernorm_dwdb_finish_kernel(
+    TView dw, TView db, bool has_db, const float* partial, int C, int chunks) {
+    __shared__ float sums[2][kFinishGroups][kFinishCols];
+    const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * kFinishCols + tx;
     float sw = 0.f, sb = 0.f;
-    for (int k = 0; k < chunks; ++k) {
-        sw += partial[size_t(k) * C + c];
-        sb += partial[(size_t(chunks) + k) * C + c];
+    if (c < C) {
+#pragma unroll 4
+        for (int k = ty; k < chunks; k += kFinishGroups) {
+            sw += partial[size_t(k) * C + c];
+            sb += partial[(size_t(chunks) + k) * C + c];
+        }
     }
-    st(dw, c, ld(dw, c) + sw);
-    if (has_db) st(db, c, ld(db, c) + sb);
+    sums[0][ty][tx] = sw;
+    sums[1][ty][tx] = sb;
+    __syncthreads();
+#pragma unroll
+    for (int half = kFinishGroups / 2; half > 0; half /= 2) {
+        if (ty < half) {
+            sums[0][ty][tx] += sums[0][ty + half][tx];
+            sums[1][ty][tx] += sums[1][ty + half][tx];
+        }
+        __syncthreads();
+    }
+    if (ty != 0 || c >= C) return;
+    st(dw, c, ld(dw, c) + sums[0][0][tx]);
+    if (has_db) st(db, c, ld(db, c) + sums[1][0][tx]);
+}
+
+void launch_dwdb_finish(TView dw, TView db, const float* partial, int C, int chunks, cudaStream_t s) {
+    layernorm_dwdb_finish_kernel<<<(C + kFinishCols - 1) / kFinishCols, dim3(kFinishCols, kFinishGroups), 0, s>>>(
+        dw, db, db.p != nullptr, partial, C, chunks);
+    GPT_CUDA_LAUNCHED("layernorm_dwdb_finish_kernel");
 }
 
 // The bf16x8 forwards' arithmetic, shared so that the plain and the residual forward agree bit for
@@ -207,34 +235,70 @@ void launch_residual_layernorm_fwd(int vecs, __nv_bfloat16* out_sum, __nv_bfloat
     GPT_CUDA_LAUNCHED("residual_layernorm_fwd_bf16x8_kernel");
 }
 
-// din: one warp per row, eight channels per lane-step.
-__global__ void layernorm_din_bf16x8_kernel(__nv_bfloat16* din, const __nv_bfloat16* dout, const __nv_bfloat16* in,
-                                            const float* w, const float* mean, const float* rstd, int N, int C) {
+// The backward's per-element arithmetic, shared so that the din-only and the fused kernel give the
+// same din, and the partial-only and the fused kernel the same partials, bit for bit. Spelled out
+// with _rn intrinsics: the compiler's own FMA contraction depends on what else a kernel reuses (the
+// fused kernel shares dout * w between its passes) and could round the two kernels differently.
+__device__ __forceinline__ void ln_din_sums(float& sd, float& sdn, const F8& g, const F8& x, const F8& wv, float m,
+                                            float r) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const float dn = __fmul_rn(g.v[j], wv.v[j]);
+        sd = __fadd_rn(sd, dn);
+        sdn = __fmaf_rn(__fmul_rn(dn, __fsub_rn(x.v[j], m)), r, sdn);
+    }
+}
+// d += (dout * w - mean_dn - norm * mean_dnn) * r
+__device__ __forceinline__ void ln_din_add(F8& d, const F8& g, const F8& x, const F8& wv, float m, float r,
+                                           float mean_dn, float mean_dnn) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const float norm = __fmul_rn(__fsub_rn(x.v[j], m), r);
+        const float t = __fmaf_rn(-norm, mean_dnn, __fmaf_rn(g.v[j], wv.v[j], -mean_dn));
+        d.v[j] = __fmaf_rn(t, r, d.v[j]);
+    }
+}
+__device__ __forceinline__ void ln_dwdb_add(float& sw, float& sb, float g, float x, float m, float r) {
+    sw = __fmaf_rn(__fmul_rn(g, __fsub_rn(x, m)), r, sw);
+    sb = __fadd_rn(sb, g);
+}
+
+__device__ __forceinline__ uint4 load_raw16(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
+__device__ __forceinline__ F8 bf16x8_to_f8(const uint4& raw) {   // load_bf16x8's conversion
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    F8 f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const float2 x = __bfloat1622float2(h[j]);
+        f.v[2 * j] = x.x;
+        f.v[2 * j + 1] = x.y;
+    }
+    return f;
+}
+
+// din: one warp per row, eight channels per lane-step. Six blocks per SM keep it at the 40 registers
+// it had before the helpers above (44 without the bound: five blocks).
+__global__ void __launch_bounds__(32 * kWarps, 6)
+    layernorm_din_bf16x8_kernel(__nv_bfloat16* din, const __nv_bfloat16* dout, const __nv_bfloat16* in,
+                                const float* w, const float* mean, const float* rstd, int N, int C) {
     const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const size_t base = size_t(row) * C;
     const float m = mean[row], r = rstd[row];
     float sd = 0.f, sdn = 0.f;
-    for (int c = 8 * lane; c < C; c += 8 * 32) {
-        const F8 g = load_bf16x8(dout + base + c), x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const float dn = g.v[j] * wv.v[j];
-            sd += dn;
-            sdn += dn * (x.v[j] - m) * r;
-        }
-    }
+    for (int c = 8 * lane; c < C; c += 8 * 32)
+        ln_din_sums(sd, sdn, load_bf16x8(dout + base + c), load_bf16x8(in + base + c), load_f32x8(w + c), m, r);
     const float mean_dn = warp_sum(sd) / C, mean_dnn = warp_sum(sdn) / C;
     for (int c = 8 * lane; c < C; c += 8 * 32) {
-        const F8 g = load_bf16x8(dout + base + c), x = load_bf16x8(in + base + c), wv = load_f32x8(w + c);
         F8 d = load_bf16x8(din + base + c);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) d.v[j] += (g.v[j] * wv.v[j] - mean_dn - (x.v[j] - m) * r * mean_dnn) * r;
+        ln_din_add(d, load_bf16x8(dout + base + c), load_bf16x8(in + base + c), load_f32x8(w + c), m, r, mean_dn,
+                   mean_dnn);
         store_bf16x8(din + base + c, d);
     }
 }
 
-// dw/db partials: block y sums its chunk of rows; each thread owns eight adjacent channels.
+// dw/db partials: block y sums its chunk of rows in row order; each thread owns eight adjacent channels.
+// Used where din is not wanted, and for rows too wide for the fused kernel.
 __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_bfloat16* dout,
                                                      const __nv_bfloat16* in, const float* mean, const float* rstd,
                                                      int N, int C, int chunks) {
@@ -246,16 +310,130 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
         const F8 g = load_bf16x8(dout + size_t(row) * C + c), x = load_bf16x8(in + size_t(row) * C + c);
         const float m = mean[row], r = rstd[row];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            sw[j] += g.v[j] * (x.v[j] - m) * r;
-            sb[j] += g.v[j];
-        }
+        for (int j = 0; j < 8; ++j) ln_dwdb_add(sw[j], sb[j], g.v[j], x.v[j], m, r);
     }
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
         partial[size_t(blockIdx.y) * C + c + j] = sw[j];
         partial[(size_t(chunks) + blockIdx.y) * C + c + j] = sb[j];
     }
+}
+
+// din and the dw/db partials in one pass over dout and in (C <= 256 * kVecs). Block b owns chunk b and
+// walks it kWarps rows at a time: each warp does one row's din as the din kernel does (all of the
+// row's loads issued at once) and leaves the row's dout and in (bf16) in shared memory; then thread t
+// adds the tile's rows, in row order, into the sums of its channels t + 256 k. That is the partial
+// kernel's order (the same partials, bit for bit) with 2 kVecs accumulators per thread: the two
+// earlier fused versions kept 16 kVecs per lane (every channel of the lane, over a warp's rows) and
+// lost the occupancy a latency-bound kernel needs. Blocks per SM it is compiled for: the most that
+// need no spills; C = 768: four (64 registers), so the 512 chunks of a 32768-row call run in one
+// wave on an H100's 132 SMs.
+constexpr int bwd_fused_min_blocks(int vecs) { return vecs == 1 ? 3 : vecs <= 3 ? 4 : 2; }
+template <int kVecs>
+__global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) layernorm_bwd_fused_bf16x8_kernel(
+    __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
+    const float* mean, const float* rstd, int N, int C, int chunks) {
+    constexpr int kWidth = 8 * 32 * kVecs;
+    __shared__ __align__(16) __nv_bfloat16 tile_g[kWarps][kWidth];   // the tile's rows of dout
+    __shared__ __align__(16) __nv_bfloat16 tile_x[kWarps][kWidth];   // and of in
+    __shared__ float tile_m[kWarps], tile_r[kWarps];
+    __shared__ __align__(16) float ws[kWidth];   // w: short loads the compiler does not hoist into registers
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int r0 = blockIdx.x * kChunkRows, r1 = min(N, r0 + kChunkRows);
+    float sw[kVecs], sb[kVecs];
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+        sw[k] = sb[k] = 0.f;
+        const int c = threadIdx.x + 8 * 32 * k;
+        if (c < C) ws[c] = w[c];
+    }
+    __syncthreads();
+    for (int t0 = r0; t0 < r1; t0 += kWarps) {
+        const int row = t0 + warp;
+        if (row < r1) {
+            const size_t base = size_t(row) * C;
+            const float m = mean[row], r = rstd[row];
+            uint4 g[kVecs], x[kVecs], d[kVecs];
+#pragma unroll
+            for (int k = 0; k < kVecs; ++k) {
+                const int c = 8 * lane + 8 * 32 * k;
+                if (c >= C) continue;
+                g[k] = load_raw16(dout + base + c);
+                x[k] = load_raw16(in + base + c);
+                d[k] = load_raw16(din + base + c);
+            }
+            float sd = 0.f, sdn = 0.f;
+#pragma unroll
+            for (int k = 0; k < kVecs; ++k) {
+                const int c = 8 * lane + 8 * 32 * k;
+                if (c >= C) continue;
+                *reinterpret_cast<uint4*>(&tile_g[warp][c]) = g[k];
+                *reinterpret_cast<uint4*>(&tile_x[warp][c]) = x[k];
+                ln_din_sums(sd, sdn, bf16x8_to_f8(g[k]), bf16x8_to_f8(x[k]), load_f32x8(ws + c), m, r);
+            }
+            if (lane == 0) {
+                tile_m[warp] = m;
+                tile_r[warp] = r;
+            }
+            const float mean_dn = warp_sum(sd) / C, mean_dnn = warp_sum(sdn) / C;
+#pragma unroll
+            for (int k = 0; k < kVecs; ++k) {
+                const int c = 8 * lane + 8 * 32 * k;
+                if (c >= C) continue;
+                F8 dv = bf16x8_to_f8(d[k]);
+                ln_din_add(dv, bf16x8_to_f8(g[k]), bf16x8_to_f8(x[k]), load_f32x8(ws + c), m, r, mean_dn, mean_dnn);
+                store_bf16x8(din + base + c, dv);
+            }
+        }
+        __syncthreads();
+#pragma unroll 1
+        for (int i = 0, rows = min(kWarps, r1 - t0); i < rows; ++i) {   // row by row: few live registers
+            const float m = tile_m[i], r = tile_r[i];
+#pragma unroll
+            for (int k = 0; k < kVecs; ++k) {
+                const int c = threadIdx.x + 8 * 32 * k;
+                if (c < C)
+                    ln_dwdb_add(sw[k], sb[k], __bfloat162float(tile_g[i][c]), __bfloat162float(tile_x[i][c]), m, r);
+            }
+        }
+        __syncthreads();   // the next tile overwrites this one
+    }
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+        const int c = threadIdx.x + 8 * 32 * k;
+        if (c >= C) continue;
+        partial[size_t(blockIdx.x) * C + c] = sw[k];
+        partial[(size_t(chunks) + blockIdx.x) * C + c] = sb[k];
+    }
+}
+
+// The row tiles and w take 9 KiB of shared memory per vector: five (C <= 1280, GPT-2 large) stay under
+// the 48 KiB static limit; wider rows take the two-kernel path.
+constexpr int kBwdFusedMaxVecs = 5;
+
+// The smallest instantiation whose tiles hold vecs vectors per lane.
+template <int kVecs>
+void launch_layernorm_bwd_fused(int vecs, __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout,
+                                const __nv_bfloat16* in, const float* w, const float* mean, const float* rstd, int N,
+                                int C, int chunks, cudaStream_t s) {
+    if constexpr (kVecs < kBwdFusedMaxVecs) {
+        if (vecs > kVecs) {
+            launch_layernorm_bwd_fused<kVecs + 1>(vecs, din, partial, dout, in, w, mean, rstd, N, C, chunks, s);
+            return;
+        }
+    }
+    layernorm_bwd_fused_bf16x8_kernel<kVecs><<<chunks, 32 * kWarps, 0, s>>>(din, partial, dout, in, w, mean, rstd,
+                                                                            N, C, chunks);
+    GPT_CUDA_LAUNCHED("layernorm_bwd_fused_bf16x8_kernel");
+}
+
+// GPT_LAYERNORM_BWD=split: the two-kernel path where the fused one applies (A/B measurements).
+bool bwd_split() {
+    static const bool split = [] {
+        const char* v = std::getenv("GPT_LAYERNORM_BWD");
+        return v != nullptr && std::strcmp(v, "split") == 0;
+    }();
+    return split;
 }
 
 int chunk_count(int N) { return (N + kChunkRows - 1) / kChunkRows; }
@@ -298,21 +476,26 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    cudaStream_t s) {
     if (N == 0) return;
     const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din));
+    const int chunks = chunk_count(N);
     if (fast) {
+        const int vecs = (C + 8 * 32 - 1) / (8 * 32);
+        if (din.p && dw.p && vecs <= kBwdFusedMaxVecs && !bwd_split()) {   // one pass over dout and in
+            launch_layernorm_bwd_fused<1>(vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in), f32_ptr(w),
+                                          mean, rstd, N, C, chunks, s);
+            launch_dwdb_finish(dw, db, partial, C, chunks, s);
+            return;
+        }
         if (din.p) {
             layernorm_din_bf16x8_kernel<<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
                 bf16_ptr(din), bf16_ptr(dout), bf16_ptr(in), f32_ptr(w), mean, rstd, N, C);
             GPT_CUDA_LAUNCHED("layernorm_din_bf16x8_kernel");
         }
         if (!dw.p) return;
-        const int chunks = chunk_count(N);
         const int threads = 128, col_blocks = (C / 8 + threads - 1) / threads;
         layernorm_dwdb_partial_bf16x8_kernel<<<dim3(col_blocks, chunks), threads, 0, s>>>(
             partial, bf16_ptr(dout), bf16_ptr(in), mean, rstd, N, C, chunks);
         GPT_CUDA_LAUNCHED("layernorm_dwdb_partial_bf16x8_kernel");
-        layernorm_dwdb_finish_kernel<<<(C + kColThreads - 1) / kColThreads, kColThreads, 0, s>>>(
-            dw, db, db.p != nullptr, partial, C, chunks);
-        GPT_CUDA_LAUNCHED("layernorm_dwdb_finish_kernel");
+        launch_dwdb_finish(dw, db, partial, C, chunks, s);
         return;
     }
     if (din.p) {
@@ -321,14 +504,11 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
         GPT_CUDA_LAUNCHED("layernorm_din_kernel");
     }
     if (!dw.p) return;
-    const int chunks = chunk_count(N);
     const int col_blocks = (C + kColThreads - 1) / kColThreads;
     layernorm_dwdb_partial_kernel<<<dim3(col_blocks, chunks), kColThreads, 0, s>>>(
         partial, dout, in, mean, rstd, N, C, chunks);
     GPT_CUDA_LAUNCHED("layernorm_dwdb_partial_kernel");
-    layernorm_dwdb_finish_kernel<<<col_blocks, kColThreads, 0, s>>>(dw, db, db.p != nullptr,
-                                                                    partial, C, chunks);
-    GPT_CUDA_LAUNCHED("layernorm_dwdb_finish_kernel");
+    launch_dwdb_finish(dw, db, partial, C, chunks, s);
 }
 
 }  // namespace gpt::cuda

@@ -67,8 +67,8 @@ TEST_CASE("cuda: embedding forward and deterministic backward match the CPU") {
 
 TEST_CASE("cuda: layernorm forward and deterministic backward match the CPU") {
     GPT_REQUIRE_GPU();
-    // C = 200, 768: the fused 16-byte vector path (one and three channel groups per lane); C = 1024:
-    // the two-kernel vector path; C = 100 (not a multiple of 8): the general path.
+    // C = 200, 768, 1024: the 16-byte vector path (din and the dw/db partials in one kernel: one,
+    // three and four channel groups per lane); C = 100 (not a multiple of 8): the general path.
     for (const int C : {200, 768, 1024, 100}) {
     CAPTURE(C);
     const int N = 67;
@@ -113,6 +113,81 @@ TEST_CASE("cuda: layernorm forward and deterministic backward match the CPU") {
             CHECK(bit_equal(first_in, gi));
         }
     }
+    }
+}
+
+TEST_CASE("cuda: layernorm backward, fused and two-kernel paths: CPU match, same bits without din or dw") {
+    GPT_REQUIRE_GPU();
+    // N = 203: four 64-row chunks, the last with 11 rows (a full 8-row tile and a 3-row one); N = 2113:
+    // 34 chunks, more than the finish kernel's 32 groups. C = 200 (a partial 256-channel group), 768,
+    // 1024, 1280: the fused kernel with one, three, four, five groups; C = 1536: wider than the fused
+    // kernel, the din and partial kernels. Without din the partial kernel sums the same rows in the same
+    // order as the fused one, and without dw the din kernel does the fused one's arithmetic: the same
+    // bits. No bias gradient in one case (db absent).
+    struct Case {
+        int N, C;
+        bool db;
+    };
+    for (const Case k : {Case{203, 768, true}, Case{2113, 768, true}, Case{203, 200, true}, Case{203, 1024, false},
+                         Case{203, 1280, true}, Case{203, 1536, true}}) {
+        CAPTURE(k.N);
+        CAPTURE(k.C);
+        CAPTURE(k.db);
+        const int N = k.N, C = k.C;
+        const size_t NC = size_t(N) * C;
+        Pair p;
+        Ten in = p.reserve(Space::Act, NC), out = p.reserve(Space::Act, NC);
+        Ten din = p.reserve(Space::Act, NC), dout = p.reserve(Space::Act, NC);
+        Ten mean = p.reserve(Space::Stat, N), rstd = p.reserve(Space::Stat, N);
+        Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C);
+        p.allocate();
+        const Ten dw = w.as(Space::Grad), db = k.db ? b.as(Space::Grad) : Ten{};
+        auto x = randn(NC, 40);
+        for (auto& v : x) v = gputest::round_bf16(v * 2.f + 0.5f);
+        p.set(in, x);
+        p.set(w, randn(C, 41, 0.5f));
+        p.set(b, randn(C, 42, 0.5f));
+        p.run([&](Ops& o) { o.layernorm_fwd(out, mean, rstd, in, w, b, N, C); });
+        CHECK(p.err(mean) <= 1e-5);
+        CHECK(p.err(rstd) <= 1e-5);
+
+        const auto din0 = randn(NC, 43), dw0 = randn(C, 44), db0 = randn(C, 45);
+        p.set(dout, randn(NC, 46));
+        std::vector<float> first_in, first_w, first_b;
+        for (int rep = 0; rep < 2; ++rep) {
+            p.set(din, din0);
+            p.set(dw, dw0);
+            p.set(b.as(Space::Grad), db0);
+            p.run([&](Ops& o) { o.layernorm_bwd(din, dw, db, dout, in, w, mean, rstd, N, C); });
+            CHECK(p.err(din) <= kBf16Tol);
+            CHECK(p.err(dw) <= kBf16Tol);
+            if (k.db) CHECK(p.err(db) <= kBf16Tol);
+            auto gi = Pair::get(*p.gpu, din), gw = Pair::get(*p.gpu, dw), gb = Pair::get(*p.gpu, b.as(Space::Grad));
+            if (rep == 0) {
+                first_in = gi;
+                first_w = gw;
+                first_b = gb;
+            } else {
+                CHECK(bit_equal(first_in, gi));
+                CHECK(bit_equal(first_w, gw));
+                CHECK(bit_equal(first_b, gb));
+            }
+        }
+        if (!k.db) CHECK(bit_equal(first_b, db0));   // absent: untouched
+
+        // The GPU alone (the CPU reference takes both): dw/db without din, din without dw.
+        p.set(din, din0);
+        p.set(dw, dw0);
+        p.set(b.as(Space::Grad), db0);
+        p.gpu->layernorm_bwd(Ten{}, dw, db, dout, in, w, mean, rstd, N, C);
+        p.gpu->synchronize();
+        CHECK(bit_equal(Pair::get(*p.gpu, dw), first_w));
+        CHECK(bit_equal(Pair::get(*p.gpu, b.as(Space::Grad)), first_b));
+        CHECK(bit_equal(Pair::get(*p.gpu, din), din0));
+        p.gpu->layernorm_bwd(din, Ten{}, Ten{}, dout, in, w, mean, rstd, N, C);
+        p.gpu->synchronize();
+        CHECK(bit_equal(Pair::get(*p.gpu, din), first_in));
+        CHECK(bit_equal(Pair::get(*p.gpu, dw), first_w));   // not touched a second time
     }
 }
 
