@@ -139,14 +139,17 @@ __global__ void ract_select_mask_kernel(uint32_t* mask, SelectArgs a, int T, int
 // dk_j += scale sum_i w_ij q_i over the rows i that selected key j, balanced: a key can be
 // selected by hundreds of rows (keys with large norms win most rows' top-k: at GPT-2 init, B = 32,
 // up to 930 rows, 1% of keys above 115, half at most 1), so a block takes 16 keys and splits
-// their matches evenly over its 16 lane groups. Per pass of 512 rows: the groups list their
+// their matches evenly over its 16 lane groups. Per pass of 256 rows: the groups list their
 // key's rows from the mask (increasing row order) into one key-major list; group g takes slice
 // g of it, kBatch entries at a time (q rows, lse, alpha loaded before any product; w recomputed
 // as in the dQ kernel), summing runs of equal key. A run inside the slice is that key's only
 // contribution (to keyacc); a run touching the slice's ends goes to the group's two boundary
 // slots; then group g adds, for key g, keyacc or the boundary slots in group order. Fixed order,
 // no atomics: deterministic.
-constexpr int kDkKeys = 16, kDkWordsPerLane = 2, kDkPassWords = kGroup * kDkWordsPerLane;
+// One mask word per lane and pass (256 rows), two matches in flight per group and 80 registers at
+// DQK = 64: six blocks per SM. Measured against two words, four matches and 110 registers (four
+// blocks) in one call: 5.43 vs 7.87 ms per GPT-2 step at B = 32 (docs/performance.md).
+constexpr int kDkKeys = 16, kDkWordsPerLane = 1, kDkPassWords = kGroup * kDkWordsPerLane;
 constexpr int kDkPassRows = 32 * kDkPassWords;
 
 template <int DQK>
@@ -160,10 +163,10 @@ struct DkSmem {
 };
 
 template <int DQK>
-__global__ void __launch_bounds__(32 * kSelWarps) ract_select_dk_kernel(Geom g, SelectArgs a, const uint32_t* mask,
+__global__ void __launch_bounds__(32 * kSelWarps, DQK == 64 ? 6 : 1) ract_select_dk_kernel(Geom g, SelectArgs a, const uint32_t* mask,
                                                                        int b0, int words) {
     using L = Lanes<DQK>;
-    constexpr int kDims = L::kDims, kBatch = DQK == 64 ? 4 : 2;
+    constexpr int kDims = L::kDims, kBatch = 2;
     static_assert(kSelWarps * kItemsPerWarp == kDkKeys, "a lane group per key");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     DkSmem<DQK>& sm = *reinterpret_cast<DkSmem<DQK>*>(smem_raw);
