@@ -10,6 +10,7 @@
 //    64-key block, or gave a key a whole warp: 10.7-10.9 ms per GPT-2 step at B = 32, ncu,
 //    docs/performance.md; both were latency-bound, too few independent loads in flight.)
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda/attention_rowstats.cuh"
@@ -52,7 +53,7 @@ struct Lanes {
             for (int e = 0; e < 8; ++e) v[8 * x + e] = c0 + 8 * x + e < active ? f.v[e] : 0.f;
         }
     }
-    __device__ __forceinline__ void add_to(bf16* p, const float (&acc)[kDims], float mul) const {
+    static __device__ __forceinline__ void add_to(bf16* p, const float (&acc)[kDims], float mul) {
 #pragma unroll
         for (int x = 0; x < kVecs; ++x) {
             F8 f = load_bf16x8(p + 8 * x);
@@ -119,7 +120,7 @@ __global__ void __launch_bounds__(32 * kSelWarps) ract_select_dq_kernel(Geom g, 
             for (int e = 0; e < kDims; ++e) acc[e] += w * kv[u].v[e];
         }
     }
-    if (live) qv.add_to(a.dq + size_t(n) * g.q_stride + size_t(h) * DQK + c0, acc, g.scale);
+    if (live) L::add_to(a.dq + size_t(n) * g.q_stride + size_t(h) * DQK + c0, acc, g.scale);
 }
 
 // The selection transposed, for the dK side: bit i % 32 of word mask[(bl, sel head, j)][i / 32]
@@ -297,16 +298,17 @@ __global__ void __launch_bounds__(32 * kSelWarps, DQK == 64 ? 6 : 1) ract_select
             __syncthreads();   // list, slots and keyacc are rewritten by the next pass
         }
     }
-    if (key_ok) {
-        L out;
-        out.add_to(a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK + c0, total, g.scale);
-    }
+    if (key_ok) L::add_to(a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK + c0, total, g.scale);
 }
 
 // The mask's batch items per pass: at most ~64 MiB of mask (it grows as T^2).
+// GPT_RACT_MASK_MIB overrides the budget (the GPU test sets 0: one item per pass, so the pass loop
+// and the separate mask kernel run at test sizes).
 int mask_batch(const Geom& g, const SelectArgs& a, int words) {
+    size_t mib = 64;
+    if (const char* v = std::getenv("GPT_RACT_MASK_MIB")) mib = size_t(std::strtoul(v, nullptr, 10));
     const size_t per_item = size_t(a.sel_heads) * g.T * words * 4;
-    return int(std::clamp<size_t>((size_t(64) << 20) / per_item, 1, size_t(g.B)));
+    return int(std::clamp<size_t>((mib << 20) / per_item, 1, size_t(g.B)));
 }
 
 template <int DQK>

@@ -263,19 +263,6 @@ __device__ __forceinline__ void ln_dwdb_add(float& sw, float& sb, float g, float
     sb = __fadd_rn(sb, g);
 }
 
-__device__ __forceinline__ uint4 load_raw16(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
-__device__ __forceinline__ F8 bf16x8_to_f8(const uint4& raw) {   // load_bf16x8's conversion
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-    F8 f;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const float2 x = __bfloat1622float2(h[j]);
-        f.v[2 * j] = x.x;
-        f.v[2 * j + 1] = x.y;
-    }
-    return f;
-}
-
 // din: one warp per row, eight channels per lane-step. Six blocks per SM keep it at the 40 registers
 // it had before the helpers above (44 without the bound: five blocks).
 __global__ void __launch_bounds__(32 * kWarps, 6)

@@ -14,8 +14,11 @@ struct F8 {
     float v[8];
 };
 
-__device__ __forceinline__ F8 load_bf16x8(const __nv_bfloat16* p) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+// The raw 16 bytes, for kernels that keep the bf16 form (e.g. to stage it in shared memory) and
+// convert later with bf16x8_to_f8.
+__device__ __forceinline__ uint4 load_raw16(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
+
+__device__ __forceinline__ F8 bf16x8_to_f8(const uint4& raw) {
     const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
     F8 f;
 #pragma unroll
@@ -26,6 +29,8 @@ __device__ __forceinline__ F8 load_bf16x8(const __nv_bfloat16* p) {
     }
     return f;
 }
+
+__device__ __forceinline__ F8 load_bf16x8(const __nv_bfloat16* p) { return bf16x8_to_f8(load_raw16(p)); }
 
 __device__ __forceinline__ void store_bf16x8(__nv_bfloat16* p, const F8& f) {
     uint4 raw;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "cpu/variant_attention.h"
@@ -247,6 +248,23 @@ int real_mismatches(const std::vector<float>& gpu, const std::vector<float>& cpu
 // dk; scale and bias keep the gate near 0.5, where the bf16 gate's sigma' = g (1 - g) is accurate
 // (near 1 it is not: the per-head sums dscale/dbias are held to 5%, see below).
 namespace {
+// Sets (value non-null) or leaves unset an environment variable for a scope, then restores it.
+struct EnvGuard {
+    const char* name;
+    std::string old;
+    bool had;
+    EnvGuard(const char* n, const char* value) : name(n), had(std::getenv(n) != nullptr) {
+        if (had) old = std::getenv(n);
+        if (value) setenv(n, value, 1);
+    }
+    ~EnvGuard() {
+        if (had) setenv(name, old.c_str(), 1);
+        else unsetenv(name);
+    }
+    EnvGuard(const EnvGuard&) = delete;
+    EnvGuard& operator=(const EnvGuard&) = delete;
+};
+
 // The tensors of an RA-CT gate test on both backends, allocated, with random q, k, v (returned
 // in qv, kv, vv), dout, dgate and gradients, and fixed scale/bias (seeds from `seed`). `split`
 // adds the split gradient's alpha and beta.
@@ -336,16 +354,19 @@ TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head avera
 // (which tests/test_model_variants_ops.cpp holds equal to ract_gate_bwd).
 TEST_CASE("cuda variants: RA-CT selection gradient in split form (coefficients, D shift, selected entries)") {
     GPT_REQUIRE_GPU();
-    // T = 1100 (first case only): more than 32 mask words per key, so ract_select_dk_kernel walks
-    // a key's rows in two rounds.
-    for (int T : {150, 1100})
+    // Modes 1 and 2 (first case, topk only): T = 1100, so ract_select_dk_kernel walks a key's rows
+    // in five passes of 256; and GPT_RACT_MASK_MIB=0, one batch item per mask pass, so the mask
+    // is built by ract_select_mask_kernel pass by pass instead of by the dQ kernel.
+    for (int mode = 0; mode < 3; ++mode)
     for (const StatCase& c : kStatCases)
         for (RactStat stat : {RactStat::topk, RactStat::max})
             for (bool avg : {false, true})
                 for (AttentionImpl impl : {AttentionImpl::ours, AttentionImpl::cudnn}) {
                     if (impl == AttentionImpl::cudnn && c.band) continue;   // cuDNN has no band
-                    if (T > 150 && (&c != kStatCases || stat != RactStat::topk)) continue;
-                    CAPTURE(T);
+                    if (mode > 0 && (&c != kStatCases || stat != RactStat::topk)) continue;
+                    const int T = mode == 1 ? 1100 : 150;
+                    const EnvGuard mask_budget("GPT_RACT_MASK_MIB", mode == 2 ? "0" : nullptr);
+                    CAPTURE(mode);
                     CAPTURE(c.Hkv);
                     CAPTURE(c.Dqk);
                     CAPTURE(c.band);
