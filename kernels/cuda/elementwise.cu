@@ -76,6 +76,29 @@ __global__ void colsum_partial_kernel(float* partial, TView x, int M, int N) {
     for (int r = r0; r < r1; ++r) s += ld(x, size_t(r) * N + col);
     partial[size_t(blockIdx.y) * N + col] = s;
 }
+// Pass 1 for narrow matrices (N <= kNarrowCols, e.g. per-head sums over tokens): there the kernel
+// above would leave most of a block idle and walk 256 rows one dependent add at a time. Here a block
+// sums a contiguous run of rows as one flat run of elements: thread t reads elements t, t+S, ... with
+// S = N * floor(256 / N), all in column t % N; then thread c < N adds the threads of column c in
+// thread order (fixed for a given M, N).
+constexpr int kNarrowCols = 64;
+int narrow_rows_per_part(int N) { return max(kColsumRows, 16 * (kThreads / N)); }
+__global__ void colsum_partial_narrow_kernel(float* partial, TView x, int M, int N, int rows_per_part) {
+    __shared__ float sums[kThreads];
+    const int S = N * (kThreads / N);
+    const int r0 = blockIdx.x * rows_per_part, r1 = min(M, r0 + rows_per_part);
+    const size_t e1 = size_t(r1) * N;
+    float s = 0.f;
+    if (int(threadIdx.x) < S)
+        for (size_t e = size_t(r0) * N + threadIdx.x; e < e1; e += S) s += ld(x, e);
+    sums[threadIdx.x] = s;
+    __syncthreads();
+    if (int(threadIdx.x) < N) {
+        float acc = 0.f;
+        for (int t = threadIdx.x; t < S; t += N) acc += sums[t];
+        partial[size_t(blockIdx.x) * N + threadIdx.x] = acc;
+    }
+}
 // Pass 2: out[col] += sum over the partial rows, in order.
 __global__ void colsum_finish_kernel(TView out, const float* partial, int parts, int N) {
     const int col = blockIdx.x * blockDim.x + threadIdx.x;
@@ -152,10 +175,17 @@ size_t colsum_scratch(int M, int N) {
 }
 void colsum_add(TView out, TView x, int M, int N, float* partial, cudaStream_t s) {
     if (M <= 0 || N <= 0) return;
-    const int parts = (M + kColsumRows - 1) / kColsumRows;
-    const dim3 grid((N + kThreads - 1) / kThreads, parts);
-    colsum_partial_kernel<<<grid, kThreads, 0, s>>>(partial, x, M, N);
-    GPT_CUDA_LAUNCHED("colsum_partial_kernel");
+    int parts = (M + kColsumRows - 1) / kColsumRows;
+    if (N <= kNarrowCols) {   // rows_per_part >= kColsumRows: no more parts than colsum_scratch allows
+        const int rows = narrow_rows_per_part(N);
+        parts = (M + rows - 1) / rows;
+        colsum_partial_narrow_kernel<<<parts, kThreads, 0, s>>>(partial, x, M, N, rows);
+        GPT_CUDA_LAUNCHED("colsum_partial_narrow_kernel");
+    } else {
+        const dim3 grid((N + kThreads - 1) / kThreads, parts);
+        colsum_partial_kernel<<<grid, kThreads, 0, s>>>(partial, x, M, N);
+        GPT_CUDA_LAUNCHED("colsum_partial_kernel");
+    }
     colsum_finish_kernel<<<(N + kThreads - 1) / kThreads, kThreads, 0, s>>>(out, partial, parts, N);
     GPT_CUDA_LAUNCHED("colsum_finish_kernel");
 }

@@ -2,8 +2,13 @@
 // k̃ = [√g_std k, √g_rec q] of width 2D, materialised in Act so the flash kernel runs RA as plain
 // attention with Dqk = 2D. Backward: one warp per token row; the gates' gradients are per-(row,
 // head) contributions summed over rows in a fixed order (rows_sum_add).
+// Both directions are memory-bound passes: the fast path moves 8 channels (16 bytes) per load and
+// store (D and the strides multiples of 8, 16-byte aligned rows); the scalar kernels cover the rest.
+#include <algorithm>
+
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/variant_ops.cuh"
+#include "cuda/vec8.cuh"
 
 namespace gpt::cuda {
 namespace {
@@ -76,6 +81,142 @@ __global__ void ra_fold_bwd_kernel(bf16* dq, bf16* dk, float* cs, float* cr, con
     }
 }
 
+// Fast path, forward: one thread per (row n, head h, 8 channels).
+__global__ void ra_fold_fwd_vec_kernel(bf16* qt, bf16* kt, const bf16* q, const bf16* k, const float* gs,
+                                       const float* gr, RaFoldDims d) {
+    const int D8 = d.D / 8;
+    const size_t total = size_t(d.N) * d.H * D8;
+    for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += size_t(gridDim.x) * blockDim.x) {
+        const int c = int(e % D8) * 8, h = int((e / D8) % d.H);
+        const size_t n = e / (size_t(D8) * d.H);
+        const int gi = d.n_gates == 1 ? 0 : h;
+        const float ss = sqrt_gate(gate_value(gs, gi, d.g_std_fixed));
+        const float sr = sqrt_gate(gate_value(gr, gi, d.g_rec_fixed));
+        const F8 qv = load_bf16x8(q + n * d.q_stride + size_t(h) * d.D + c);
+        const F8 kv = load_bf16x8(k + n * d.k_stride + size_t(d.Hk == 1 ? 0 : h) * d.D + c);
+        F8 a, b, x, y;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            a.v[j] = ss * qv.v[j];
+            b.v[j] = sr * kv.v[j];
+            x.v[j] = ss * kv.v[j];
+            y.v[j] = sr * qv.v[j];
+        }
+        const size_t o = (n * d.H + h) * 2 * d.D;
+        store_bf16x8(qt + o + c, a);
+        store_bf16x8(qt + o + d.D + c, b);
+        store_bf16x8(kt + o + c, x);
+        store_bf16x8(kt + o + d.D + c, y);
+    }
+}
+
+// Fast path, backward (Hk == H): each warp walks rows n (a fixed set per grid size), each lane 8
+// channels at a time over the row's H*D channels. The per-head gate dot products go through shared
+// memory (one slot per 8-channel vector), are summed per head in vector order, accumulated per warp
+// over its rows, and the block's warps are added in warp order into part[block][h]: no per-row
+// array and no second pass over one. The gate gradients' sum over blocks is ra_fold_gate_finish.
+constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024;
+int fold_bwd_blocks(int N) { return std::min((N + kFoldBwdWarps - 1) / kFoldBwdWarps, kFoldBwdMaxBlocks); }
+__global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
+    bf16* dq, bf16* dk, float* part_s, float* part_r, const bf16* dqt, const bf16* dkt, const bf16* q, const bf16* k,
+    const float* gs, const float* gr, RaFoldDims d) {
+    extern __shared__ float fold_smem[];   // [warps][2][H*D/8] dot slots, then [warps][2][H] sums
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int D8 = d.D / 8, V = d.H * D8, H = d.H;
+    float* dot_s = fold_smem + size_t(warp) * 2 * V;
+    float* dot_r = dot_s + V;
+    float* acc_s = fold_smem + size_t(kFoldBwdWarps) * 2 * V + size_t(warp) * 2 * H;
+    float* acc_r = acc_s + H;
+    const bool gates = part_s || part_r;
+    for (int h = lane; h < H; h += 32) acc_s[h] = acc_r[h] = 0.f;
+    for (int n = blockIdx.x * kFoldBwdWarps + warp; n < d.N; n += gridDim.x * kFoldBwdWarps) {
+        for (int v = lane; v < V; v += 32) {
+            const int h = v / D8, c = (v % D8) * 8;
+            const int gi = d.n_gates == 1 ? 0 : h;
+            const float ss = sqrt_gate(gate_value(gs, gi, d.g_std_fixed));
+            const float sr = sqrt_gate(gate_value(gr, gi, d.g_rec_fixed));
+            const size_t qo = size_t(n) * d.q_stride + size_t(h) * d.D + c;
+            const size_t ko = size_t(n) * d.k_stride + size_t(h) * d.D + c;
+            const size_t to = (size_t(n) * H + h) * 2 * d.D + c;
+            const F8 gq0 = load_bf16x8(dqt + to), gq1 = load_bf16x8(dqt + to + d.D);
+            const F8 gk0 = load_bf16x8(dkt + to), gk1 = load_bf16x8(dkt + to + d.D);
+            F8 oq, ok;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                oq.v[j] = ss * gq0.v[j] + sr * gk1.v[j];
+                ok.v[j] = ss * gk0.v[j] + sr * gq1.v[j];
+            }
+            store_bf16x8(dq + qo, oq);
+            store_bf16x8(dk + ko, ok);
+            if (gates) {
+                const F8 qv = load_bf16x8(q + qo), kv = load_bf16x8(k + ko);
+                float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    s0 += gq0.v[j] * qv.v[j] + gk0.v[j] * kv.v[j];
+                    s1 += gq1.v[j] * kv.v[j] + gk1.v[j] * qv.v[j];
+                }
+                dot_s[v] = s0;
+                dot_r[v] = s1;
+            }
+        }
+        if (!gates) continue;
+        __syncwarp();
+        for (int h = lane; h < H; h += 32) {
+            float s0 = 0.f, s1 = 0.f;
+            for (int i = 0; i < D8; ++i) {
+                s0 += dot_s[h * D8 + i];
+                s1 += dot_r[h * D8 + i];
+            }
+            acc_s[h] += s0;
+            acc_r[h] += s1;
+        }
+        __syncwarp();   // the next row overwrites the dot slots
+    }
+    if (!gates) return;
+    __syncthreads();
+    const float* acc = fold_smem + size_t(kFoldBwdWarps) * 2 * V;
+    for (int h = threadIdx.x; h < H; h += blockDim.x) {
+        float s0 = 0.f, s1 = 0.f;
+        for (int w = 0; w < kFoldBwdWarps; ++w) {
+            s0 += acc[size_t(w) * 2 * H + h];
+            s1 += acc[size_t(w) * 2 * H + H + h];
+        }
+        if (part_s) part_s[size_t(blockIdx.x) * H + h] = s0;
+        if (part_r) part_r[size_t(blockIdx.x) * H + h] = s1;
+    }
+}
+
+// One warp per (gate, kind): the blocks' partial sums of its heads, lane-strided then a fixed
+// butterfly, times d√g/dg at the gate's value.
+__global__ void ra_fold_gate_finish_kernel(float* dgs, float* dgr, const float* part_s, const float* part_r,
+                                           int blocks, const float* gs, const float* gr, RaFoldDims d) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
+    for (int item = warp; item < 2 * d.n_gates; item += warps) {
+        const bool std_gate = item < d.n_gates;
+        const int gi = std_gate ? item : item - d.n_gates;
+        float* out = std_gate ? dgs : dgr;
+        const float* part = std_gate ? part_s : part_r;
+        if (!out) continue;
+        const int h0 = d.n_gates == 1 ? 0 : gi, h1 = d.n_gates == 1 ? d.H : gi + 1;
+        float sum = 0.f;
+        for (int b = lane; b < blocks; b += 32)
+            for (int h = h0; h < h1; ++h) sum += part[size_t(b) * d.H + h];
+        sum = warp_sum(sum);
+        const float g = std_gate ? gate_value(gs, gi, d.g_std_fixed) : gate_value(gr, gi, d.g_rec_fixed);
+        if (lane == 0) out[gi] += sum * dsqrt_gate(g);
+    }
+}
+
+// The vector paths need 8-channel vectors that start 16-byte aligned everywhere they are read.
+bool fold_vectorizable(const RaFoldDims& d, const void* q, const void* k, const void* qt, const void* kt) {
+    auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    return d.D % 8 == 0 && d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && al16(q) && al16(k) && al16(qt) && al16(kt);
+}
+size_t fold_bwd_smem(const RaFoldDims& d) {
+    return size_t(kFoldBwdWarps) * 2 * (d.H * d.D / 8 + d.H) * sizeof(float);
+}
+
 void check_fold(const RaFoldDims& d, const char* op) {
     variant::check_positive(op, {d.N, d.H, d.Hk, d.D});
     variant::check_gate_count(d.n_gates, d.H, op);
@@ -91,11 +232,17 @@ void ra_fold_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten g_std, T
     const char* op = "ra_fold_fwd";
     check_fold(d, op);
     const size_t nt = size_t(d.N) * d.H * 2 * d.D;
-    ra_fold_fwd_kernel<<<elementwise_blocks(nt / 2, kThreads), kThreads, 0, e.stream>>>(
-        act(e, qt, nt, op, "qt"), act(e, kt, nt, op, "kt"),
-        act(e, q, strided_extent(d.N, d.q_stride, d.H * d.D), op, "q"),
-        act(e, k, strided_extent(d.N, d.k_stride, d.Hk * d.D), op, "k"), f32_opt(e, g_std, d.n_gates, op, "g_std"),
-        f32_opt(e, g_rec, d.n_gates, op, "g_rec"), d);
+    bf16 *qtp = act(e, qt, nt, op, "qt"), *ktp = act(e, kt, nt, op, "kt");
+    const bf16* qp = act(e, q, strided_extent(d.N, d.q_stride, d.H * d.D), op, "q");
+    const bf16* kp = act(e, k, strided_extent(d.N, d.k_stride, d.Hk * d.D), op, "k");
+    const float *gsp = f32_opt(e, g_std, d.n_gates, op, "g_std"), *grp = f32_opt(e, g_rec, d.n_gates, op, "g_rec");
+    if (fold_vectorizable(d, qp, kp, qtp, ktp)) {
+        ra_fold_fwd_vec_kernel<<<elementwise_blocks(nt / 16, kThreads), kThreads, 0, e.stream>>>(qtp, ktp, qp, kp, gsp,
+                                                                                                grp, d);
+        GPT_CUDA_LAUNCHED("ra_fold_fwd_vec_kernel");
+        return;
+    }
+    ra_fold_fwd_kernel<<<elementwise_blocks(nt / 2, kThreads), kThreads, 0, e.stream>>>(qtp, ktp, qp, kp, gsp, grp, d);
     GPT_CUDA_LAUNCHED("ra_fold_fwd_kernel");
 }
 
@@ -108,6 +255,29 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
     const size_t k_ext = strided_extent(d.N, d.k_stride, d.Hk * d.D);
     float* dgs = f32_opt(e, dg_std, d.n_gates, op, "dg_std");
     float* dgr = f32_opt(e, dg_rec, d.n_gates, op, "dg_rec");
+    bf16 *dqp = act(e, dq, q_ext, op, "dq"), *dkp = act(e, dk, k_ext, op, "dk");
+    const bf16 *dqtp = act(e, dqt, nt, op, "dqt"), *dktp = act(e, dkt, nt, op, "dkt");
+    const bf16 *qp = act(e, q, q_ext, op, "q"), *kp = act(e, k, k_ext, op, "k");
+    const float *gsp = f32_opt(e, g_std, d.n_gates, op, "g_std"), *grp = f32_opt(e, g_rec, d.n_gates, op, "g_rec");
+    const bool vec = d.Hk == d.H && fold_vectorizable(d, qp, kp, dqtp, dktp) &&
+                     fold_vectorizable(d, dqp, dkp, dqtp, dktp) && fold_bwd_smem(d) <= 48 * 1024;
+    if (vec) {   // the gates' partial sums per block, then one small kernel
+        const int blocks = fold_bwd_blocks(d.N);
+        ScratchPlan sp;
+        const size_t o_s = sp.add(size_t(blocks) * d.H), o_r = sp.add(size_t(blocks) * d.H);
+        float* scratch = (dgs || dgr) ? sp.take(e) : nullptr;
+        float* part_s = dgs ? scratch + o_s : nullptr;
+        float* part_r = dgr ? scratch + o_r : nullptr;
+        ra_fold_bwd_vec_kernel<<<blocks, 32 * kFoldBwdWarps, fold_bwd_smem(d), e.stream>>>(
+            dqp, dkp, part_s, part_r, dqtp, dktp, qp, kp, gsp, grp, d);
+        GPT_CUDA_LAUNCHED("ra_fold_bwd_vec_kernel");
+        if (dgs || dgr) {
+            ra_fold_gate_finish_kernel<<<1, 32 * std::min(2 * d.n_gates, 32), 0, e.stream>>>(dgs, dgr, part_s, part_r,
+                                                                                            blocks, gsp, grp, d);
+            GPT_CUDA_LAUNCHED("ra_fold_gate_finish_kernel");
+        }
+        return;
+    }
     // Per-gate sums: [N, H] contributions reduced over N (per-head gates) or over N*H (one gate).
     const int rows = d.n_gates == 1 ? d.N * d.H : d.N, width = d.n_gates == 1 ? 1 : d.H;
     ScratchPlan sp;
@@ -116,10 +286,8 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
     float* scratch = (dgs || dgr) ? sp.take(e) : nullptr;
     float* cs = dgs ? scratch + o_cs : nullptr;
     float* cr = dgr ? scratch + o_cr : nullptr;
-    ra_fold_bwd_kernel<<<(d.N + kWarps - 1) / kWarps, kThreads, 0, e.stream>>>(
-        act(e, dq, q_ext, op, "dq"), act(e, dk, k_ext, op, "dk"), cs, cr, act(e, dqt, nt, op, "dqt"),
-        act(e, dkt, nt, op, "dkt"), act(e, q, q_ext, op, "q"), act(e, k, k_ext, op, "k"),
-        f32_opt(e, g_std, d.n_gates, op, "g_std"), f32_opt(e, g_rec, d.n_gates, op, "g_rec"), d);
+    ra_fold_bwd_kernel<<<(d.N + kWarps - 1) / kWarps, kThreads, 0, e.stream>>>(dqp, dkp, cs, cr, dqtp, dktp, qp, kp,
+                                                                               gsp, grp, d);
     GPT_CUDA_LAUNCHED("ra_fold_bwd_kernel");
     if (cs) rows_sum_add(dgs, cs, rows, width, scratch + o_part, e.stream);
     if (cr) rows_sum_add(dgr, cr, rows, width, scratch + o_part, e.stream);

@@ -282,6 +282,34 @@ TEST_CASE("cuda: matmul forward (bias; fused GELU) and backward match the CPU") 
     check_matmul(33, 24, 50, true, true);     // N not a multiple of 8: fallback kernels
 }
 
+// A bias gradient alone (matmul_bwd with neither din nor dw): the column-sum kernels. N <= 64 takes
+// the narrow kernel (flat runs of rows per block: N = 1, 12, 64, several parts and a partial last
+// one), N = 100 the wide one. Twice: the same bits.
+TEST_CASE("cuda: column sums (a bias gradient alone), narrow and wide, match the CPU and rerun bit-identically") {
+    GPT_REQUIRE_GPU();
+    for (const auto& [M, N] : std::vector<std::pair<int, int>>{{9001, 1}, {3001, 12}, {2500, 64}, {700, 100}, {5, 3}}) {
+        CAPTURE(M);
+        CAPTURE(N);
+        Pair p;
+        Ten dout = p.reserve(Space::Act, size_t(M) * N);
+        Ten in = p.reserve(Space::Act, M), w = p.reserve(Space::Param, N);   // K = 1, read by neither
+        Ten b = p.reserve(Space::Param, N);
+        p.allocate();
+        p.set(dout, randn(size_t(M) * N, 60));
+        p.set(in, randn(M, 62));
+        p.set(w, randn(N, 63));
+        std::vector<float> first;
+        for (int rep = 0; rep < 2; ++rep) {
+            p.set(b.as(Space::Grad), randn(N, 61));
+            p.run([&](Ops& o) { o.matmul_bwd({}, {}, b.as(Space::Grad), dout, in, w, M, 1, N); });
+            CHECK(p.err(b.as(Space::Grad)) <= kBf16Tol);
+            auto g = Pair::get(*p.gpu, b.as(Space::Grad));
+            if (rep == 0) first = g;
+            else CHECK(bit_equal(first, g));
+        }
+    }
+}
+
 // matmul_bwd_gelu (an MLP's c_proj backward through its GELU): the CPU default (matmul_bwd, then
 // gelu_bwd) against the GPU's DGELU epilogue; din overwritten, dw and dbias accumulated.
 static void check_matmul_gelu(int M, int K, int N, bool bias) {
@@ -414,12 +442,14 @@ TEST_CASE("cuda: elementwise ops match the CPU (gelu; add; dropout masks; scale;
 
 TEST_CASE("cuda: fused classifier matches the CPU (loss; dlogits in place; padded columns)") {
     GPT_REQUIRE_GPU();
-    // Vp % 8 == 0: the 16-byte vector path (V = 997 masks a partial last vector, as GPT-2's
-    // 50257 does); Vp = 1003: the general path.
-    for (const auto& [V, Vp] : {std::pair{1000, 1024}, std::pair{997, 1024}, std::pair{1000, 1003}}) {
+    // Vp % 8 == 0: the 16-byte vector path with the row in shared memory (V = 997 masks a partial
+    // last vector, as GPT-2's 50257 does; GPT-2's own row of 50304); Vp = 60000: rows too long for
+    // it, the kernel that reads the row twice; Vp = 1003: the general path.
+    for (const auto& [V, Vp] : {std::pair{1000, 1024}, std::pair{997, 1024}, std::pair{50257, 50304},
+                                std::pair{59999, 60000}, std::pair{1000, 1003}}) {
     CAPTURE(V);
     CAPTURE(Vp);
-    const int N = 13;
+    const int N = Vp > 10000 ? 4 : 13;
     Pair p;
     Ten logits = p.reserve(Space::Act, N * Vp), losses = p.reserve(Space::Stat, N);
     Ten targets = p.reserve(Space::Index, N);

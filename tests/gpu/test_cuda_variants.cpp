@@ -53,15 +53,27 @@ void check_err(Pair& p, Ten t, double tol, const char* what) {
 
 }  // namespace
 
+// (H, D) = (2, 64), (12, 64): the 16-byte vector kernels (fewer and more 8-channel vectors per row
+// than a warp has lanes; N = 9000 rows: more than the backward's 1024 blocks of 8 warps, so warps
+// walk several rows); (3, 20): D not a multiple of 8, the scalar kernels. Hk = 1 (RA+MLA's shared
+// key) takes the vector forward and the scalar backward.
 TEST_CASE("cuda variants: RA fold forward and backward (per-head and per-layer gates, shared key)") {
     GPT_REQUIRE_GPU();
-    for (int Hk : {2, 1})
-        for (int n_gates : {2, 1}) {
+    struct Case {
+        int H, D, N;
+    };
+    for (const Case& cs : {Case{2, 64, 9000}, Case{12, 64, 96}, Case{3, 20, 96}})
+    for (int Hk : {cs.H, 1})
+        for (int n_gates : {cs.H, 1}) {
+            const int H = cs.H;
+            CAPTURE(H);
+            CAPTURE(cs.D);
+            CAPTURE(cs.N);
             CAPTURE(Hk);
             CAPTURE(n_gates);
             Pair p;
             RaFoldDims d;
-            d.N = 96, d.H = 2, d.Hk = Hk, d.D = 64, d.n_gates = n_gates;
+            d.N = cs.N, d.H = H, d.Hk = Hk, d.D = cs.D, d.n_gates = n_gates;
             d.q_stride = 3 * d.H * d.D, d.k_stride = Hk == 1 ? d.D + 64 : 3 * d.H * d.D;
             d.g_std_fixed = 0.7f, d.g_rec_fixed = 0.2f;
             const size_t nt = size_t(d.N) * d.H * 2 * d.D;
@@ -70,13 +82,16 @@ TEST_CASE("cuda variants: RA fold forward and backward (per-head and per-layer g
             Ten qt = p.reserve(Space::Act, nt), kt = p.reserve(Space::Act, nt);
             Ten dqt = p.reserve(Space::Act, nt), dkt = p.reserve(Space::Act, nt);
             // Learnable gates with per-head gates, fixed ones with the per-layer gate (both paths).
-            const bool learn = n_gates == 2;
-            Ten gs = learn ? p.reserve(Space::Param, 2) : Ten{}, gr = learn ? p.reserve(Space::Param, 2) : Ten{};
+            const bool learn = n_gates == H;
+            Ten gs = learn ? p.reserve(Space::Param, H) : Ten{}, gr = learn ? p.reserve(Space::Param, H) : Ten{};
             p.allocate();
             fill(p, q, 1), fill(p, k, 2), fill(p, dqt, 3), fill(p, dkt, 4);
             if (learn) {
-                p.set(gs, {0.9f, 0.5f});
-                p.set(gr, {0.3f, 1e-9f});   // below the floor: no gradient
+                std::vector<float> vs(H), vr(H);
+                for (int h = 0; h < H; ++h) vs[h] = 0.9f - 0.4f * h / H, vr[h] = 0.3f + 0.05f * h;
+                vr[1] = 1e-9f;   // below the floor: no gradient
+                p.set(gs, vs);
+                p.set(gr, vr);
                 fill(p, gs.as(Space::Grad), 5), fill(p, gr.as(Space::Grad), 6);
             }
             const auto dq0 = fill(p, dq, 7), dk0 = fill(p, dk, 8);
@@ -136,19 +151,29 @@ TEST_CASE("cuda variants: low-rank RA forward and backward (dW, gates)") {
 
 // The weights form's fold over c_attn's weights (w fp32 Param -> w_eff bf16 Act) and its backward
 // from fp32 gradients of w_eff (Stat) into c_attn's, W's and the gates' gradients (Grad, accumulated).
+// K + 1 spans several column chunks of the kernels; D = 21, R = 5 pads and clamps their tiles;
+// D = 128, R = 64 needs over 48 KB of shared memory per block.
 TEST_CASE("cuda variants: low-rank RA on c_attn's weights, forward and backward (per-head and per-layer gates)") {
     GPT_REQUIRE_GPU();
-    for (int n_gates : {3, 1}) {
-        CAPTURE(n_gates);
+    struct Case {
+        int N, H, D, R, n_gates;
+        bool learn;   // learnable gates (else the fixed values)
+    };
+    for (Case c : {Case{200, 3, 64, 8, 3, true}, Case{200, 3, 64, 8, 1, false}, Case{100, 2, 21, 5, 1, true},
+                   Case{70, 2, 128, 64, 2, true}}) {
+        CAPTURE(c.D);
+        CAPTURE(c.R);
+        CAPTURE(c.n_gates);
         Pair p;
         RaLowRankDims d;
-        d.N = 200, d.H = 3, d.D = 64, d.R = 8, d.n_gates = n_gates;   // K = 200 input columns, E = 192
+        d.N = c.N, d.H = c.H, d.D = c.D, d.R = c.R, d.n_gates = c.n_gates;   // K = N input columns, E = H D
         d.g_std_fixed = 0.6f, d.g_rec_fixed = 0.35f;
         const size_t E3 = size_t(3) * d.H * d.D, nw = E3 * d.N;
         Ten w = p.reserve(Space::Param, nw), b = p.reserve(Space::Param, E3);
         Ten W = p.reserve(Space::Param, size_t(d.D) * d.R);
-        const bool learn = n_gates == 3;   // learnable per-head gates; fixed per-layer ones
-        Ten gs = learn ? p.reserve(Space::Param, 3) : Ten{}, gr = learn ? p.reserve(Space::Param, 3) : Ten{};
+        const bool learn = c.learn;
+        Ten gs = learn ? p.reserve(Space::Param, size_t(c.n_gates)) : Ten{};
+        Ten gr = learn ? p.reserve(Space::Param, size_t(c.n_gates)) : Ten{};
         Ten w_eff = p.reserve(Space::Act, nw), b_eff = p.reserve(Space::Act, E3);
         Ten dw_eff = p.reserve(Space::Stat, nw), db_eff = p.reserve(Space::Stat, E3);
         p.allocate();
@@ -156,8 +181,13 @@ TEST_CASE("cuda variants: low-rank RA on c_attn's weights, forward and backward 
         fill(p, dw_eff, 24), fill(p, db_eff, 25);
         fill(p, w.as(Space::Grad), 26), fill(p, b.as(Space::Grad), 27), fill(p, W.as(Space::Grad), 28);
         if (learn) {
-            p.set(gs, {0.8f, 0.6f, 0.5f});
-            p.set(gr, {0.3f, 0.4f, 1e-9f});   // below the floor: no gradient
+            std::vector<float> gsv, grv;
+            for (int i = 0; i < c.n_gates; ++i) {
+                gsv.push_back(0.8f - 0.1f * float(i));
+                grv.push_back(i == 2 ? 1e-9f : 0.3f + 0.1f * float(i));   // 1e-9: below the floor, no gradient
+            }
+            p.set(gs, gsv);
+            p.set(gr, grv);
             fill(p, gs.as(Space::Grad), 29), fill(p, gr.as(Space::Grad), 30);
         }
         p.poison(w_eff), p.poison(b_eff);
