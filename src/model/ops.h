@@ -3,7 +3,8 @@
 //
 // Tensors are views into a handful of planned buffers, one per Space, allocated once up front.
 // A backend resolves a view to its own element type:
-//   Param  fp32 master weights (CUDA also keeps a bf16 copy, refreshed by params_changed()).
+//   Param  fp32 master weights (CUDA also keeps a bf16 copy: every Ops write to Param refreshes the
+//          range it wrote, adamw included; params_changed() refreshes it all after host uploads).
 //   Grad   fp32 parameter gradients, same offsets as Param. Always accumulated (+=).
 //   Opt    fp32 optimizer state (AdamW m, v, vmax, pruning masks), addressed like Param.
 //   Act    activations and their gradients: fp32 on the CPU, bf16 on CUDA.
