@@ -110,7 +110,7 @@ void residual_layernorm_fwd(S* out_sum, S* out, S* mean, S* rstd, const S* a, co
                             const S* bias, int N, int C);
 template <class S>
 void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w, const S* mean,
-                   const S* rstd, int N, int C);
+                   const S* rstd, int N, int C, S* dsum = nullptr);   // dsum += colsum(din after the add)
 
 // matmul.cpp; w is [N, K] (out features, in features). bias, gelu_out, din, dw, dbias optional.
 template <class S>

@@ -195,14 +195,14 @@ void CpuOps::residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Te
 }
 
 void CpuOps::layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd,
-                           int N, int C) {
+                           int N, int C, Ten dsum) {
     check_positive("layernorm_bwd", {N, C});
     const size_t nc = size_t(N) * C;
     cpu::layernorm_bwd(f32(din, nc, "layernorm_bwd din"), f32(dw, C, "layernorm_bwd dw"),
                        f32_optional(db, C, "layernorm_bwd db"), f32(dout, nc, "layernorm_bwd dout"),
                        f32(in, nc, "layernorm_bwd in"), f32(w, C, "layernorm_bwd w"),
                        f32(mean, N, "layernorm_bwd mean"), f32(rstd, N, "layernorm_bwd rstd"), N,
-                       C);
+                       C, f32_optional(dsum, C, "layernorm_bwd dsum"));
 }
 
 void CpuOps::matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) {

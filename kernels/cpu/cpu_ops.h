@@ -31,7 +31,7 @@ public:
     void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias, int N,
                                 int C) override;
     void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
-                       int C) override;
+                       int C, Ten dsum = {}) override;
     void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N,
                     Ten gelu_out = {}) override;
     void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,

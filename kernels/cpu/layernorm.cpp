@@ -46,7 +46,7 @@ void residual_layernorm_fwd(S* out_sum, S* out, S* mean, S* rstd, const S* a, co
 
 template <class S>
 void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w, const S* mean,
-                   const S* rstd, int N, int C) {
+                   const S* rstd, int N, int C, S* dsum) {
 #pragma omp parallel
     {
         // din: rows are independent.
@@ -69,15 +69,21 @@ void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w,
                 dx[c] += (g[c] * w[c] - mean_dnorm - norm * mean_dnorm_norm) * r;
             }
         }
-        // dw, db: column sums over all rows; each thread owns its columns.
+        // dw, db (and dsum): column sums over all rows; each thread owns its columns. dsum reads
+        // din's finished rows, so it waits for every thread's din rows first.
+        if (dsum) {
+#pragma omp barrier
+        }
         const auto [c0, c1] = this_thread_columns(C);
         for (int i = 0; i < N; ++i) {
             const S* x = in + static_cast<size_t>(i) * C;
             const S* g = dout + static_cast<size_t>(i) * C;
+            const S* dx = din + static_cast<size_t>(i) * C;
             const S m = mean[i], r = rstd[i];
             for (int c = c0; c < c1; ++c) {
                 dw[c] += g[c] * (x[c] - m) * r;
                 if (db) db[c] += g[c];
+                if (dsum) dsum[c] += dx[c];
             }
         }
     }
@@ -88,7 +94,7 @@ void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w,
     template void residual_layernorm_fwd<S>(S*, S*, S*, S*, const S*, const S*, const S*,        \
                                             const S*, int, int);                                 \
     template void layernorm_bwd<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*, \
-                                   int, int);
+                                   int, int, S*);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

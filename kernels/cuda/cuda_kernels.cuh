@@ -38,9 +38,10 @@ void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView
 void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
                             TView bias, int N, int C, cudaStream_t s);
 size_t layernorm_bwd_scratch(int N, int C);
+// dsum (optional): += the column sums of din after the update (ops.h layernorm_bwd).
 void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    const float* mean, const float* rstd, int N, int C, float* partial,
-                   cudaStream_t s);
+                   cudaStream_t s, TView dsum = {});
 
 // classifier.cu
 void classifier(float* losses, TView logits, const int32_t* targets, int N, int V, int Vp,

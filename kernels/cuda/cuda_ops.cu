@@ -276,14 +276,15 @@ public:
     }
 
     void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
-                       int C) override {
+                       int C, Ten dsum = {}) override {
         const size_t NC = size_t(N) * C;
         float* partial = static_cast<float*>(scratch(layernorm_bwd_scratch(N, C) * 4));
         cuda::layernorm_bwd(view_opt(din, NC, "layernorm_bwd", "din"),
                             view_opt(dw, C, "layernorm_bwd", "dw"), view_opt(db, C, "layernorm_bwd", "db"),
                             view(dout, NC, "layernorm_bwd", "dout"), view(in, NC, "layernorm_bwd", "in"),
                             view(w, C, "layernorm_bwd", "w"), stat(mean, N, "layernorm_bwd", "mean"),
-                            stat(rstd, N, "layernorm_bwd", "rstd"), N, C, partial, stream_);
+                            stat(rstd, N, "layernorm_bwd", "rstd"), N, C, partial, stream_,
+                            view_opt(dsum, C, "layernorm_bwd", "dsum"));
     }
 
     void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) override {

@@ -78,40 +78,47 @@ __global__ void layernorm_dwdb_partial_kernel(float* partial, TView dout, TView 
     partial[(size_t(chunks) + blockIdx.y) * C + c] = sb;
 }
 
-// dw += sum over chunks of partial[0], db += sum of partial[1]. Thread (x, y) sums chunks y, y + 32,
-// ... of column x in order, then the block adds its 32 sums in a fixed tree: deterministic, and 32x
-// more loads in flight than one thread walking every chunk of its column.
+// dw += sum over chunks of partial[0], db += sum of partial[1], dsum += sum of partial[2] (db and
+// dsum optional). Thread (x, y) sums chunks y, y + 32, ... of column x in order, then the block adds
+// its 32 sums in a fixed tree: deterministic, and 32x more loads in flight than one thread walking
+// every chunk of its column.
 __global__ void __launch_bounds__(kFinishCols * kFinishGroups) layernorm_dwdb_finish_kernel(
-    TView dw, TView db, bool has_db, const float* partial, int C, int chunks) {
-    __shared__ float sums[2][kFinishGroups][kFinishCols];
+    TView dw, TView db, TView dsum, const float* partial, int C, int chunks) {
+    __shared__ float sums[3][kFinishGroups][kFinishCols];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * kFinishCols + tx;
-    float sw = 0.f, sb = 0.f;
+    const bool has_db = db.p != nullptr, has_sum = dsum.p != nullptr;
+    float sw = 0.f, sb = 0.f, ss = 0.f;
     if (c < C) {
 #pragma unroll 4
         for (int k = ty; k < chunks; k += kFinishGroups) {
             sw += partial[size_t(k) * C + c];
-            sb += partial[(size_t(chunks) + k) * C + c];
+            if (has_db) sb += partial[(size_t(chunks) + k) * C + c];
+            if (has_sum) ss += partial[(2 * size_t(chunks) + k) * C + c];
         }
     }
     sums[0][ty][tx] = sw;
     sums[1][ty][tx] = sb;
+    sums[2][ty][tx] = ss;
     __syncthreads();
 #pragma unroll
     for (int half = kFinishGroups / 2; half > 0; half /= 2) {
         if (ty < half) {
             sums[0][ty][tx] += sums[0][ty + half][tx];
             sums[1][ty][tx] += sums[1][ty + half][tx];
+            sums[2][ty][tx] += sums[2][ty + half][tx];
         }
         __syncthreads();
     }
     if (ty != 0 || c >= C) return;
     st(dw, c, ld(dw, c) + sums[0][0][tx]);
     if (has_db) st(db, c, ld(db, c) + sums[1][0][tx]);
+    if (has_sum) st(dsum, c, ld(dsum, c) + sums[2][0][tx]);
 }
 
-void launch_dwdb_finish(TView dw, TView db, const float* partial, int C, int chunks, cudaStream_t s) {
+void launch_dwdb_finish(TView dw, TView db, const float* partial, int C, int chunks, cudaStream_t s,
+                        TView dsum = {}) {
     layernorm_dwdb_finish_kernel<<<(C + kFinishCols - 1) / kFinishCols, dim3(kFinishCols, kFinishGroups), 0, s>>>(
-        dw, db, db.p != nullptr, partial, C, chunks);
+        dw, db, dsum, partial, C, chunks);
     GPT_CUDA_LAUNCHED("layernorm_dwdb_finish_kernel");
 }
 
@@ -316,21 +323,23 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
 // need no spills; C = 768: four (64 registers), so the 512 chunks of a 32768-row call run in one
 // wave on an H100's 132 SMs.
 constexpr int bwd_fused_min_blocks(int vecs) { return vecs == 1 ? 3 : vecs <= 3 ? 4 : 2; }
-template <int kVecs>
+// kSum: also the column sums of din's new rows (as stored, bf16), as a third partial section.
+template <int kVecs, bool kSum>
 __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) layernorm_bwd_fused_bf16x8_kernel(
     __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
     const float* mean, const float* rstd, int N, int C, int chunks) {
     constexpr int kWidth = 8 * 32 * kVecs;
     __shared__ __align__(16) __nv_bfloat16 tile_g[kWarps][kWidth];   // the tile's rows of dout
     __shared__ __align__(16) __nv_bfloat16 tile_x[kWarps][kWidth];   // and of in
+    __shared__ __align__(16) __nv_bfloat16 tile_d[kSum ? kWarps : 1][kSum ? kWidth : 8];   // and of din
     __shared__ float tile_m[kWarps], tile_r[kWarps];
     __shared__ __align__(16) float ws[kWidth];   // w: short loads the compiler does not hoist into registers
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int r0 = blockIdx.x * kChunkRows, r1 = min(N, r0 + kChunkRows);
-    float sw[kVecs], sb[kVecs];
+    float sw[kVecs], sb[kVecs], sd[kVecs];
 #pragma unroll
     for (int k = 0; k < kVecs; ++k) {
-        sw[k] = sb[k] = 0.f;
+        sw[k] = sb[k] = sd[k] = 0.f;
         const int c = threadIdx.x + 8 * 32 * k;
         if (c < C) ws[c] = w[c];
     }
@@ -369,7 +378,9 @@ __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) laye
                 if (c >= C) continue;
                 F8 dv = bf16x8_to_f8(d[k]);
                 ln_din_add(dv, bf16x8_to_f8(g[k]), bf16x8_to_f8(x[k]), load_f32x8(ws + c), m, r, mean_dn, mean_dnn);
-                store_bf16x8(din + base + c, dv);
+                const uint4 packed = pack_bf16x8(dv);
+                *reinterpret_cast<uint4*>(din + base + c) = packed;
+                if constexpr (kSum) *reinterpret_cast<uint4*>(&tile_d[warp][c]) = packed;
             }
         }
         __syncthreads();
@@ -379,8 +390,10 @@ __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) laye
 #pragma unroll
             for (int k = 0; k < kVecs; ++k) {
                 const int c = threadIdx.x + 8 * 32 * k;
-                if (c < C)
+                if (c < C) {
                     ln_dwdb_add(sw[k], sb[k], __bfloat162float(tile_g[i][c]), __bfloat162float(tile_x[i][c]), m, r);
+                    if constexpr (kSum) sd[k] += __bfloat162float(tile_d[i][c]);
+                }
             }
         }
         __syncthreads();   // the next tile overwrites this one
@@ -391,26 +404,28 @@ __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) laye
         if (c >= C) continue;
         partial[size_t(blockIdx.x) * C + c] = sw[k];
         partial[(size_t(chunks) + blockIdx.x) * C + c] = sb[k];
+        if constexpr (kSum) partial[(2 * size_t(chunks) + blockIdx.x) * C + c] = sd[k];
     }
 }
 
 // The row tiles and w take 9 KiB of shared memory per vector: five (C <= 1280, GPT-2 large) stay under
-// the 48 KiB static limit; wider rows take the two-kernel path.
-constexpr int kBwdFusedMaxVecs = 5;
+// the 48 KiB static limit; wider rows take the two-kernel path. With din's tile too (kSum), 13 KiB:
+// three vectors (C <= 768).
+constexpr int kBwdFusedMaxVecs = 5, kBwdFusedSumMaxVecs = 3;
 
 // The smallest instantiation whose tiles hold vecs vectors per lane.
-template <int kVecs>
+template <int kVecs, bool kSum>
 void launch_layernorm_bwd_fused(int vecs, __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout,
                                 const __nv_bfloat16* in, const float* w, const float* mean, const float* rstd, int N,
                                 int C, int chunks, cudaStream_t s) {
-    if constexpr (kVecs < kBwdFusedMaxVecs) {
+    if constexpr (kVecs < (kSum ? kBwdFusedSumMaxVecs : kBwdFusedMaxVecs)) {
         if (vecs > kVecs) {
-            launch_layernorm_bwd_fused<kVecs + 1>(vecs, din, partial, dout, in, w, mean, rstd, N, C, chunks, s);
+            launch_layernorm_bwd_fused<kVecs + 1, kSum>(vecs, din, partial, dout, in, w, mean, rstd, N, C, chunks, s);
             return;
         }
     }
-    layernorm_bwd_fused_bf16x8_kernel<kVecs><<<chunks, 32 * kWarps, 0, s>>>(din, partial, dout, in, w, mean, rstd,
-                                                                            N, C, chunks);
+    layernorm_bwd_fused_bf16x8_kernel<kVecs, kSum><<<chunks, 32 * kWarps, 0, s>>>(din, partial, dout, in, w, mean,
+                                                                                  rstd, N, C, chunks);
     GPT_CUDA_LAUNCHED("layernorm_bwd_fused_bf16x8_kernel");
 }
 
@@ -456,22 +471,16 @@ void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, 
     layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C, s);
 }
 
-size_t layernorm_bwd_scratch(int N, int C) { return 2 * size_t(chunk_count(N)) * C; }
+// Three partial sections (dw, db, dsum) of chunks x C; colsum_add's scratch is smaller than one.
+size_t layernorm_bwd_scratch(int N, int C) { return 3 * size_t(chunk_count(N)) * C; }
 
-void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
-                   const float* mean, const float* rstd, int N, int C, float* partial,
-                   cudaStream_t s) {
-    if (N == 0) return;
-    const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din));
+namespace {
+
+// The paths without the fused kernel: din, then the dw/db partials and their finish.
+void layernorm_bwd_two_pass(TView din, TView dw, TView db, TView dout, TView in, TView w, const float* mean,
+                            const float* rstd, int N, int C, float* partial, bool fast, cudaStream_t s) {
     const int chunks = chunk_count(N);
     if (fast) {
-        const int vecs = (C + 8 * 32 - 1) / (8 * 32);
-        if (din.p && dw.p && vecs <= kBwdFusedMaxVecs && !bwd_split()) {   // one pass over dout and in
-            launch_layernorm_bwd_fused<1>(vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in), f32_ptr(w),
-                                          mean, rstd, N, C, chunks, s);
-            launch_dwdb_finish(dw, db, partial, C, chunks, s);
-            return;
-        }
         if (din.p) {
             layernorm_din_bf16x8_kernel<<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
                 bf16_ptr(din), bf16_ptr(dout), bf16_ptr(in), f32_ptr(w), mean, rstd, N, C);
@@ -496,6 +505,31 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
         partial, dout, in, mean, rstd, N, C, chunks);
     GPT_CUDA_LAUNCHED("layernorm_dwdb_partial_kernel");
     launch_dwdb_finish(dw, db, partial, C, chunks, s);
+}
+
+}  // namespace
+
+void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
+                   const float* mean, const float* rstd, int N, int C, float* partial,
+                   cudaStream_t s, TView dsum) {
+    if (N == 0) return;
+    GPT_CHECK(!dsum.p || din.p, "cuda-bf16 layernorm_bwd: dsum sums din's columns, so din is required");
+    const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din));
+    const int chunks = chunk_count(N), vecs = (C + 8 * 32 - 1) / (8 * 32);
+    if (fast && din.p && dw.p && vecs <= kBwdFusedMaxVecs && !bwd_split()) {   // one pass over dout and in
+        const bool sum_fused = dsum.p && vecs <= kBwdFusedSumMaxVecs;
+        if (sum_fused)
+            launch_layernorm_bwd_fused<1, true>(vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in),
+                                                f32_ptr(w), mean, rstd, N, C, chunks, s);
+        else
+            launch_layernorm_bwd_fused<1, false>(vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in),
+                                                 f32_ptr(w), mean, rstd, N, C, chunks, s);
+        launch_dwdb_finish(dw, db, partial, C, chunks, s, sum_fused ? dsum : TView{});
+        if (sum_fused) return;
+    } else {
+        layernorm_bwd_two_pass(din, dw, db, dout, in, w, mean, rstd, N, C, partial, fast, s);
+    }
+    if (dsum.p) colsum_add(dsum, din, N, C, partial, s);   // one more pass over din
 }
 
 }  // namespace gpt::cuda

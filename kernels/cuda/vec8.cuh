@@ -32,12 +32,16 @@ __device__ __forceinline__ F8 bf16x8_to_f8(const uint4& raw) {
 
 __device__ __forceinline__ F8 load_bf16x8(const __nv_bfloat16* p) { return bf16x8_to_f8(load_raw16(p)); }
 
-__device__ __forceinline__ void store_bf16x8(__nv_bfloat16* p, const F8& f) {
+__device__ __forceinline__ uint4 pack_bf16x8(const F8& f) {
     uint4 raw;
     __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
 #pragma unroll
     for (int j = 0; j < 4; ++j) h[j] = __floats2bfloat162_rn(f.v[2 * j], f.v[2 * j + 1]);
-    *reinterpret_cast<uint4*>(p) = raw;
+    return raw;
+}
+
+__device__ __forceinline__ void store_bf16x8(__nv_bfloat16* p, const F8& f) {
+    *reinterpret_cast<uint4*>(p) = pack_bf16x8(f);
 }
 
 __device__ __forceinline__ F8 load_f32x8(const float* p) {

@@ -122,7 +122,7 @@ void AttentionBase::output_fwd(const StepContext& c, Ten y, Ten out) {
 void AttentionBase::output_bwd(const StepContext& c, Ten y, Ten dout, Ten dy, Ten scratch) {
     (void)scratch;
     const int E = cfg_.n_embd;
-    c.ops->matmul_bwd(dy, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, y, w_proj_, c.B * c.T, E, E);
+    c.ops->matmul_bwd(dy, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, y, w_proj_, c.B * c.T, E, E);
 }
 
 void AttentionBase::forward(const StepContext& c, Ten in, Ten out) {

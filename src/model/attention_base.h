@@ -30,6 +30,7 @@ public:
     std::string describe() const final;
     double attention_flops_per_token(int T) const final;
     void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) final;
+    Ten output_bias() const final { return b_proj_; }
 
 protected:
     // Parameters declared before c_proj (the input projections) and after it (e.g. RA gates):

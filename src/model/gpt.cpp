@@ -43,6 +43,16 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
         L.mlp->connect(&links_[l], &shared_);
         L.mlp->declare(params_);
     }
+    // Without residual dropout, the gradient of a block's output projection is the gradient of the
+    // residual stream where it adds in, which the LayerNorm backward that finishes it can sum by
+    // columns in the same pass: the projections' bias gradients come from there (backward()), and
+    // the units skip their own pass over the same rows.
+    proj_bias_from_layernorm_ = cfg.dropout == 0.f;
+    if (proj_bias_from_layernorm_)
+        for (Layer& L : layers_) {
+            L.attn->take_output_bias_grad();
+            L.mlp->take_output_bias_grad();
+        }
     lnf_w_ = params_.add("ln_f.weight", {E}, Init::ones, 0.f, false);
     lnf_b_ = params_.add("ln_f.bias", {E}, Init::zeros, 0.f, false);
 
@@ -196,9 +206,14 @@ void GPT::backward(const StepContext& c) {
         return dbranch;
     };
 
+    // The bias gradient of the projection that wrote into the residual stream point a LayerNorm
+    // backward finishes (constructor): layer l's MLP after ln_1 of l + 1 (ln_f), its attention after ln_2.
+    auto proj_bias_grad = [&](const Ten& bias) {
+        return proj_bias_from_layernorm_ && bias.present() ? bias.as(Space::Grad) : Ten{};
+    };
     ops.zero(dres);
     ops.layernorm_bwd(dres, lnf_w_.as(Space::Grad), lnf_b_.as(Space::Grad), d_lnf_, layer_input(cfg_.n_layer),
-                      lnf_w_, lnf_mean_, lnf_rstd_, BT, E);
+                      lnf_w_, lnf_mean_, lnf_rstd_, BT, E, proj_bias_grad(layers_.back().mlp->output_bias()));
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
         Layer& L = layers_[l];
         // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
@@ -208,13 +223,14 @@ void GPT::backward(const StepContext& c) {
             ops.layernorm_fwd(L.ln2_out, L.ln2_mean, L.ln2_rstd, L.resid_mid, L.ln2_w, L.ln2_b, BT, E);
         L.mlp->backward(c, L.ln2_out, branch_grad(l, kSiteMlpOut), dln, scratch_);
         ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
-                          L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E);
+                          L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E, proj_bias_grad(L.attn->output_bias()));
         // resid_mid = x + dropout(attn(ln1(x)))
         if (ln_shared_.present())
             ops.layernorm_fwd(L.ln1_out, L.ln1_mean, L.ln1_rstd, layer_input(l), L.ln1_w, L.ln1_b, BT, E);
         L.attn->backward(c, L.ln1_out, branch_grad(l, kSiteAttnOut), dln, scratch_);
         ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
-                          L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E);
+                          L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E,
+                          l > 0 ? proj_bias_grad(layers_[l - 1].mlp->output_bias()) : Ten{});
     }
     if (drop) ops.dropout(dres, n, cfg_.dropout, c.site_seed(cfg_.n_layer, 0));
     ops.embedding_bwd(wte_.as(Space::Grad), wpe_.as(Space::Grad), dres, tokens_, c.B, c.T, E);

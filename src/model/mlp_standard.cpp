@@ -75,9 +75,11 @@ void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten 
     // Nothing between c_proj and the GELU (no M1/M2/M3): one op, fused on the GPU (DGELU epilogue).
     const bool fused_gelu = !m1_ && !m2_ && !m3_;
     if (fused_gelu)
-        ops.matmul_bwd_gelu(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, proj_input(), w_proj_, pre_, BT, F, E);
+        ops.matmul_bwd_gelu(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, proj_input(), w_proj_, pre_,
+                            BT, F, E);
     else
-        ops.matmul_bwd(dact, w_proj_.as(Space::Grad), b_proj_.as(Space::Grad), dout, proj_input(), w_proj_, BT, F, E);
+        ops.matmul_bwd(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, proj_input(), w_proj_, BT, F,
+                       E);
     if (m3_) m3_->backward(c, dact, more);
     if (m2_) m2_->backward(c, act_, dact, more);
     if (m1_) m1_->backward(c, act_, dact, more);

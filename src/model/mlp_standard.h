@@ -23,6 +23,7 @@ public:
     void backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) override;
     std::string describe() const override;
     void connect(BlockLink* own, const SharedScratch* shared) override { link_ = own, shared_ = shared; }
+    Ten output_bias() const override { return b_proj_; }
 
 private:
     ModelConfig cfg_;

@@ -204,9 +204,11 @@ public:
         add(out_sum, a, b, size_t(N) * C);
         layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C);
     }
-    // din += ..., dw += ..., db += ...
+    // din += ..., dw += ..., db += ...; if present, dsum[C] += the column sums of din after the add.
+    // din is then the whole gradient of a residual stream point, so dsum is the bias gradient of the
+    // output projection that wrote into that point (GPT::backward; no second pass over din).
     virtual void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean,
-                               Ten rstd, int N, int C) = 0;
+                               Ten rstd, int N, int C, Ten dsum = {}) = 0;
 
     // out[M,N] = in[M,K] . w[N,K]^T (+ bias[N]); if gelu_out is present, also
     // gelu_out = GELU(out) (fused epilogue; out keeps the pre-activation for backward).

@@ -139,9 +139,9 @@ TEST_CASE("cuda: layernorm backward, fused and two-kernel paths: CPU match, same
         Ten in = p.reserve(Space::Act, NC), out = p.reserve(Space::Act, NC);
         Ten din = p.reserve(Space::Act, NC), dout = p.reserve(Space::Act, NC);
         Ten mean = p.reserve(Space::Stat, N), rstd = p.reserve(Space::Stat, N);
-        Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C);
+        Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C), sum = p.reserve(Space::Param, C);
         p.allocate();
-        const Ten dw = w.as(Space::Grad), db = k.db ? b.as(Space::Grad) : Ten{};
+        const Ten dw = w.as(Space::Grad), db = k.db ? b.as(Space::Grad) : Ten{}, dsum = sum.as(Space::Grad);
         auto x = randn(NC, 40);
         for (auto& v : x) v = gputest::round_bf16(v * 2.f + 0.5f);
         p.set(in, x);
@@ -174,6 +174,18 @@ TEST_CASE("cuda: layernorm backward, fused and two-kernel paths: CPU match, same
             }
         }
         if (!k.db) CHECK(bit_equal(first_b, db0));   // absent: untouched
+
+        // With dsum (a projection's bias gradient): += the column sums of din after the update, from
+        // the fused kernel's third partial (C <= 768) or a column-sum pass; din, dw, db keep their bits.
+        p.set(din, din0);
+        p.set(dw, dw0);
+        p.set(b.as(Space::Grad), db0);
+        p.set(dsum, randn(C, 47));
+        p.run([&](Ops& o) { o.layernorm_bwd(din, dw, db, dout, in, w, mean, rstd, N, C, dsum); });
+        CHECK(p.err(dsum) <= kBf16Tol);
+        CHECK(bit_equal(Pair::get(*p.gpu, din), first_in));
+        CHECK(bit_equal(Pair::get(*p.gpu, dw), first_w));
+        CHECK(bit_equal(Pair::get(*p.gpu, b.as(Space::Grad)), first_b));
 
         // The GPU alone (the CPU reference takes both): dw/db without din, din without dw.
         p.set(din, din0);
