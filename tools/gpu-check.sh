@@ -68,9 +68,17 @@ rm -f "$LOGDIR/deps.log"
 
 # GPT_WERROR=OFF: CI (g++ 12) enforces -Werror; a newer compiler's new warnings here must not
 # stop the GPU check (they still print in build.log).
+# A build folder configured from another source tree (an earlier snapshot on a machine kept warm)
+# cannot be reconfigured here: start it afresh rather than test its stale binaries.
+if [[ -f $BUILD/CMakeCache.txt ]] &&
+   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT" "$BUILD/CMakeCache.txt"; then
+    echo "gpu-check: $BUILD was configured from another source tree; removing it"
+    rm -rf "$BUILD"
+fi
 run_step configure build.log cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90a -DGPT_WERROR=OFF
-run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention gpt2
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DGPT_WERROR=OFF || { echo "gpu-check: configure failed"; exit 1; }
+run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention gpt2 ||
+    { echo "gpu-check: build failed (see build.log); nothing was tested"; exit 1; }
 run_step tests tests.log "$BUILD/gpt_gpu_tests" --duration=true
 
 if [[ -n "$SANITIZER" ]]; then
