@@ -10,6 +10,13 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
+# A build folder configured from another source tree (an earlier snapshot on a machine kept warm)
+# cannot be reconfigured here: start it afresh rather than test its stale binaries.
+if [[ -f $BUILD/CMakeCache.txt ]] &&
+   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT" "$BUILD/CMakeCache.txt"; then
+    echo "gpu-check: $BUILD was configured from another source tree; removing it"
+    rm -rf "$BUILD"
+fi
 LOGDIR=$BUILD/gpu-check-logs
 mkdir -p "$LOGDIR"
 SKIP=${GPU_CHECK_SKIP:-}
@@ -68,13 +75,6 @@ rm -f "$LOGDIR/deps.log"
 
 # GPT_WERROR=OFF: CI (g++ 12) enforces -Werror; a newer compiler's new warnings here must not
 # stop the GPU check (they still print in build.log).
-# A build folder configured from another source tree (an earlier snapshot on a machine kept warm)
-# cannot be reconfigured here: start it afresh rather than test its stale binaries.
-if [[ -f $BUILD/CMakeCache.txt ]] &&
-   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT" "$BUILD/CMakeCache.txt"; then
-    echo "gpu-check: $BUILD was configured from another source tree; removing it"
-    rm -rf "$BUILD"
-fi
 run_step configure build.log cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90a -DGPT_WERROR=OFF || { echo "gpu-check: configure failed"; exit 1; }
 run_step build build.log cmake --build "$BUILD" -j "$JOBS" --target gpt_gpu_tests bench_attention gpt2 ||
