@@ -37,16 +37,6 @@ struct Geom {
 // 128, 16-byte rows, band_split a multiple of 16) and resolves q, k, lse (attention_rowstats_fwd.cu).
 Geom make_geom(const VariantEnv& e, Ten q, Ten k, Ten lse, const AttnDims& d, const char* op);
 
-// Raises kernel K's dynamic shared-memory limit to `bytes` once (not per launch: the launches may
-// be captured into the training step's CUDA graph).
-template <auto K>
-void allow_smem(size_t bytes) {
-    static size_t allowed = 48 * 1024;
-    if (bytes <= allowed) return;
-    GPT_CUDA(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    allowed = bytes;
-}
-
 // s += A B^T over k-steps [kk_begin, kk_end) for the warp's 16 rows at a_row0 of sA against the
 // 64 rows of sB (both [row][k], k contiguous). Rolled k loop (instruction cache).
 template <int DQK>

@@ -329,7 +329,7 @@ void launch_select(const Geom& g, const SelectArgs& a, uint32_t* mask, int words
             GPT_CUDA_LAUNCHED("ract_select_mask_kernel");
         }
         const dim3 grid(unsigned((g.T + kDkKeys - 1) / kDkKeys), unsigned(nb * g.Hkv));
-        rowstats::allow_smem<ract_select_dk_kernel<DQK>>(sizeof(DkSmem<DQK>));
+        allow_smem<ract_select_dk_kernel<DQK>>(sizeof(DkSmem<DQK>));
         ract_select_dk_kernel<DQK><<<grid, unsigned(threads), sizeof(DkSmem<DQK>), s>>>(g, a, mask, b0, words);
         GPT_CUDA_LAUNCHED("ract_select_dk_kernel");
     }

@@ -68,6 +68,21 @@ __global__ void classifier_kernel(float* losses, TView logits, const int32_t* ta
     }
 }
 
+// (m, s) += the logits x[0..8) at columns j.. (those below V): one max and one rescale per vector
+// instead of a branch and a rescale per element.
+__device__ __forceinline__ void online_add8(float& m, float& s, const F8& x, int j, int V) {
+    float mx = m;
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+        if (j + k < V) mx = fmaxf(mx, x.v[k]);
+    float acc = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+        if (j + k < V) acc += __expf(x.v[k] - mx);
+    s = (m == -FLT_MAX ? 0.f : s * __expf(m - mx)) + acc;
+    m = mx;
+}
+
 // Fast path: bf16 logits whose rows are 16-byte aligned (Vp % 8 == 0). Eight logits per thread
 // step: one max and one rescale per vector instead of a branch and a rescale per element.
 __global__ void classifier_bf16x8_kernel(float* losses, __nv_bfloat16* logits, const int32_t* targets, int V,
@@ -76,16 +91,7 @@ __global__ void classifier_bf16x8_kernel(float* losses, __nv_bfloat16* logits, c
     float m = -FLT_MAX, s = 0.f;
     for (int j = 8 * threadIdx.x; j < V; j += 8 * kThreads) {
         const F8 x = load_bf16x8(row + j);
-        float mx = m;
-#pragma unroll
-        for (int k = 0; k < 8; ++k)
-            if (j + k < V) mx = fmaxf(mx, x.v[k]);
-        float acc = 0.f;
-#pragma unroll
-        for (int k = 0; k < 8; ++k)
-            if (j + k < V) acc += __expf(x.v[k] - mx);
-        s = (m == -FLT_MAX ? 0.f : s * __expf(m - mx)) + acc;
-        m = mx;
+        online_add8(m, s, x, j, V);
     }
     const float lse = block_logsumexp(m, s);
     const int target = targets[blockIdx.x];
@@ -119,16 +125,7 @@ __global__ void __launch_bounds__(kThreads, 2) classifier_smem_row_kernel(float*
         const int j = 8 * v;
         if (j >= V) continue;
         const F8 x = bf16x8_to_f8(raw);
-        float mx = m;
-#pragma unroll
-        for (int k = 0; k < 8; ++k)
-            if (j + k < V) mx = fmaxf(mx, x.v[k]);
-        float acc = 0.f;
-#pragma unroll
-        for (int k = 0; k < 8; ++k)
-            if (j + k < V) acc += __expf(x.v[k] - mx);
-        s = (m == -FLT_MAX ? 0.f : s * __expf(m - mx)) + acc;
-        m = mx;
+        online_add8(m, s, x, j, V);
     }
     const float lse = block_logsumexp(m, s);   // its barrier also publishes srow
     const int target = targets[blockIdx.x];
@@ -164,12 +161,7 @@ void classifier(float* losses, TView logits, const int32_t* targets, int N, int 
     if (N == 0) return;
     const size_t row_bytes = size_t(Vp) * 2;
     if (Vp % 8 == 0 && is_bf16x8(logits) && row_bytes <= kSmemRowMaxBytes && smem_row_enabled()) {
-        static const bool attr_set = [] {   // once per process: above 48 KiB needs the opt-in
-            GPT_CUDA(cudaFuncSetAttribute(classifier_smem_row_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(kSmemRowMaxBytes)));
-            return true;
-        }();
-        (void)attr_set;
+        allow_smem<classifier_smem_row_kernel>(row_bytes);
         classifier_smem_row_kernel<<<N, kThreads, row_bytes, s>>>(losses, bf16_ptr(logits), targets, V, Vp, dloss);
         GPT_CUDA_LAUNCHED("classifier_smem_row_kernel");
         return;

@@ -25,6 +25,16 @@ namespace gpt::cuda {
 // After each kernel launch: launch-configuration errors surface here, named by the kernel.
 #define GPT_CUDA_LAUNCHED(name) GPT_CUDA(cudaGetLastError())
 
+// Raises kernel K's dynamic shared-memory limit to `bytes` once per kernel (not per launch: the
+// launches may be captured into the training step's CUDA graph). Above 48 KiB it is required.
+template <auto K>
+void allow_smem(size_t bytes) {
+    static size_t allowed = 48 * 1024;
+    if (bytes <= allowed) return;
+    GPT_CUDA(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    allowed = bytes;
+}
+
 enum class DType : uint8_t { F32, BF16, I32 };
 
 // A typed device pointer: what a kernel needs to read or write any space's elements as float.

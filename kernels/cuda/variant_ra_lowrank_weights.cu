@@ -309,16 +309,6 @@ __global__ void __launch_bounds__(kThreads) weights_finalize_kernel(float* dW, f
     }
 }
 
-// Raises kernel K's dynamic shared-memory limit once (not per launch: the launches may be captured
-// into the training step's CUDA graph). Only shapes beyond GPT-2's (D = 128 with a large R) need it.
-template <auto K>
-void allow_smem(size_t bytes) {
-    static size_t allowed = 48 * 1024;
-    if (bytes <= allowed) return;
-    GPT_CUDA(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    allowed = bytes;
-}
-
 size_t smem_optin() {
     static const size_t bytes = [] {
         int dev = 0, v = 0;
