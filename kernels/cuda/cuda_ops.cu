@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -317,6 +318,18 @@ public:
         if (go.p) cuda::gelu_fwd(go, o, MN, stream_);
     }
 
+    // Bias gradients come from our column-sum kernels (16-byte loads, ~2.8 TB/s): 1.69 ms per GPT-2
+    // step at B = 32 against 2.04 for cuBLASLt's BGRADB epilogue, which runs a separate reduction
+    // kernel of its own plus our add (docs/performance.md, sixth session). GPT_BIAS_GRAD=cublas
+    // selects BGRADB, for A/B runs.
+    static bool bias_grad_by_gemm() {
+        static const bool gemm = [] {
+            const char* v = std::getenv("GPT_BIAS_GRAD");
+            return v && std::string(v) == "cublas";
+        }();
+        return gemm;
+    }
+
     void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
                     int N) override {
         const void* dout_p = operand(dout, size_t(M) * N, "matmul_bwd", "dout");
@@ -333,7 +346,7 @@ public:
             GemmArgs g = gemm_args(false, true, K, N, M, K, N, K,
                                    operand(in, size_t(M) * K, "matmul_bwd", "in"), dout_p, d, 1.f);
             bool done = false;
-            if (!bias_done && d.t == DType::F32) {   // BGRADB writes colsum(dout) to a scratch vector
+            if (!bias_done && d.t == DType::F32 && bias_grad_by_gemm()) {   // BGRADB: colsum(dout) to a scratch vector
                 float* tmp = static_cast<float*>(scratch(size_t(N) * 4));
                 g.epilogue = Epilogue::BGradB;
                 g.bias = tmp;

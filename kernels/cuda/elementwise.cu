@@ -76,6 +76,35 @@ __global__ void colsum_partial_kernel(float* partial, TView x, int M, int N) {
     for (int r = r0; r < r1; ++r) s += ld(x, size_t(r) * N + col);
     partial[size_t(blockIdx.y) * N + col] = s;
 }
+// Pass 1 for bf16 rows of 16-byte vectors (N % 8 == 0): block (bx, by) takes 256 columns (32
+// vectors) and 256 rows, thread (vector v, row group g) adds rows g, g + 8, ... with 16-byte loads
+// (eight in flight), then the 8 groups are added in group order: a bias gradient's column sum at
+// memory bandwidth instead of one 2-byte load per thread and row.
+__global__ void colsum_partial_bf16x8_kernel(float* partial, const __nv_bfloat16* x, int M, int N) {
+    __shared__ float groups[8][256];
+    const int v = threadIdx.x % 32, g = threadIdx.x / 32;
+    const int col = blockIdx.x * 256 + 8 * v;
+    const int r0 = blockIdx.y * kColsumRows, r1 = min(M, r0 + kColsumRows);
+    F8 acc{};
+    if (col < N) {
+#pragma unroll 8
+        for (int r = r0 + g; r < r1; r += 8) {
+            const F8 xv = load_bf16x8(x + size_t(r) * N + col);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc.v[j] += xv.v[j];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) groups[g][8 * v + j] = acc.v[j];
+    __syncthreads();
+    const int c = blockIdx.x * 256 + threadIdx.x;
+    if (c >= N) return;
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sum += groups[k][threadIdx.x];
+    partial[size_t(blockIdx.y) * N + c] = sum;
+}
+
 // Pass 1 for narrow matrices (N <= kNarrowCols, e.g. per-head sums over tokens): there the kernel
 // above would leave most of a block idle and walk 256 rows one dependent add at a time. Here a block
 // sums a contiguous run of rows as one flat run of elements: thread t reads elements t, t+S, ... with
@@ -181,6 +210,9 @@ void colsum_add(TView out, TView x, int M, int N, float* partial, cudaStream_t s
         parts = (M + rows - 1) / rows;
         colsum_partial_narrow_kernel<<<parts, kThreads, 0, s>>>(partial, x, M, N, rows);
         GPT_CUDA_LAUNCHED("colsum_partial_narrow_kernel");
+    } else if (N % 8 == 0 && is_bf16x8(x)) {
+        colsum_partial_bf16x8_kernel<<<dim3((N + 255) / 256, parts), 256, 0, s>>>(partial, bf16_ptr(x), M, N);
+        GPT_CUDA_LAUNCHED("colsum_partial_bf16x8_kernel");
     } else {
         const dim3 grid((N + kThreads - 1) / kThreads, parts);
         colsum_partial_kernel<<<grid, kThreads, 0, s>>>(partial, x, M, N);

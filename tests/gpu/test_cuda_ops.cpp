@@ -296,10 +296,11 @@ TEST_CASE("cuda: matmul forward (bias; fused GELU) and backward match the CPU") 
 
 // A bias gradient alone (matmul_bwd with neither din nor dw): the column-sum kernels. N <= 64 takes
 // the narrow kernel (flat runs of rows per block: N = 1, 12, 64, several parts and a partial last
-// one), N = 100 the wide one. Twice: the same bits.
+// one), N = 100 the wide one, N = 2304 and 776 (multiples of 8) the 16-byte one (776: a partial
+// 256-column block). Twice: the same bits.
 TEST_CASE("cuda: column sums (a bias gradient alone), narrow and wide, match the CPU and rerun bit-identically") {
     GPT_REQUIRE_GPU();
-    for (const auto& [M, N] : std::vector<std::pair<int, int>>{{9001, 1}, {3001, 12}, {2500, 64}, {700, 100}, {5, 3}}) {
+    for (const auto& [M, N] : std::vector<std::pair<int, int>>{{9001, 1}, {3001, 12}, {2500, 64}, {700, 100}, {5, 3}, {1000, 2304}, {300, 776}}) {
         CAPTURE(M);
         CAPTURE(N);
         Pair p;
