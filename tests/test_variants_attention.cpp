@@ -191,14 +191,17 @@ TEST_CASE("variants: RA fold clamps gates at 1e-8 and gives them no gradient bel
     Vec q{1, 2}, k{3, -1}, gs{-0.5}, gr{0.25}, qt(4), kt(4);
     const ref::FoldDims f{1, 1, 1, 2, 2, 2, 1};
     ref::ra_fold_fwd(qt.data(), kt.data(), q.data(), k.data(), gs.data(), gr.data(), f);
-    CHECK(qt[0] == doctest::Approx(1e-4));  // sqrt(1e-8)
-    CHECK(qt[2] == doctest::Approx(1.5));   // sqrt(0.25) * 3
-    CHECK(kt[3] == doctest::Approx(1.0));   // sqrt(0.25) * 2
+    CHECK(qt[0] == doctest::Approx(1e-8));  // max(-0.5, 1e-8) * 1
+    CHECK(qt[2] == 3.0);                    // k as it is
+    CHECK(kt[1] == -1.0);
+    CHECK(kt[3] == doctest::Approx(0.5));   // 0.25 * 2
     Vec dq(2, 0.0), dk(2, 0.0), dgs(1, 0.0), dgr(1, 0.0), dqt{1, 1, 1, 1}, dkt{1, 1, 1, 1};
     ref::ra_fold_bwd(dq.data(), dk.data(), dgs.data(), dgr.data(), dqt.data(), dkt.data(), q.data(),
                      k.data(), gs.data(), gr.data(), f);
     CHECK(dgs[0] == 0.0);
-    CHECK(dgr[0] == doctest::Approx((3 - 1 + 1 + 2) * 0.5 / 0.5));  // sum of products / (2 sqrt g)
+    CHECK(dgr[0] == doctest::Approx(1 + 2));  // sum of dk̃[D:].q
+    CHECK(dq[0] == doctest::Approx(1e-8 + 0.25));   // g_std dq̃[:D] + g_rec dk̃[D:]
+    CHECK(dk[0] == doctest::Approx(2.0));           // dk̃[:D] + dq̃[D:]
 }
 
 TEST_CASE("variants: same-FLOP low-rank RA layout, forward formula and gradients") {

@@ -90,7 +90,7 @@ TEST_CASE("variants: MLA gradients of Q, k_lat, v_lat, P, U (per head and shared
 
 namespace {
 
-// RA+MLA through the fold: q~ = [q_lat_h, sqrt(a) k_lat], k~ = [k_lat, sqrt(a) q_lat_h] (Hkv = H),
+// RA+MLA through the fold: q~ = [q_lat_h, k_lat], k~ = [k_lat, a q_lat_h] (Hkv = H),
 // values v_h = v_lat U_h, so the attention output is ctx directly.
 struct RaMla {
     int B, T, H, D, L, band;

@@ -28,6 +28,16 @@ S dsqrt_gate(S g) {
     return g > static_cast<S>(kGateFloor) ? S(0.5) / std::sqrt(g) : S(0);
 }
 
+// The exact fold applies max(g, floor) on one side (the same logits as sqrt on both sides).
+template <class S>
+S floored_gate(S g) {
+    return std::max(g, static_cast<S>(kGateFloor));
+}
+template <class S>
+S dfloored_gate(S g) {
+    return g > static_cast<S>(kGateFloor) ? S(1) : S(0);
+}
+
 // Softmax of logits[0..n) in place -> probabilities; returns the log-sum-exp.
 template <class S>
 S softmax_row(S* row, int n) {
@@ -274,42 +284,44 @@ void ra_fold_fwd(S* qt, S* kt, const S* q, const S* k, const S* g_std, const S* 
     for (int n = 0; n < f.N; ++n)
         for (int h = 0; h < f.H; ++h) {
             const int gi = gate_index(h, f.n_gates);
-            const S ss = sqrt_gate(g_std[gi]), sr = sqrt_gate(g_rec[gi]);
+            const S gs = floored_gate(g_std[gi]), gr = floored_gate(g_rec[gi]);
             const S* qr = q + size_t(n) * f.q_stride + size_t(h) * D;
             const S* kr = k + size_t(n) * f.k_stride + size_t(f.Hk == 1 ? 0 : h) * D;
             S* qo = qt + (size_t(n) * f.H + h) * 2 * D;
             S* ko = kt + (size_t(n) * f.H + h) * 2 * D;
             for (int c = 0; c < D; ++c) {
-                qo[c] = ss * qr[c];
-                qo[D + c] = sr * kr[c];
-                ko[c] = ss * kr[c];
-                ko[D + c] = sr * qr[c];
+                qo[c] = gs * qr[c];
+                qo[D + c] = kr[c];
+                ko[c] = kr[c];
+                ko[D + c] = gr * qr[c];
             }
         }
 }
 
+// Only q is read for the gate gradients: g_std scales q̃[:D] = ĝ_std q and g_rec k̃[D:] = ĝ_rec q.
 template <class S>
 void ra_fold_bwd(S* dq, S* dk, S* dg_std, S* dg_rec, const S* dqt, const S* dkt, const S* q,
                  const S* k, const S* g_std, const S* g_rec, const FoldDims& f) {
     check_fold_dims(f);
+    (void)k;
     const int D = f.D;
     for (int n = 0; n < f.N; ++n)
         for (int h = 0; h < f.H; ++h) {
             const int gi = gate_index(h, f.n_gates);
-            const S ss = sqrt_gate(g_std[gi]), sr = sqrt_gate(g_rec[gi]);
+            const S gs = floored_gate(g_std[gi]), gr = floored_gate(g_rec[gi]);
             const size_t qo = size_t(n) * f.q_stride + size_t(h) * D;
             const size_t ko = size_t(n) * f.k_stride + size_t(f.Hk == 1 ? 0 : h) * D;
             const S* gq = dqt + (size_t(n) * f.H + h) * 2 * D;
             const S* gk = dkt + (size_t(n) * f.H + h) * 2 * D;
             S dss = 0, dsr = 0;
             for (int c = 0; c < D; ++c) {
-                dq[qo + c] += ss * gq[c] + sr * gk[D + c];
-                dk[ko + c] += ss * gk[c] + sr * gq[D + c];
-                dss += gq[c] * q[qo + c] + gk[c] * k[ko + c];
-                dsr += gq[D + c] * k[ko + c] + gk[D + c] * q[qo + c];
+                dq[qo + c] += gs * gq[c] + gr * gk[D + c];
+                dk[ko + c] += gk[c] + gq[D + c];
+                dss += gq[c] * q[qo + c];
+                dsr += gk[D + c] * q[qo + c];
             }
-            if (dg_std) dg_std[gi] += dss * dsqrt_gate(g_std[gi]);
-            if (dg_rec) dg_rec[gi] += dsr * dsqrt_gate(g_rec[gi]);
+            if (dg_std) dg_std[gi] += dss * dfloored_gate(g_std[gi]);
+            if (dg_rec) dg_rec[gi] += dsr * dfloored_gate(g_rec[gi]);
         }
 }
 

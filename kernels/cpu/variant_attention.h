@@ -12,8 +12,9 @@
 
 namespace gpt::ref {
 
-// Gates enter the folds as sqrt(max(g, kGateFloor)): the floor keeps the square root and its
-// derivative finite; below it the gate gets no gradient.
+// Gates enter the folds as max(g, kGateFloor) (the exact fold, on one side) or sqrt(max(g, kGateFloor))
+// (the low-rank fold, on both sides): the floor keeps the square root and its derivative finite;
+// below it the gate gets no gradient.
 constexpr double kGateFloor = 1e-8;
 
 // Gate of head h when a layer has n_gates gates: n_gates == H (per head) or 1 (per layer: one value
@@ -54,7 +55,8 @@ void ra_exact_bwd(S* dq, S* dk, S* dv, S* dg_std, S* dg_rec, const S* dout, cons
                   const RaDims& d);
 
 // ---- the fold: RA as ordinary attention with Dqk = 2D ----------------------------------------
-// qt[n,h] = [sqrt(g_std) q[n,h], sqrt(g_rec) k[n,hk]],  kt[n,h] = [sqrt(g_std) k[n,hk], sqrt(g_rec) q[n,h]]
+// qt[n,h] = [g_std q[n,h], k[n,hk]],  kt[n,h] = [k[n,hk], g_rec q[n,h]]  (g = max(g, kGateFloor): the
+// same logits as SPEC §2.2's sqrt(g) on both sides, one multiply fewer, and only q needed for dg)
 // with hk = h (Hk == H, RA) or 0 (Hk == 1: RA+MLA, where k is the shared latent k_lat).
 // q row n (= b*T + t) starts at n*q_stride, head h at h*D; k likewise with Hk heads.
 // qt, kt are contiguous [N, H, 2D]. Then attention_fwd(qt, kt, v) with ra_fold_attn_dims() is RA.
@@ -66,8 +68,8 @@ struct FoldDims {
 template <class S>
 void ra_fold_fwd(S* qt, S* kt, const S* q, const S* k, const S* g_std, const S* g_rec,
                  const FoldDims& f);
-// dq = sqrt(g_std) dqt[:D] + sqrt(g_rec) dkt[D:],  dk = sqrt(g_std) dkt[:D] + sqrt(g_rec) dqt[D:]
-// (summed over heads when Hk == 1); dg = (sum of the matching products) / (2 sqrt(g)).
+// dq = g_std dqt[:D] + g_rec dkt[D:],  dk = dkt[:D] + dqt[D:] (summed over heads when Hk == 1);
+// dg_std = sum dqt[:D].q, dg_rec = sum dkt[D:].q (zero below the floor).
 template <class S>
 void ra_fold_bwd(S* dq, S* dk, S* dg_std, S* dg_rec, const S* dqt, const S* dkt, const S* q,
                  const S* k, const S* g_std, const S* g_rec, const FoldDims& f);

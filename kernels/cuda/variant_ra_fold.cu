@@ -1,7 +1,7 @@
-// Reciprocal-attention fold (SPEC §2.2, ops.h RaFoldDims): q̃ = [√g_std q, √g_rec k] and
-// k̃ = [√g_std k, √g_rec q] of width 2D, materialised in Act so the flash kernel runs RA as plain
-// attention with Dqk = 2D. Backward: one warp per token row; the gates' gradients are per-(row,
-// head) contributions summed over rows in a fixed order (rows_sum_add).
+// Reciprocal-attention fold (SPEC §2.2, ops.h RaFoldDims): q̃ = [g_std q, k] and k̃ = [k, g_rec q]
+// of width 2D (g = max(g, 1e-8): the logits of SPEC's sqrt(g) on both sides), materialised in Act so
+// the flash kernel runs RA as plain attention with Dqk = 2D. Backward: the gate gradients need only q
+// (g_std scales q̃[:D], g_rec k̃[D:]), summed over rows in a fixed order.
 // Both directions are memory-bound passes: the fast path moves 8 channels (16 bytes) per load and
 // store (D and the strides multiples of 8, 16-byte aligned rows); the scalar kernels cover the rest.
 #include <algorithm>
@@ -24,28 +24,28 @@ __global__ void ra_fold_fwd_kernel(bf16* qt, bf16* kt, const bf16* q, const bf16
         const int h = int((e / d.D) % d.H);
         const size_t n = e / (size_t(d.D) * d.H);
         const int gi = d.n_gates == 1 ? 0 : h;
-        const float ss = sqrt_gate(gate_value(gs, gi, d.g_std_fixed));
-        const float sr = sqrt_gate(gate_value(gr, gi, d.g_rec_fixed));
+        const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
+        const float fr = floored_gate(gate_value(gr, gi, d.g_rec_fixed));
         const float qv = __bfloat162float(q[n * d.q_stride + size_t(h) * d.D + c]);
-        const float kv = __bfloat162float(k[n * d.k_stride + size_t(d.Hk == 1 ? 0 : h) * d.D + c]);
+        const bf16 kv = k[n * d.k_stride + size_t(d.Hk == 1 ? 0 : h) * d.D + c];
         const size_t o = (n * d.H + h) * 2 * d.D;
-        qt[o + c] = __float2bfloat16(ss * qv);
-        qt[o + d.D + c] = __float2bfloat16(sr * kv);
-        kt[o + c] = __float2bfloat16(ss * kv);
-        kt[o + d.D + c] = __float2bfloat16(sr * qv);
+        qt[o + c] = __float2bfloat16(fs * qv);
+        qt[o + d.D + c] = kv;
+        kt[o + c] = kv;
+        kt[o + d.D + c] = __float2bfloat16(fr * qv);
     }
 }
 
 // One warp per token row n. cs/cr (null = no gradient): [N, H] gate-gradient contributions.
 __global__ void ra_fold_bwd_kernel(bf16* dq, bf16* dk, float* cs, float* cr, const bf16* dqt, const bf16* dkt,
-                                   const bf16* q, const bf16* k, const float* gs, const float* gr, RaFoldDims d) {
+                                   const bf16* q, const float* gs, const float* gr, RaFoldDims d) {
     const int n = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x & 31;
     if (n >= d.N) return;
     const int D = d.D;
     for (int h = 0; h < d.H; ++h) {
         const int gi = d.n_gates == 1 ? 0 : h;
         const float gsv = gate_value(gs, gi, d.g_std_fixed), grv = gate_value(gr, gi, d.g_rec_fixed);
-        const float ss = sqrt_gate(gsv), sr = sqrt_gate(grv);
+        const float fs = floored_gate(gsv), fr = floored_gate(grv);
         const size_t qo = size_t(n) * d.q_stride + size_t(h) * D;
         const size_t ko = size_t(n) * d.k_stride + size_t(d.Hk == 1 ? 0 : h) * D;
         const size_t to = (size_t(n) * d.H + h) * 2 * D;
@@ -53,17 +53,17 @@ __global__ void ra_fold_bwd_kernel(bf16* dq, bf16* dk, float* cs, float* cr, con
         for (int c = lane; c < D; c += 32) {
             const float gq0 = __bfloat162float(dqt[to + c]), gq1 = __bfloat162float(dqt[to + D + c]);
             const float gk0 = __bfloat162float(dkt[to + c]), gk1 = __bfloat162float(dkt[to + D + c]);
-            const float qv = __bfloat162float(q[qo + c]), kv = __bfloat162float(k[ko + c]);
-            dq[qo + c] = __float2bfloat16(ss * gq0 + sr * gk1);
-            if (d.Hk != 1) dk[ko + c] = __float2bfloat16(ss * gk0 + sr * gq1);
-            dss += gq0 * qv + gk0 * kv;
-            dsr += gq1 * kv + gk1 * qv;
+            const float qv = __bfloat162float(q[qo + c]);
+            dq[qo + c] = __float2bfloat16(fs * gq0 + fr * gk1);
+            if (d.Hk != 1) dk[ko + c] = __float2bfloat16(gk0 + gq1);
+            dss += gq0 * qv;
+            dsr += gk1 * qv;
         }
         dss = warp_sum(dss);
         dsr = warp_sum(dsr);
         if (lane == 0) {
-            if (cs) cs[size_t(n) * d.H + h] = dss * dsqrt_gate(gsv);
-            if (cr) cr[size_t(n) * d.H + h] = dsr * dsqrt_gate(grv);
+            if (cs) cs[size_t(n) * d.H + h] = dss * dfloored_gate(gsv);
+            if (cr) cr[size_t(n) * d.H + h] = dsr * dfloored_gate(grv);
         }
     }
     if (d.Hk != 1) return;
@@ -71,11 +71,8 @@ __global__ void ra_fold_bwd_kernel(bf16* dq, bf16* dk, float* cs, float* cr, con
     for (int c = lane; c < D; c += 32) {
         float acc = 0.f;
         for (int h = 0; h < d.H; ++h) {
-            const int gi = d.n_gates == 1 ? 0 : h;
-            const float ss = sqrt_gate(gate_value(gs, gi, d.g_std_fixed));
-            const float sr = sqrt_gate(gate_value(gr, gi, d.g_rec_fixed));
             const size_t to = (size_t(n) * d.H + h) * 2 * D;
-            acc += ss * __bfloat162float(dkt[to + c]) + sr * __bfloat162float(dqt[to + D + c]);
+            acc += __bfloat162float(dkt[to + c]) + __bfloat162float(dqt[to + D + c]);
         }
         dk[size_t(n) * d.k_stride + c] = __float2bfloat16(acc);
     }
@@ -90,22 +87,20 @@ __global__ void ra_fold_fwd_vec_kernel(bf16* qt, bf16* kt, const bf16* q, const 
         const int c = int(e % D8) * 8, h = int((e / D8) % d.H);
         const size_t n = e / (size_t(D8) * d.H);
         const int gi = d.n_gates == 1 ? 0 : h;
-        const float ss = sqrt_gate(gate_value(gs, gi, d.g_std_fixed));
-        const float sr = sqrt_gate(gate_value(gr, gi, d.g_rec_fixed));
+        const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
+        const float fr = floored_gate(gate_value(gr, gi, d.g_rec_fixed));
         const F8 qv = load_bf16x8(q + n * d.q_stride + size_t(h) * d.D + c);
-        const F8 kv = load_bf16x8(k + n * d.k_stride + size_t(d.Hk == 1 ? 0 : h) * d.D + c);
-        F8 a, b, x, y;
+        const uint4 kv = *reinterpret_cast<const uint4*>(k + n * d.k_stride + size_t(d.Hk == 1 ? 0 : h) * d.D + c);
+        F8 a, y;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            a.v[j] = ss * qv.v[j];
-            b.v[j] = sr * kv.v[j];
-            x.v[j] = ss * kv.v[j];
-            y.v[j] = sr * qv.v[j];
+            a.v[j] = fs * qv.v[j];
+            y.v[j] = fr * qv.v[j];
         }
         const size_t o = (n * d.H + h) * 2 * d.D;
         store_bf16x8(qt + o + c, a);
-        store_bf16x8(qt + o + d.D + c, b);
-        store_bf16x8(kt + o + c, x);
+        *reinterpret_cast<uint4*>(qt + o + d.D + c) = kv;   // k as it is: no rounding
+        *reinterpret_cast<uint4*>(kt + o + c) = kv;
         store_bf16x8(kt + o + d.D + c, y);
     }
 }
@@ -118,7 +113,7 @@ __global__ void ra_fold_fwd_vec_kernel(bf16* qt, bf16* kt, const bf16* q, const 
 constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024;
 int fold_bwd_blocks(int N) { return std::min((N + kFoldBwdWarps - 1) / kFoldBwdWarps, kFoldBwdMaxBlocks); }
 __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
-    bf16* dq, bf16* dk, float* part_s, float* part_r, const bf16* dqt, const bf16* dkt, const bf16* q, const bf16* k,
+    bf16* dq, bf16* dk, float* part_s, float* part_r, const bf16* dqt, const bf16* dkt, const bf16* q,
     const float* gs, const float* gr, RaFoldDims d) {
     extern __shared__ float fold_smem[];   // [warps][2][H*D/8] dot slots, then [warps][2][H] sums
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -133,8 +128,8 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
         for (int v = lane; v < V; v += 32) {
             const int h = v / D8, c = (v % D8) * 8;
             const int gi = d.n_gates == 1 ? 0 : h;
-            const float ss = sqrt_gate(gate_value(gs, gi, d.g_std_fixed));
-            const float sr = sqrt_gate(gate_value(gr, gi, d.g_rec_fixed));
+            const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
+            const float fr = floored_gate(gate_value(gr, gi, d.g_rec_fixed));
             const size_t qo = size_t(n) * d.q_stride + size_t(h) * d.D + c;
             const size_t ko = size_t(n) * d.k_stride + size_t(h) * d.D + c;
             const size_t to = (size_t(n) * H + h) * 2 * d.D + c;
@@ -143,18 +138,18 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
             F8 oq, ok;
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
-                oq.v[j] = ss * gq0.v[j] + sr * gk1.v[j];
-                ok.v[j] = ss * gk0.v[j] + sr * gq1.v[j];
+                oq.v[j] = fs * gq0.v[j] + fr * gk1.v[j];
+                ok.v[j] = gk0.v[j] + gq1.v[j];
             }
             store_bf16x8(dq + qo, oq);
             store_bf16x8(dk + ko, ok);
-            if (gates) {
-                const F8 qv = load_bf16x8(q + qo), kv = load_bf16x8(k + ko);
+            if (gates) {   // g_std scales q̃[:D] = g q, g_rec k̃[D:] = g q: only q is read
+                const F8 qv = load_bf16x8(q + qo);
                 float s0 = 0.f, s1 = 0.f;
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
-                    s0 += gq0.v[j] * qv.v[j] + gk0.v[j] * kv.v[j];
-                    s1 += gq1.v[j] * kv.v[j] + gk1.v[j] * qv.v[j];
+                    s0 += gq0.v[j] * qv.v[j];
+                    s1 += gk1.v[j] * qv.v[j];
                 }
                 dot_s[v] = s0;
                 dot_r[v] = s1;
@@ -188,7 +183,7 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
 }
 
 // One warp per (gate, kind): the blocks' partial sums of its heads, lane-strided then a fixed
-// butterfly, times d√g/dg at the gate's value.
+// butterfly, zeroed below the gate floor.
 __global__ void ra_fold_gate_finish_kernel(float* dgs, float* dgr, const float* part_s, const float* part_r,
                                            int blocks, const float* gs, const float* gr, RaFoldDims d) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
@@ -204,7 +199,7 @@ __global__ void ra_fold_gate_finish_kernel(float* dgs, float* dgr, const float* 
             for (int h = h0; h < h1; ++h) sum += part[size_t(b) * d.H + h];
         sum = warp_sum(sum);
         const float g = std_gate ? gate_value(gs, gi, d.g_std_fixed) : gate_value(gr, gi, d.g_rec_fixed);
-        if (lane == 0) out[gi] += sum * dsqrt_gate(g);
+        if (lane == 0) out[gi] += sum * dfloored_gate(g);
     }
 }
 
@@ -269,7 +264,7 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
         float* part_s = dgs ? scratch + o_s : nullptr;
         float* part_r = dgr ? scratch + o_r : nullptr;
         ra_fold_bwd_vec_kernel<<<blocks, 32 * kFoldBwdWarps, fold_bwd_smem(d), e.stream>>>(
-            dqp, dkp, part_s, part_r, dqtp, dktp, qp, kp, gsp, grp, d);
+            dqp, dkp, part_s, part_r, dqtp, dktp, qp, gsp, grp, d);
         GPT_CUDA_LAUNCHED("ra_fold_bwd_vec_kernel");
         if (dgs || dgr) {
             ra_fold_gate_finish_kernel<<<1, 32 * std::min(2 * d.n_gates, 32), 0, e.stream>>>(dgs, dgr, part_s, part_r,
@@ -286,8 +281,8 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
     float* scratch = (dgs || dgr) ? sp.take(e) : nullptr;
     float* cs = dgs ? scratch + o_cs : nullptr;
     float* cr = dgr ? scratch + o_cr : nullptr;
-    ra_fold_bwd_kernel<<<(d.N + kWarps - 1) / kWarps, kThreads, 0, e.stream>>>(dqp, dkp, cs, cr, dqtp, dktp, qp, kp,
-                                                                               gsp, grp, d);
+    ra_fold_bwd_kernel<<<(d.N + kWarps - 1) / kWarps, kThreads, 0, e.stream>>>(dqp, dkp, cs, cr, dqtp, dktp, qp, gsp,
+                                                                               grp, d);
     GPT_CUDA_LAUNCHED("ra_fold_bwd_kernel");
     if (cs) rows_sum_add(dgs, cs, rows, width, scratch + o_part, e.stream);
     if (cr) rows_sum_add(dgr, cr, rows, width, scratch + o_part, e.stream);

@@ -260,15 +260,16 @@ public:
     // output is written, "accumulated" = += (zero it first where needed). "absent" = a Ten with
     // n == 0. Act tensors are bf16 on CUDA; Stat, Param, Grad are fp32 everywhere.
 
-    // RA fold forward. qt, kt: Act [N,H,2D] contiguous, overwritten. q, k: Act, strided (RaFoldDims).
+    // RA fold forward: qt = [g_std q, k], kt = [k, g_rec q] with g = max(g, 1e-8) (the logits of
+    // SPEC §2.2's √g on both sides). qt, kt: Act [N,H,2D] contiguous, overwritten. q, k: Act, strided.
     // g_std, g_rec: Param [n_gates], or absent = the fixed value in d. Then attention_fwd(qt, kt, v)
     // with Dqk = 2D, scale 1/sqrt(D), band = W, band_split = D is exactly RA.
     virtual void ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d);
-    // RA fold backward: dq = √g_std dqt[:D] + √g_rec dkt[D:], dk = √g_std dkt[:D] + √g_rec dqt[D:]
-    // (dk summed over the heads when Hk == 1). dq, dk: Act in the strided layouts of q, k, OVERWRITTEN
-    // on the heads' columns of each row only (other columns of the row untouched). dqt, dkt: Act
-    // [N,H,2D]. dg_std, dg_rec: Grad [n_gates], accumulated with sum(matching products)/(2√g);
-    // absent = no gradient (fixed gate).
+    // RA fold backward: dq = g_std dqt[:D] + g_rec dkt[D:], dk = dkt[:D] + dqt[D:] (dk summed over
+    // the heads when Hk == 1). dq, dk: Act in the strided layouts of q, k, OVERWRITTEN on the heads'
+    // columns of each row only (other columns of the row untouched). dqt, dkt: Act [N,H,2D].
+    // dg_std, dg_rec: Grad [n_gates], accumulated with sum(dqt[:D].q) and sum(dkt[D:].q) (k is not
+    // read); absent = no gradient (fixed gate).
     virtual void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
                              Ten g_std, Ten g_rec, const RaFoldDims& d);
     // Low-rank RA fold. qt, kt: Act [N,H,D] overwritten; W: Param [D,R]. Attention on them with
