@@ -113,12 +113,8 @@ __global__ void ra_fold_fwd_vec_kernel(bf16* qt, bf16* kt, const bf16* q, const 
 // the column sums of the dq, dk (and dv) values it handles in registers; the block adds its warps'
 // sums in warp order into part_b[block][3 parts][H*D] (c_attn's bias gradient, finished by
 // ra_fold_bias_finish). The gate gradients' sum over blocks is ra_fold_gate_finish.
-// With the bias sums (124 registers, two blocks per SM) fewer blocks that walk more rows each
-// amortise the per-block reduction and partial row.
-constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024, kFoldBwdMaxBlocksBias = 256, kFoldBwdMaxVpl = 4;
-int fold_bwd_blocks(int N, bool bias) {
-    return std::min((N + kFoldBwdWarps - 1) / kFoldBwdWarps, bias ? kFoldBwdMaxBlocksBias : kFoldBwdMaxBlocks);
-}
+constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024, kFoldBwdMaxVpl = 4;
+int fold_bwd_blocks(int N) { return std::min((N + kFoldBwdWarps - 1) / kFoldBwdWarps, kFoldBwdMaxBlocks); }
 template <int VPL>
 __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
     bf16* dq, bf16* dk, float* part_s, float* part_r, float* part_b, const bf16* dqt, const bf16* dkt, const bf16* q,
@@ -137,9 +133,9 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
     for (int i = 0; i < VPL; ++i) bq[i] = bk[i] = bv[i] = F8{};
     for (int n = blockIdx.x * kFoldBwdWarps + warp; n < d.N; n += gridDim.x * kFoldBwdWarps) {
 #pragma unroll
-        for (int i = 0; i < VPL; ++i) {   // no early exit: i stays a constant, the sums stay in registers
+        for (int i = 0; i < VPL; ++i) {
             const int v = lane + 32 * i;
-            if (v >= V) continue;
+            if (v >= V) break;
             const int h = v / D8, c = (v % D8) * 8;
             const int gi = d.n_gates == 1 ? 0 : h;
             const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
@@ -191,30 +187,28 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
         }
         __syncwarp();   // the next row overwrites the dot slots
     }
-    if (part_b) {   // the warps' bias sums, added in warp order; slot (part, j, v) at (part*8 + j)*V + v
-        float* bias = fold_smem + size_t(kFoldBwdWarps) * 2 * (V + H);   // (lanes on consecutive banks)
+    if (part_b) {   // the warps' bias sums, added in warp order
+        float* bias = fold_smem + size_t(kFoldBwdWarps) * 2 * (V + H);
+        const int HD = d.H * d.D;
         for (int w = 0; w < kFoldBwdWarps; ++w) {
             if (warp == w) {
 #pragma unroll
                 for (int i = 0; i < VPL; ++i) {
                     const int v = lane + 32 * i;
-                    if (v >= V) continue;
+                    if (v >= V) break;
 #pragma unroll
                     for (int j = 0; j < 8; ++j) {
-                        float* slot = bias + size_t(j) * V + v;
-                        slot[0] = (w ? slot[0] : 0.f) + bq[i].v[j];
-                        slot[8 * V] = (w ? slot[8 * V] : 0.f) + bk[i].v[j];
-                        slot[16 * V] = (w ? slot[16 * V] : 0.f) + bv[i].v[j];
+                        const int col = 8 * v + j;
+                        bias[col] = (w ? bias[col] : 0.f) + bq[i].v[j];
+                        bias[HD + col] = (w ? bias[HD + col] : 0.f) + bk[i].v[j];
+                        bias[2 * HD + col] = (w ? bias[2 * HD + col] : 0.f) + bv[i].v[j];
                     }
                 }
             }
             __syncthreads();
         }
-        const int HD = 8 * V;
-        for (int e = threadIdx.x; e < 3 * HD; e += blockDim.x) {   // e = part*HD + 8v + j
-            const int part = e / HD, col = e % HD;
-            part_b[size_t(blockIdx.x) * 3 * HD + e] = bias[(size_t(part) * 8 + col % 8) * V + col / 8];
-        }
+        for (int col = threadIdx.x; col < 3 * HD; col += blockDim.x)
+            part_b[size_t(blockIdx.x) * 3 * HD + col] = bias[col];
     }
     if (!gates) return;
     __syncthreads();
@@ -337,7 +331,7 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
                      fold_vectorizable(d, dqp, dvp ? dvp : dkp, dqtp, dktp) && vpl <= kFoldBwdMaxVpl &&
                      fold_bwd_smem(d, db != nullptr) <= 48 * 1024;
     if (vec) {   // the gates' and the bias's partial sums per block, then small finishing kernels
-        const int blocks = fold_bwd_blocks(d.N, db != nullptr);
+        const int blocks = fold_bwd_blocks(d.N);
         ScratchPlan sp;
         const size_t o_s = sp.add(size_t(blocks) * d.H), o_r = sp.add(size_t(blocks) * d.H);
         const size_t o_b = sp.add(size_t(blocks) * 3 * HD);
