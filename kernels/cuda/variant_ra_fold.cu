@@ -105,21 +105,17 @@ __global__ void ra_fold_fwd_vec_kernel(bf16* qt, bf16* kt, const bf16* q, const 
     }
 }
 
-// Fast path, backward (Hk == H): each warp walks rows n (a fixed set per grid size), lane l takes
-// the 8-channel vectors v = l + 32 i (i < VPL) of the row's H*D channels. The per-head gate dot
-// products go through shared memory (one slot per vector), are summed per head in vector order,
-// accumulated per warp over its rows, and the block's warps are added in warp order into
-// part[block][h]: no per-row array and no second pass over one. With part_b, each lane also keeps
-// the column sums of the dq, dk (and dv) values it handles in registers; the block adds its warps'
-// sums in warp order into part_b[block][3 parts][H*D] (c_attn's bias gradient, finished by
-// ra_fold_bias_finish). The gate gradients' sum over blocks is ra_fold_gate_finish.
-constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024, kFoldBwdMaxVpl = 4;
+// Fast path, backward (Hk == H): each warp walks rows n (a fixed set per grid size), each lane 8
+// channels at a time over the row's H*D channels. The per-head gate dot products go through shared
+// memory (one slot per 8-channel vector), are summed per head in vector order, accumulated per warp
+// over its rows, and the block's warps are added in warp order into part[block][h]: no per-row
+// array and no second pass over one. The gate gradients' sum over blocks is ra_fold_gate_finish.
+constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024;
 int fold_bwd_blocks(int N) { return std::min((N + kFoldBwdWarps - 1) / kFoldBwdWarps, kFoldBwdMaxBlocks); }
-template <int VPL>
 __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
-    bf16* dq, bf16* dk, float* part_s, float* part_r, float* part_b, const bf16* dqt, const bf16* dkt, const bf16* q,
-    const bf16* dv, const float* gs, const float* gr, RaFoldDims d) {
-    extern __shared__ float fold_smem[];   // [warps][2][H*D/8] dot slots, [warps][2][H] sums, [3][H*D] bias
+    bf16* dq, bf16* dk, float* part_s, float* part_r, const bf16* dqt, const bf16* dkt, const bf16* q,
+    const float* gs, const float* gr, RaFoldDims d) {
+    extern __shared__ float fold_smem[];   // [warps][2][H*D/8] dot slots, then [warps][2][H] sums
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
     const int D8 = d.D / 8, V = d.H * D8, H = d.H;
     float* dot_s = fold_smem + size_t(warp) * 2 * V;
@@ -128,14 +124,8 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
     float* acc_r = acc_s + H;
     const bool gates = part_s || part_r;
     for (int h = lane; h < H; h += 32) acc_s[h] = acc_r[h] = 0.f;
-    F8 bq[VPL], bk[VPL], bv[VPL];   // the bias column sums of this lane's vectors (used with part_b)
-#pragma unroll
-    for (int i = 0; i < VPL; ++i) bq[i] = bk[i] = bv[i] = F8{};
     for (int n = blockIdx.x * kFoldBwdWarps + warp; n < d.N; n += gridDim.x * kFoldBwdWarps) {
-#pragma unroll
-        for (int i = 0; i < VPL; ++i) {
-            const int v = lane + 32 * i;
-            if (v >= V) break;
+        for (int v = lane; v < V; v += 32) {
             const int h = v / D8, c = (v % D8) * 8;
             const int gi = d.n_gates == 1 ? 0 : h;
             const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
@@ -153,15 +143,6 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
             }
             store_bf16x8(dq + qo, oq);
             store_bf16x8(dk + ko, ok);
-            if (part_b) {   // fp32 values, before the bf16 store rounds them
-                const F8 vv = dv ? load_bf16x8(dv + qo) : F8{};
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    bq[i].v[j] += oq.v[j];
-                    bk[i].v[j] += ok.v[j];
-                    bv[i].v[j] += vv.v[j];
-                }
-            }
             if (gates) {   // g_std scales q̃[:D] = g q, g_rec k̃[D:] = g q: only q is read
                 const F8 qv = load_bf16x8(q + qo);
                 float s0 = 0.f, s1 = 0.f;
@@ -187,29 +168,6 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
         }
         __syncwarp();   // the next row overwrites the dot slots
     }
-    if (part_b) {   // the warps' bias sums, added in warp order
-        float* bias = fold_smem + size_t(kFoldBwdWarps) * 2 * (V + H);
-        const int HD = d.H * d.D;
-        for (int w = 0; w < kFoldBwdWarps; ++w) {
-            if (warp == w) {
-#pragma unroll
-                for (int i = 0; i < VPL; ++i) {
-                    const int v = lane + 32 * i;
-                    if (v >= V) break;
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) {
-                        const int col = 8 * v + j;
-                        bias[col] = (w ? bias[col] : 0.f) + bq[i].v[j];
-                        bias[HD + col] = (w ? bias[HD + col] : 0.f) + bk[i].v[j];
-                        bias[2 * HD + col] = (w ? bias[2 * HD + col] : 0.f) + bv[i].v[j];
-                    }
-                }
-            }
-            __syncthreads();
-        }
-        for (int col = threadIdx.x; col < 3 * HD; col += blockDim.x)
-            part_b[size_t(blockIdx.x) * 3 * HD + col] = bias[col];
-    }
     if (!gates) return;
     __syncthreads();
     const float* acc = fold_smem + size_t(kFoldBwdWarps) * 2 * V;
@@ -222,32 +180,6 @@ __global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
         if (part_s) part_s[size_t(blockIdx.x) * H + h] = s0;
         if (part_r) part_r[size_t(blockIdx.x) * H + h] = s1;
     }
-}
-
-// dbias[col] += the blocks' partial sums of col in block order: a block takes 32 columns, thread
-// (column c, group g) sums blocks g, g + 8, ..., and the 8 groups are added in group order.
-__global__ void ra_fold_bias_finish_kernel(float* dbias, const float* part, int blocks, int part_cols, int cols) {
-    __shared__ float groups[8][32];
-    const int c = threadIdx.x % 32, g = threadIdx.x / 32, col = blockIdx.x * 32 + c;
-    float s = 0.f;
-    if (col < cols)
-        for (int b = g; b < blocks; b += 8) s += part[size_t(b) * part_cols + col];
-    groups[g][c] = s;
-    __syncthreads();
-    if (g != 0 || col >= cols) return;
-    float sum = 0.f;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) sum += groups[k][c];
-    dbias[col] += sum;
-}
-
-// Fallback for the bias sums (scalar path): one thread per column walks the rows in order.
-__global__ void strided_colsum_add_kernel(float* out, const bf16* x, int rows, int stride, int cols) {
-    const int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col >= cols) return;
-    float s = 0.f;
-    for (int r = 0; r < rows; ++r) s += __bfloat162float(x[size_t(r) * stride + col]);
-    out[col] += s;
 }
 
 // One warp per (gate, kind): the blocks' partial sums of its heads, lane-strided then a fixed
@@ -276,8 +208,8 @@ bool fold_vectorizable(const RaFoldDims& d, const void* q, const void* k, const 
     auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     return d.D % 8 == 0 && d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && al16(q) && al16(k) && al16(qt) && al16(kt);
 }
-size_t fold_bwd_smem(const RaFoldDims& d, bool bias) {
-    return (size_t(kFoldBwdWarps) * 2 * (d.H * d.D / 8 + d.H) + (bias ? size_t(3) * d.H * d.D : 0)) * sizeof(float);
+size_t fold_bwd_smem(const RaFoldDims& d) {
+    return size_t(kFoldBwdWarps) * 2 * (d.H * d.D / 8 + d.H) * sizeof(float);
 }
 
 void check_fold(const RaFoldDims& d, const char* op) {
@@ -310,58 +242,34 @@ void ra_fold_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten g_std, T
 }
 
 void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
-                 Ten g_std, Ten g_rec, const RaFoldDims& d, Ten dbias, Ten dv) {
+                 Ten g_std, Ten g_rec, const RaFoldDims& d) {
     const char* op = "ra_fold_bwd";
     check_fold(d, op);
-    GPT_CHECK(dbias.present() || !dv.present(), "cuda-bf16 ra_fold_bwd: dv is only read for dbias");
     const size_t nt = size_t(d.N) * d.H * 2 * d.D;
     const size_t q_ext = strided_extent(d.N, d.q_stride, d.H * d.D);
     const size_t k_ext = strided_extent(d.N, d.k_stride, d.Hk * d.D);
-    const int HD = d.H * d.D, HkD = d.Hk * d.D;
     float* dgs = f32_opt(e, dg_std, d.n_gates, op, "dg_std");
     float* dgr = f32_opt(e, dg_rec, d.n_gates, op, "dg_rec");
-    float* db = f32_opt(e, dbias, size_t(HD + HkD + (dv.present() ? HD : 0)), op, "dbias");
     bf16 *dqp = act(e, dq, q_ext, op, "dq"), *dkp = act(e, dk, k_ext, op, "dk");
     const bf16 *dqtp = act(e, dqt, nt, op, "dqt"), *dktp = act(e, dkt, nt, op, "dkt");
     const bf16 *qp = act(e, q, q_ext, op, "q"), *kp = act(e, k, k_ext, op, "k");
-    const bf16* dvp = dv.present() ? act(e, dv, q_ext, op, "dv") : nullptr;
     const float *gsp = f32_opt(e, g_std, d.n_gates, op, "g_std"), *grp = f32_opt(e, g_rec, d.n_gates, op, "g_rec");
-    const int vpl = (d.H * (d.D / 8) + 31) / 32;
     const bool vec = d.Hk == d.H && fold_vectorizable(d, qp, kp, dqtp, dktp) &&
-                     fold_vectorizable(d, dqp, dvp ? dvp : dkp, dqtp, dktp) && vpl <= kFoldBwdMaxVpl &&
-                     fold_bwd_smem(d, db != nullptr) <= 48 * 1024;
-    if (vec) {   // the gates' and the bias's partial sums per block, then small finishing kernels
+                     fold_vectorizable(d, dqp, dkp, dqtp, dktp) && fold_bwd_smem(d) <= 48 * 1024;
+    if (vec) {   // the gates' partial sums per block, then one small kernel
         const int blocks = fold_bwd_blocks(d.N);
         ScratchPlan sp;
         const size_t o_s = sp.add(size_t(blocks) * d.H), o_r = sp.add(size_t(blocks) * d.H);
-        const size_t o_b = sp.add(size_t(blocks) * 3 * HD);
-        float* scratch = (dgs || dgr || db) ? sp.take(e) : nullptr;
+        float* scratch = (dgs || dgr) ? sp.take(e) : nullptr;
         float* part_s = dgs ? scratch + o_s : nullptr;
         float* part_r = dgr ? scratch + o_r : nullptr;
-        float* part_b = db ? scratch + o_b : nullptr;
-        const size_t smem = fold_bwd_smem(d, db != nullptr);
-        switch (vpl) {
-#define GPT_FOLD_BWD(V)                                                                                        \
-    case V:                                                                                                    \
-        ra_fold_bwd_vec_kernel<V><<<blocks, 32 * kFoldBwdWarps, smem, e.stream>>>(dqp, dkp, part_s, part_r, part_b, \
-                                                                               dqtp, dktp, qp, dvp, gsp, grp, d); \
-        break;
-            GPT_FOLD_BWD(1)
-            GPT_FOLD_BWD(2)
-            GPT_FOLD_BWD(3)
-            GPT_FOLD_BWD(4)
-#undef GPT_FOLD_BWD
-        }
+        ra_fold_bwd_vec_kernel<<<blocks, 32 * kFoldBwdWarps, fold_bwd_smem(d), e.stream>>>(
+            dqp, dkp, part_s, part_r, dqtp, dktp, qp, gsp, grp, d);
         GPT_CUDA_LAUNCHED("ra_fold_bwd_vec_kernel");
         if (dgs || dgr) {
             ra_fold_gate_finish_kernel<<<1, 32 * std::min(2 * d.n_gates, 32), 0, e.stream>>>(dgs, dgr, part_s, part_r,
                                                                                             blocks, gsp, grp, d);
             GPT_CUDA_LAUNCHED("ra_fold_gate_finish_kernel");
-        }
-        if (db) {   // [dq | dk | dv] columns; dk's part is HD wide here (Hk == H)
-            const int cols = dvp ? 3 * HD : 2 * HD;
-            ra_fold_bias_finish_kernel<<<(cols + 31) / 32, 256, 0, e.stream>>>(db, part_b, blocks, 3 * HD, cols);
-            GPT_CUDA_LAUNCHED("ra_fold_bias_finish_kernel");
         }
         return;
     }
@@ -378,13 +286,6 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
     GPT_CUDA_LAUNCHED("ra_fold_bwd_kernel");
     if (cs) rows_sum_add(dgs, cs, rows, width, scratch + o_part, e.stream);
     if (cr) rows_sum_add(dgr, cr, rows, width, scratch + o_part, e.stream);
-    if (db) {   // the scalar path's bias sums: a thread per column, rows in order
-        strided_colsum_add_kernel<<<(HD + 255) / 256, 256, 0, e.stream>>>(db, dqp, d.N, d.q_stride, HD);
-        strided_colsum_add_kernel<<<(HkD + 255) / 256, 256, 0, e.stream>>>(db + HD, dkp, d.N, d.k_stride, HkD);
-        if (dvp)
-            strided_colsum_add_kernel<<<(HD + 255) / 256, 256, 0, e.stream>>>(db + HD + HkD, dvp, d.N, d.q_stride, HD);
-        GPT_CUDA_LAUNCHED("strided_colsum_add_kernel");
-    }
 }
 
 }  // namespace variant
