@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/error.h"
 #include "common/rng.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/variant_attention.h"
@@ -204,6 +205,51 @@ TEST_CASE("model variants ops: ra_fold_bwd overwrites only the q and k columns o
             const float want = c < E ? dq_ref[i] : c < 2 * E ? dk_ref[i] : 42.f;
             REQUIRE(out[i] == doctest::Approx(want).epsilon(1e-5));
         }
+}
+
+TEST_CASE("model variants ops: ra_fold_bwd adds c_attn's bias gradient (dq, dk it writes, and dv)") {
+    const int N = 5, H = 2, D = 4, E = H * D;
+    RaFoldDims f;
+    f.N = N, f.H = f.Hk = H, f.D = D, f.q_stride = f.k_stride = 3 * E, f.n_gates = 1;
+    f.g_std_fixed = 0.6f, f.g_rec_fixed = 0.4f;
+    const size_t packed = size_t(N) * 3 * E, nt = size_t(N) * H * 2 * D;
+    MemoryPlan plan;
+    plan[Space::Act] = 2 * packed + 2 * nt;
+    plan[Space::Param] = 3 * E;
+    plan[Space::Grad] = 3 * E;
+    CpuOps ops(1);
+    ops.allocate(plan);
+    const Ten qkv{Space::Act, 0, packed}, dqkv{Space::Act, packed, packed};
+    const Ten dqt{Space::Act, 2 * packed, nt}, dkt{Space::Act, 2 * packed + nt, nt};
+    const Ten db{Space::Grad, 0, size_t(3 * E)};
+    const auto x = random_vec(packed, 17), dx = random_vec(packed, 18), g = random_vec(2 * nt, 19);
+    const auto db0 = random_vec(3 * E, 20);   // accumulated onto
+    ops.upload(qkv, x.data());
+    ops.upload(dqkv, dx.data());   // v's columns hold dv
+    ops.upload(dqt, g.data());
+    ops.upload(dkt, g.data() + nt);
+    ops.upload(db, db0.data());
+    ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
+                    qkv.sub(E, packed - E), {}, {}, f, db, dqkv.sub(2 * E, packed - 2 * E));
+    std::vector<float> out(packed), got(3 * E);
+    ops.download(dqkv, out.data());
+    ops.download(db, got.data());
+    for (int c = 0; c < 3 * E; ++c) {
+        double want = db0[size_t(c)];
+        for (int n = 0; n < N; ++n) want += out[size_t(n) * 3 * E + c];
+        CHECK(got[size_t(c)] == doctest::Approx(want).epsilon(1e-5));
+    }
+    // Without dv only the q and k columns are added; dv without dbias is an error.
+    ops.upload(db, db0.data());
+    ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
+                    qkv.sub(E, packed - E), {}, {}, f, db.sub(0, 2 * E));
+    ops.download(db, got.data());
+    CHECK(got[size_t(2 * E)] == db0[size_t(2 * E)]);
+    CHECK(got[0] != db0[0]);
+    CHECK_THROWS_AS(ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt,
+                                    qkv.sub(0, packed), qkv.sub(E, packed - E), {}, {}, f, {},
+                                    dqkv.sub(2 * E, packed - 2 * E)),
+                    gpt::Error);
 }
 
 TEST_CASE("model variants ops: head_gate_bwd overwrites dctx and dgate, accumulates dalpha") {

@@ -70,7 +70,7 @@ private:
 public:
     void ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d) override;
     void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten g_std,
-                     Ten g_rec, const RaFoldDims& d) override;
+                     Ten g_rec, const RaFoldDims& d, Ten dbias = {}, Ten dv = {}) override;
     void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,
                         const RaLowRankDims& d) override;
     void ra_lowrank_bwd(Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,

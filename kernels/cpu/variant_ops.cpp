@@ -86,7 +86,7 @@ void CpuOps::ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, con
 }
 
 void CpuOps::ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten g_std,
-                         Ten g_rec, const RaFoldDims& d) {
+                         Ten g_rec, const RaFoldDims& d, Ten dbias, Ten dv) {
     check_positive("ra_fold_bwd", {d.N, d.H, d.Hk, d.D});
     check_gate_count(d.n_gates, d.H, "ra_fold_bwd");
     GPT_GATES(gs, g_std, d.g_std_fixed, d.n_gates);
@@ -102,6 +102,18 @@ void CpuOps::ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dk
                      f32_optional(dg_rec, d.n_gates, "ra_fold_bwd dg_rec"), f32(dqt, nt, "ra_fold_bwd dqt"),
                      f32(dkt, nt, "ra_fold_bwd dkt"), f32_extent(q, q_ext, "ra_fold_bwd q"),
                      f32_extent(k, k_ext, "ra_fold_bwd k"), gs, gr, to_ref(d));
+    GPT_CHECK(dbias.present() || !dv.present(), "ra_fold_bwd: dv is only read for dbias");
+    if (!dbias.present()) return;
+    // c_attn's bias gradient: column sums of the rows just written (and of dv), in row order.
+    const int HD = d.H * d.D, HkD = d.Hk * d.D;
+    float* db = f32(dbias, size_t(HD + HkD + (dv.present() ? HD : 0)), "ra_fold_bwd dbias");
+    const float* dvp = dv.present() ? f32_extent(dv, q_ext, "ra_fold_bwd dv") : nullptr;
+    for (int n = 0; n < d.N; ++n) {
+        for (int c = 0; c < HD; ++c) db[c] += dqp[size_t(n) * d.q_stride + c];
+        for (int c = 0; c < HkD; ++c) db[HD + c] += dkp[size_t(n) * d.k_stride + c];
+        if (dvp)
+            for (int c = 0; c < HD; ++c) db[HD + HkD + c] += dvp[size_t(n) * d.q_stride + c];
+    }
 }
 
 void CpuOps::ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) {

@@ -705,8 +705,8 @@ public:
         variant::ra_fold_fwd(venv(), qt, kt, q, k, g_std, g_rec, d);
     }
     void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten g_std, Ten g_rec,
-                     const RaFoldDims& d) override {
-        variant::ra_fold_bwd(venv(), dq, dk, dg_std, dg_rec, dqt, dkt, q, k, g_std, g_rec, d);
+                     const RaFoldDims& d, Ten dbias, Ten dv) override {
+        variant::ra_fold_bwd(venv(), dq, dk, dg_std, dg_rec, dqt, dkt, q, k, g_std, g_rec, d, dbias, dv);
     }
     void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) override {
         variant::ra_lowrank_fwd(venv(), qt, kt, q, k, W, g_std, g_rec, d);

@@ -38,7 +38,7 @@ namespace variant {
 void ra_fold_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec,
                  const RaFoldDims& d);
 void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q,
-                 Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d);
+                 Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d, Ten dbias = {}, Ten dv = {});
 void ra_lowrank_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,
                     const RaLowRankDims& d);
 void ra_lowrank_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dW, Ten dg_std, Ten dg_rec, Ten dqt,

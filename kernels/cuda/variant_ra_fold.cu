@@ -105,81 +105,108 @@ __global__ void ra_fold_fwd_vec_kernel(bf16* qt, bf16* kt, const bf16* q, const 
     }
 }
 
-// Fast path, backward (Hk == H): each warp walks rows n (a fixed set per grid size), each lane 8
-// channels at a time over the row's H*D channels. The per-head gate dot products go through shared
-// memory (one slot per 8-channel vector), are summed per head in vector order, accumulated per warp
-// over its rows, and the block's warps are added in warp order into part[block][h]: no per-row
-// array and no second pass over one. The gate gradients' sum over blocks is ra_fold_gate_finish.
-constexpr int kFoldBwdWarps = 8, kFoldBwdMaxBlocks = 1024;
-int fold_bwd_blocks(int N) { return std::min((N + kFoldBwdWarps - 1) / kFoldBwdWarps, kFoldBwdMaxBlocks); }
-__global__ void __launch_bounds__(32 * kFoldBwdWarps) ra_fold_bwd_vec_kernel(
-    bf16* dq, bf16* dk, float* part_s, float* part_r, const bf16* dqt, const bf16* dkt, const bf16* q,
-    const float* gs, const float* gr, RaFoldDims d) {
-    extern __shared__ float fold_smem[];   // [warps][2][H*D/8] dot slots, then [warps][2][H] sums
-    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-    const int D8 = d.D / 8, V = d.H * D8, H = d.H;
-    float* dot_s = fold_smem + size_t(warp) * 2 * V;
-    float* dot_r = dot_s + V;
-    float* acc_s = fold_smem + size_t(kFoldBwdWarps) * 2 * V + size_t(warp) * 2 * H;
-    float* acc_r = acc_s + H;
+// Fast path, backward (Hk == H): a block of V = H*D/8 threads, thread v owning the 8-channel vector
+// v of every row it visits (rows blockIdx.x, + gridDim.x, ...; in order). So each thread's columns
+// are its own: c_attn's bias sums (dq, dk and dv: 24 floats) stay in its registers over all its
+// rows and go to part_b[block][3 parts][H*D] at the end without any cross-thread reduction. The
+// gate dot products of a head (D/8 consecutive threads of one warp) are added by shuffles in a
+// fixed order and accumulated by the head's first thread into part_s/part_r[block][h]. The
+// blocks' partials are summed by ra_fold_gate_finish and ra_fold_bias_finish.
+// (A first version, a warp per row with three vectors per lane, needed 72 accumulators per lane:
+// 126 registers and 25% occupancy, 68% of DRAM bandwidth; docs/performance.md, seventh session.)
+constexpr int kFoldBwdMaxBlocks = 1024;
+int fold_bwd_blocks(int N) { return std::min(N, kFoldBwdMaxBlocks); }
+__global__ void ra_fold_bwd_vec_kernel(bf16* __restrict__ dq, bf16* __restrict__ dk, float* __restrict__ part_s,
+                                       float* __restrict__ part_r, float* __restrict__ part_b,
+                                       const bf16* __restrict__ dqt, const bf16* __restrict__ dkt,
+                                       const bf16* __restrict__ q, const bf16* __restrict__ dv, const float* gs,
+                                       const float* gr, RaFoldDims d) {
+    const int D8 = d.D / 8, V = d.H * D8, v = threadIdx.x;
+    const int h = v / D8, c = (v % D8) * 8;
+    const int gi = d.n_gates == 1 ? 0 : h;
+    const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
+    const float fr = floored_gate(gate_value(gr, gi, d.g_rec_fixed));
     const bool gates = part_s || part_r;
-    for (int h = lane; h < H; h += 32) acc_s[h] = acc_r[h] = 0.f;
-    for (int n = blockIdx.x * kFoldBwdWarps + warp; n < d.N; n += gridDim.x * kFoldBwdWarps) {
-        for (int v = lane; v < V; v += 32) {
-            const int h = v / D8, c = (v % D8) * 8;
-            const int gi = d.n_gates == 1 ? 0 : h;
-            const float fs = floored_gate(gate_value(gs, gi, d.g_std_fixed));
-            const float fr = floored_gate(gate_value(gr, gi, d.g_rec_fixed));
-            const size_t qo = size_t(n) * d.q_stride + size_t(h) * d.D + c;
-            const size_t ko = size_t(n) * d.k_stride + size_t(h) * d.D + c;
-            const size_t to = (size_t(n) * H + h) * 2 * d.D + c;
-            const F8 gq0 = load_bf16x8(dqt + to), gq1 = load_bf16x8(dqt + to + d.D);
-            const F8 gk0 = load_bf16x8(dkt + to), gk1 = load_bf16x8(dkt + to + d.D);
-            F8 oq, ok;
+    F8 bq{}, bk{}, bv{};
+    float acc_s = 0.f, acc_r = 0.f;
+    for (int n = blockIdx.x; n < d.N; n += gridDim.x) {
+        const size_t qo = size_t(n) * d.q_stride + size_t(h) * d.D + c;
+        const size_t ko = size_t(n) * d.k_stride + size_t(h) * d.D + c;
+        const size_t to = (size_t(n) * d.H + h) * 2 * d.D + c;
+        const F8 gq0 = load_bf16x8(dqt + to), gq1 = load_bf16x8(dqt + to + d.D);
+        const F8 gk0 = load_bf16x8(dkt + to), gk1 = load_bf16x8(dkt + to + d.D);
+        F8 oq, ok;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            oq.v[j] = fs * gq0.v[j] + fr * gk1.v[j];
+            ok.v[j] = gk0.v[j] + gq1.v[j];
+        }
+        store_bf16x8(dq + qo, oq);
+        store_bf16x8(dk + ko, ok);
+        if (part_b) {   // fp32 values, before the bf16 store rounds them
+            const F8 vv = dv ? load_bf16x8(dv + qo) : F8{};
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
-                oq.v[j] = fs * gq0.v[j] + fr * gk1.v[j];
-                ok.v[j] = gk0.v[j] + gq1.v[j];
-            }
-            store_bf16x8(dq + qo, oq);
-            store_bf16x8(dk + ko, ok);
-            if (gates) {   // g_std scales q̃[:D] = g q, g_rec k̃[D:] = g q: only q is read
-                const F8 qv = load_bf16x8(q + qo);
-                float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    s0 += gq0.v[j] * qv.v[j];
-                    s1 += gk1.v[j] * qv.v[j];
-                }
-                dot_s[v] = s0;
-                dot_r[v] = s1;
+                bq.v[j] += oq.v[j];
+                bk.v[j] += ok.v[j];
+                bv.v[j] += vv.v[j];
             }
         }
-        if (!gates) continue;
-        __syncwarp();
-        for (int h = lane; h < H; h += 32) {
+        if (gates) {   // g_std scales q̃[:D] = g q, g_rec k̃[D:] = g q: only q is read
+            const F8 qv = load_bf16x8(q + qo);
             float s0 = 0.f, s1 = 0.f;
-            for (int i = 0; i < D8; ++i) {
-                s0 += dot_s[h * D8 + i];
-                s1 += dot_r[h * D8 + i];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                s0 += gq0.v[j] * qv.v[j];
+                s1 += gk1.v[j] * qv.v[j];
             }
-            acc_s[h] += s0;
-            acc_r[h] += s1;
+            for (int off = D8 / 2; off > 0; off /= 2) {   // the head's D8 lanes, a fixed butterfly
+                s0 += __shfl_xor_sync(0xffffffffu, s0, off);
+                s1 += __shfl_xor_sync(0xffffffffu, s1, off);
+            }
+            acc_s += s0;
+            acc_r += s1;
         }
-        __syncwarp();   // the next row overwrites the dot slots
     }
-    if (!gates) return;
+    if (part_b) {
+        const size_t HD = size_t(8) * V, o = size_t(blockIdx.x) * 3 * HD + size_t(v) * 8;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            part_b[o + j] = bq.v[j];
+            part_b[o + HD + j] = bk.v[j];
+            part_b[o + 2 * HD + j] = bv.v[j];
+        }
+    }
+    if (gates && v % D8 == 0) {
+        if (part_s) part_s[size_t(blockIdx.x) * d.H + h] = acc_s;
+        if (part_r) part_r[size_t(blockIdx.x) * d.H + h] = acc_r;
+    }
+}
+
+// dbias[col] += the blocks' partial sums of col in block order: a block takes 32 columns, thread
+// (column c, group g) sums blocks g, g + 8, ..., and the 8 groups are added in group order.
+__global__ void ra_fold_bias_finish_kernel(float* dbias, const float* part, int blocks, int part_cols, int cols) {
+    __shared__ float groups[8][32];
+    const int c = threadIdx.x % 32, g = threadIdx.x / 32, col = blockIdx.x * 32 + c;
+    float s = 0.f;
+    if (col < cols)
+        for (int b = g; b < blocks; b += 8) s += part[size_t(b) * part_cols + col];
+    groups[g][c] = s;
     __syncthreads();
-    const float* acc = fold_smem + size_t(kFoldBwdWarps) * 2 * V;
-    for (int h = threadIdx.x; h < H; h += blockDim.x) {
-        float s0 = 0.f, s1 = 0.f;
-        for (int w = 0; w < kFoldBwdWarps; ++w) {
-            s0 += acc[size_t(w) * 2 * H + h];
-            s1 += acc[size_t(w) * 2 * H + H + h];
-        }
-        if (part_s) part_s[size_t(blockIdx.x) * H + h] = s0;
-        if (part_r) part_r[size_t(blockIdx.x) * H + h] = s1;
-    }
+    if (g != 0 || col >= cols) return;
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sum += groups[k][c];
+    dbias[col] += sum;
+}
+
+// Fallback for the bias sums (scalar path): one thread per column walks the rows in order.
+__global__ void strided_colsum_add_kernel(float* out, const bf16* x, int rows, int stride, int cols) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= cols) return;
+    float s = 0.f;
+    for (int r = 0; r < rows; ++r) s += __bfloat162float(x[size_t(r) * stride + col]);
+    out[col] += s;
 }
 
 // One warp per (gate, kind): the blocks' partial sums of its heads, lane-strided then a fixed
@@ -208,8 +235,10 @@ bool fold_vectorizable(const RaFoldDims& d, const void* q, const void* k, const 
     auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     return d.D % 8 == 0 && d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && al16(q) && al16(k) && al16(qt) && al16(kt);
 }
-size_t fold_bwd_smem(const RaFoldDims& d) {
-    return size_t(kFoldBwdWarps) * 2 * (d.H * d.D / 8 + d.H) * sizeof(float);
+// The thread-per-vector backward: whole warps of V threads, a head's D/8 lanes inside one warp.
+bool fold_bwd_shape_ok(const RaFoldDims& d) {
+    const int D8 = d.D / 8, V = d.H * D8;
+    return V % 32 == 0 && V <= 1024 && D8 <= 32 && (D8 & (D8 - 1)) == 0;
 }
 
 void check_fold(const RaFoldDims& d, const char* op) {
@@ -242,34 +271,45 @@ void ra_fold_fwd(const VariantEnv& e, Ten qt, Ten kt, Ten q, Ten k, Ten g_std, T
 }
 
 void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
-                 Ten g_std, Ten g_rec, const RaFoldDims& d) {
+                 Ten g_std, Ten g_rec, const RaFoldDims& d, Ten dbias, Ten dv) {
     const char* op = "ra_fold_bwd";
     check_fold(d, op);
+    GPT_CHECK(dbias.present() || !dv.present(), "cuda-bf16 ra_fold_bwd: dv is only read for dbias");
     const size_t nt = size_t(d.N) * d.H * 2 * d.D;
     const size_t q_ext = strided_extent(d.N, d.q_stride, d.H * d.D);
     const size_t k_ext = strided_extent(d.N, d.k_stride, d.Hk * d.D);
+    const int HD = d.H * d.D, HkD = d.Hk * d.D;
     float* dgs = f32_opt(e, dg_std, d.n_gates, op, "dg_std");
     float* dgr = f32_opt(e, dg_rec, d.n_gates, op, "dg_rec");
+    float* db = f32_opt(e, dbias, size_t(HD + HkD + (dv.present() ? HD : 0)), op, "dbias");
     bf16 *dqp = act(e, dq, q_ext, op, "dq"), *dkp = act(e, dk, k_ext, op, "dk");
     const bf16 *dqtp = act(e, dqt, nt, op, "dqt"), *dktp = act(e, dkt, nt, op, "dkt");
     const bf16 *qp = act(e, q, q_ext, op, "q"), *kp = act(e, k, k_ext, op, "k");
+    const bf16* dvp = dv.present() ? act(e, dv, q_ext, op, "dv") : nullptr;
     const float *gsp = f32_opt(e, g_std, d.n_gates, op, "g_std"), *grp = f32_opt(e, g_rec, d.n_gates, op, "g_rec");
     const bool vec = d.Hk == d.H && fold_vectorizable(d, qp, kp, dqtp, dktp) &&
-                     fold_vectorizable(d, dqp, dkp, dqtp, dktp) && fold_bwd_smem(d) <= 48 * 1024;
-    if (vec) {   // the gates' partial sums per block, then one small kernel
+                     fold_vectorizable(d, dqp, dvp ? dvp : dkp, dqtp, dktp) && fold_bwd_shape_ok(d);
+    if (vec) {   // the gates' and the bias's partial sums per block, then small finishing kernels
         const int blocks = fold_bwd_blocks(d.N);
         ScratchPlan sp;
         const size_t o_s = sp.add(size_t(blocks) * d.H), o_r = sp.add(size_t(blocks) * d.H);
-        float* scratch = (dgs || dgr) ? sp.take(e) : nullptr;
+        const size_t o_b = sp.add(size_t(blocks) * 3 * HD);
+        float* scratch = (dgs || dgr || db) ? sp.take(e) : nullptr;
         float* part_s = dgs ? scratch + o_s : nullptr;
         float* part_r = dgr ? scratch + o_r : nullptr;
-        ra_fold_bwd_vec_kernel<<<blocks, 32 * kFoldBwdWarps, fold_bwd_smem(d), e.stream>>>(
-            dqp, dkp, part_s, part_r, dqtp, dktp, qp, gsp, grp, d);
+        float* part_b = db ? scratch + o_b : nullptr;
+        ra_fold_bwd_vec_kernel<<<blocks, d.H * (d.D / 8), 0, e.stream>>>(dqp, dkp, part_s, part_r, part_b, dqtp, dktp,
+                                                                         qp, dvp, gsp, grp, d);
         GPT_CUDA_LAUNCHED("ra_fold_bwd_vec_kernel");
         if (dgs || dgr) {
             ra_fold_gate_finish_kernel<<<1, 32 * std::min(2 * d.n_gates, 32), 0, e.stream>>>(dgs, dgr, part_s, part_r,
                                                                                             blocks, gsp, grp, d);
             GPT_CUDA_LAUNCHED("ra_fold_gate_finish_kernel");
+        }
+        if (db) {   // [dq | dk | dv] columns; dk's part is HD wide here (Hk == H)
+            const int cols = dvp ? 3 * HD : 2 * HD;
+            ra_fold_bias_finish_kernel<<<(cols + 31) / 32, 256, 0, e.stream>>>(db, part_b, blocks, 3 * HD, cols);
+            GPT_CUDA_LAUNCHED("ra_fold_bias_finish_kernel");
         }
         return;
     }
@@ -286,6 +326,13 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
     GPT_CUDA_LAUNCHED("ra_fold_bwd_kernel");
     if (cs) rows_sum_add(dgs, cs, rows, width, scratch + o_part, e.stream);
     if (cr) rows_sum_add(dgr, cr, rows, width, scratch + o_part, e.stream);
+    if (db) {   // the scalar path's bias sums: a thread per column, rows in order
+        strided_colsum_add_kernel<<<(HD + 255) / 256, 256, 0, e.stream>>>(db, dqp, d.N, d.q_stride, HD);
+        strided_colsum_add_kernel<<<(HkD + 255) / 256, 256, 0, e.stream>>>(db + HD, dkp, d.N, d.k_stride, HkD);
+        if (dvp)
+            strided_colsum_add_kernel<<<(HD + 255) / 256, 256, 0, e.stream>>>(db + HD + HkD, dvp, d.N, d.q_stride, HD);
+        GPT_CUDA_LAUNCHED("strided_colsum_add_kernel");
+    }
 }
 
 }  // namespace variant

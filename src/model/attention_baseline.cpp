@@ -24,9 +24,9 @@ void PackedQkv::forward(const StepContext& c, const ModelConfig& cfg, Ten in) co
     c.ops->matmul_fwd(qkv, in, w, b, c.B * c.T, E, 3 * E);
 }
 
-void PackedQkv::backward(const StepContext& c, const ModelConfig& cfg, Ten in, Ten dqkv, Ten din) const {
+void PackedQkv::backward(const StepContext& c, const ModelConfig& cfg, Ten in, Ten dqkv, Ten din, bool bias_grad) const {
     const int E = cfg.n_embd;
-    c.ops->matmul_bwd(din, w.as(Space::Grad), b.as(Space::Grad), dqkv, in, w, c.B * c.T, E, 3 * E);
+    c.ops->matmul_bwd(din, w.as(Space::Grad), bias_grad ? b.as(Space::Grad) : Ten{}, dqkv, in, w, c.B * c.T, E, 3 * E);
 }
 
 Ten PackedQkv::part(Ten packed, int which, const ModelConfig& cfg, const StepContext& c) {

@@ -11,8 +11,9 @@ struct PackedQkv {
     void declare(ParamTable& p, const ModelConfig& cfg, int layer);
     void plan(ActivationPlan& a, const ModelConfig& cfg, int layer, int B, int T);
     void forward(const StepContext& c, const ModelConfig& cfg, Ten in) const;
-    // din overwritten from dqkv [B*T, 3E].
-    void backward(const StepContext& c, const ModelConfig& cfg, Ten in, Ten dqkv, Ten din) const;
+    // din overwritten from dqkv [B*T, 3E]; bias_grad = false when the caller has already added the
+    // bias gradient (RA's fold backward takes it while it writes dq, dk).
+    void backward(const StepContext& c, const ModelConfig& cfg, Ten in, Ten dqkv, Ten din, bool bias_grad = true) const;
     // Views of q, k, v (which = 0, 1, 2) inside a [B*T, 3E] buffer (qkv or its gradient).
     static Ten part(Ten packed, int which, const ModelConfig& cfg, const StepContext& c);
     // The baseline operands on such a buffer: H heads of D, strides 3E, scale 1/sqrt(D).

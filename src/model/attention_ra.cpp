@@ -195,14 +195,19 @@ void RaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch)
     if (disc_)   // drop the bias channel from the operand gradients; u, g_disc get theirs
         c.ops->disc_channel_bwd(g.dqt, g.dkt, {}, disc_u_.as(Space::Grad), g_disc_.as(Space::Grad), g.dqd, g.dkd, k,
                                 disc_u_, g_disc_, disc_dims(c));
+    // Without the discoverability bias (which adds to dk afterwards), the fold's pass also takes
+    // c_attn's bias gradient from the dq, dk it writes and the dv beside them: no column-sum pass.
+    const bool fold_bias = !lowrank_ && !disc_;
     if (lowrank_)
         c.ops->ra_lowrank_bwd(dq, dk, w_lowrank_.as(Space::Grad), dg_std, dg_rec, g.dqt, g.dkt, q, k, w_lowrank_,
                               g_std_, g_rec_, lowrank_dims(c));
     else
-        c.ops->ra_fold_bwd(dq, dk, dg_std, dg_rec, g.dqt, g.dkt, q, k, g_std_, g_rec_, fold_dims(c));
+        c.ops->ra_fold_bwd(dq, dk, dg_std, dg_rec, g.dqt, g.dkt, q, k, g_std_, g_rec_, fold_dims(c),
+                           fold_bias ? packed_.b.as(Space::Grad) : Ten{},
+                           fold_bias ? PackedQkv::part(scratch, 2, cfg_, c) : Ten{});
     if (disc_)   // the bias's path into k, after the fold's backward has overwritten dk
         c.ops->disc_channel_bwd({}, {}, dk, {}, {}, g.dqd, g.dkd, k, disc_u_, g_disc_, disc_dims(c));
-    packed_.backward(c, cfg_, in, scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd), din);
+    packed_.backward(c, cfg_, in, scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd), din, !fold_bias);
 }
 
 std::string RaAttention::describe_kind() const {

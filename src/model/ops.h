@@ -270,8 +270,12 @@ public:
     // columns of each row only (other columns of the row untouched). dqt, dkt: Act [N,H,2D].
     // dg_std, dg_rec: Grad [n_gates], accumulated with sum(dqt[:D].q) and sum(dkt[D:].q) (k is not
     // read); absent = no gradient (fixed gate).
+    // dbias (optional): Grad, ACCUMULATED with the column sums over the N rows of the dq and dk just
+    // written ((H + Hk)·D entries), then, when dv (Act, H·D columns at row stride q_stride) is
+    // present, of dv too ((2H + Hk)·D entries): with q, k, v packed as c_attn's rows this is c_attn's
+    // whole bias gradient, taken while the pass has the rows in hand (no separate column sum).
     virtual void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
-                             Ten g_std, Ten g_rec, const RaFoldDims& d);
+                             Ten g_std, Ten g_rec, const RaFoldDims& d, Ten dbias = {}, Ten dv = {});
     // Low-rank RA fold. qt, kt: Act [N,H,D] overwritten; W: Param [D,R]. Attention on them with
     // Dqk = D, scale 1/sqrt(D) (band_split = D-R if banded) is same-FLOP RA.
     virtual void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,

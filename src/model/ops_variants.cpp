@@ -16,7 +16,7 @@ namespace {
 }  // namespace
 
 void Ops::ra_fold_fwd(Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&) { missing(*this, "ra_fold_fwd"); }
-void Ops::ra_fold_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&) {
+void Ops::ra_fold_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&, Ten, Ten) {
     missing(*this, "ra_fold_bwd");
 }
 void Ops::ra_lowrank_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaLowRankDims&) {

@@ -62,7 +62,9 @@ TEST_CASE("cuda variants: RA fold forward and backward (per-head and per-layer g
     struct Case {
         int H, D, N;
     };
-    for (const Case& cs : {Case{2, 64, 9000}, Case{12, 64, 96}, Case{3, 20, 96}})
+    // (4, 64, 5000): the vector path with several rows per block; (2, 64, 9000) and (3, 20, 96)
+    // the scalar path (V = H*D/8 not a multiple of 32, D not a multiple of 8).
+    for (const Case& cs : {Case{4, 64, 5000}, Case{2, 64, 9000}, Case{12, 64, 96}, Case{3, 20, 96}})
     for (int Hk : {cs.H, 1})
         for (int n_gates : {cs.H, 1}) {
             const int H = cs.H;
@@ -81,6 +83,10 @@ TEST_CASE("cuda variants: RA fold forward and backward (per-head and per-layer g
             Ten dq = p.reserve(Space::Act, q.n), dk = p.reserve(Space::Act, k.n);
             Ten qt = p.reserve(Space::Act, nt), kt = p.reserve(Space::Act, nt);
             Ten dqt = p.reserve(Space::Act, nt), dkt = p.reserve(Space::Act, nt);
+            // c_attn's bias gradient from the same pass (with dv where the key is per head).
+            const int HD = H * cs.D, HkD = Hk * cs.D;
+            Ten dv = Hk == H ? p.reserve(Space::Act, size_t(d.N) * d.q_stride) : Ten{};
+            Ten db = p.reserve(Space::Grad, size_t(HD + HkD + (Hk == H ? HD : 0)));
             // Learnable gates with per-head gates, fixed ones with the per-layer gate (both paths).
             const bool learn = n_gates == H;
             Ten gs = learn ? p.reserve(Space::Param, H) : Ten{}, gr = learn ? p.reserve(Space::Param, H) : Ten{};
@@ -95,17 +101,20 @@ TEST_CASE("cuda variants: RA fold forward and backward (per-head and per-layer g
                 fill(p, gs.as(Space::Grad), 5), fill(p, gr.as(Space::Grad), 6);
             }
             const auto dq0 = fill(p, dq, 7), dk0 = fill(p, dk, 8);
+            if (dv.present()) fill(p, dv, 9);
+            fill(p, db, 10);
             p.poison(qt), p.poison(kt);
             poison_columns(p, dq, dq0, d.N, d.q_stride, 0, d.H * d.D);
             poison_columns(p, dk, dk0, d.N, d.k_stride, 0, d.Hk * d.D);
             p.run([&](Ops& o) {
                 o.ra_fold_fwd(qt, kt, q, k, gs, gr, d);
-                o.ra_fold_bwd(dq, dk, gs.as(Space::Grad), gr.as(Space::Grad), dqt, dkt, q, k, gs, gr, d);
+                o.ra_fold_bwd(dq, dk, gs.as(Space::Grad), gr.as(Space::Grad), dqt, dkt, q, k, gs, gr, d, db, dv);
             });
             check_err(p, qt, kAct, "qt");
             check_err(p, kt, kAct, "kt");
             check_err(p, dq, kAct, "dq");
             check_err(p, dk, kAct, "dk");
+            check_err(p, db, kGrad, "dbias");
             if (learn) {
                 check_err(p, gs.as(Space::Grad), kGrad, "dg_std");
                 check_err(p, gr.as(Space::Grad), kGrad, "dg_rec");
