@@ -171,34 +171,52 @@ TEST_CASE("model variants ops: ract_gate_fwd/bwd and topk_rows from q, k, lse eq
             }
 }
 
+// q, k, v packed as c_attn's [N, 3E] rows on the CPU backend, with the fold's gradients dq̃, dk̃
+// and (optionally) c_attn's bias gradient.
+struct PackedFold {
+    int N, H, D, E;
+    RaFoldDims f;
+    size_t packed, nt;
+    CpuOps ops{1};
+    Ten qkv, dqkv, dqt, dkt, db;
+    std::vector<float> x, g;
+    PackedFold(int n, int h, int d, float gs, float gr, uint64_t seed) : N(n), H(h), D(d), E(h * d) {
+        f.N = N, f.H = f.Hk = H, f.D = D, f.q_stride = f.k_stride = 3 * E, f.n_gates = 1;
+        f.g_std_fixed = gs, f.g_rec_fixed = gr;
+        packed = size_t(N) * 3 * E, nt = size_t(N) * H * 2 * D;
+        MemoryPlan plan;
+        plan[Space::Act] = 2 * packed + 2 * nt;
+        plan[Space::Param] = plan[Space::Grad] = size_t(3) * E;
+        ops.allocate(plan);
+        qkv = {Space::Act, 0, packed}, dqkv = {Space::Act, packed, packed};
+        dqt = {Space::Act, 2 * packed, nt}, dkt = {Space::Act, 2 * packed + nt, nt};
+        db = {Space::Grad, 0, size_t(3 * E)};
+        x = random_vec(packed, seed), g = random_vec(2 * nt, seed + 1);
+        ops.upload(qkv, x.data());
+        ops.upload(dqt, g.data());
+        ops.upload(dkt, g.data() + nt);
+    }
+    void bwd(Ten dbias = {}, Ten dv = {}) {
+        ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
+                        qkv.sub(E, packed - E), {}, {}, f, dbias, dv);
+    }
+    Ten dv() const { return dqkv.sub(2 * size_t(E), packed - 2 * size_t(E)); }
+};
+
 TEST_CASE("model variants ops: ra_fold_bwd overwrites only the q and k columns of packed rows") {
     // q and k live inside packed [N, 3E] rows; v's columns must survive the overwrite.
-    const int N = 3, H = 2, D = 4, E = H * D;
-    RaFoldDims f;
-    f.N = N, f.H = f.Hk = H, f.D = D, f.q_stride = f.k_stride = 3 * E, f.n_gates = 1;
-    f.g_std_fixed = 0.7f, f.g_rec_fixed = 0.2f;
-    const size_t packed = size_t(N) * 3 * E, nt = size_t(N) * H * 2 * D;
-    MemoryPlan plan;
-    plan[Space::Act] = 2 * packed + 2 * nt;
-    CpuOps ops(1);
-    ops.allocate(plan);
-    const Ten qkv{Space::Act, 0, packed}, dqkv{Space::Act, packed, packed};
-    const Ten dqt{Space::Act, 2 * packed, nt}, dkt{Space::Act, 2 * packed + nt, nt};
-    const auto x = random_vec(packed, 7), g = random_vec(2 * nt, 8);
-    std::vector<float> marker(packed, 42.f);
-    ops.upload(qkv, x.data());
-    ops.upload(dqkv, marker.data());
-    ops.upload(dqt, g.data());
-    ops.upload(dkt, g.data() + nt);
-    ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
-                    qkv.sub(E, packed - E), {}, {}, f);
-    std::vector<float> out(packed);
-    ops.download(dqkv, out.data());
-    std::vector<float> dq_ref(packed, 0.f), dk_ref(packed, 0.f);
+    PackedFold p(3, 2, 4, 0.7f, 0.2f, 7);
+    const int N = p.N, H = p.H, D = p.D, E = p.E;
+    std::vector<float> marker(p.packed, 42.f);
+    p.ops.upload(p.dqkv, marker.data());
+    p.bwd();
+    std::vector<float> out(p.packed);
+    p.ops.download(p.dqkv, out.data());
+    std::vector<float> dq_ref(p.packed, 0.f), dk_ref(p.packed, 0.f);
     const float gs = 0.7f, gr = 0.2f;
     ref::FoldDims rf{N, H, H, D, 3 * E, 3 * E, 1};
-    ref::ra_fold_bwd(dq_ref.data(), dk_ref.data() + E, (float*)nullptr, (float*)nullptr, g.data(), g.data() + nt,
-                     x.data(), x.data() + E, &gs, &gr, rf);
+    ref::ra_fold_bwd(dq_ref.data(), dk_ref.data() + E, (float*)nullptr, (float*)nullptr, p.g.data(),
+                     p.g.data() + p.nt, p.x.data(), p.x.data() + E, &gs, &gr, rf);
     for (int n = 0; n < N; ++n)
         for (int c = 0; c < 3 * E; ++c) {
             const size_t i = size_t(n) * 3 * E + c;
@@ -208,48 +226,28 @@ TEST_CASE("model variants ops: ra_fold_bwd overwrites only the q and k columns o
 }
 
 TEST_CASE("model variants ops: ra_fold_bwd adds c_attn's bias gradient (dq, dk it writes, and dv)") {
-    const int N = 5, H = 2, D = 4, E = H * D;
-    RaFoldDims f;
-    f.N = N, f.H = f.Hk = H, f.D = D, f.q_stride = f.k_stride = 3 * E, f.n_gates = 1;
-    f.g_std_fixed = 0.6f, f.g_rec_fixed = 0.4f;
-    const size_t packed = size_t(N) * 3 * E, nt = size_t(N) * H * 2 * D;
-    MemoryPlan plan;
-    plan[Space::Act] = 2 * packed + 2 * nt;
-    plan[Space::Param] = 3 * E;
-    plan[Space::Grad] = 3 * E;
-    CpuOps ops(1);
-    ops.allocate(plan);
-    const Ten qkv{Space::Act, 0, packed}, dqkv{Space::Act, packed, packed};
-    const Ten dqt{Space::Act, 2 * packed, nt}, dkt{Space::Act, 2 * packed + nt, nt};
-    const Ten db{Space::Grad, 0, size_t(3 * E)};
-    const auto x = random_vec(packed, 17), dx = random_vec(packed, 18), g = random_vec(2 * nt, 19);
+    PackedFold p(5, 2, 4, 0.6f, 0.4f, 17);
+    const int N = p.N, E = p.E;
+    const auto dx = random_vec(p.packed, 19);
     const auto db0 = random_vec(3 * E, 20);   // accumulated onto
-    ops.upload(qkv, x.data());
-    ops.upload(dqkv, dx.data());   // v's columns hold dv
-    ops.upload(dqt, g.data());
-    ops.upload(dkt, g.data() + nt);
-    ops.upload(db, db0.data());
-    ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
-                    qkv.sub(E, packed - E), {}, {}, f, db, dqkv.sub(2 * E, packed - 2 * E));
-    std::vector<float> out(packed), got(3 * E);
-    ops.download(dqkv, out.data());
-    ops.download(db, got.data());
+    p.ops.upload(p.dqkv, dx.data());   // v's columns hold dv
+    p.ops.upload(p.db, db0.data());
+    p.bwd(p.db, p.dv());
+    std::vector<float> out(p.packed), got(3 * E);
+    p.ops.download(p.dqkv, out.data());
+    p.ops.download(p.db, got.data());
     for (int c = 0; c < 3 * E; ++c) {
         double want = db0[size_t(c)];
         for (int n = 0; n < N; ++n) want += out[size_t(n) * 3 * E + c];
         CHECK(got[size_t(c)] == doctest::Approx(want).epsilon(1e-5));
     }
     // Without dv only the q and k columns are added; dv without dbias is an error.
-    ops.upload(db, db0.data());
-    ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt, qkv.sub(0, packed),
-                    qkv.sub(E, packed - E), {}, {}, f, db.sub(0, 2 * E));
-    ops.download(db, got.data());
+    p.ops.upload(p.db, db0.data());
+    p.bwd(p.db.sub(0, 2 * E));
+    p.ops.download(p.db, got.data());
     CHECK(got[size_t(2 * E)] == db0[size_t(2 * E)]);
     CHECK(got[0] != db0[0]);
-    CHECK_THROWS_AS(ops.ra_fold_bwd(dqkv.sub(0, packed), dqkv.sub(E, packed - E), {}, {}, dqt, dkt,
-                                    qkv.sub(0, packed), qkv.sub(E, packed - E), {}, {}, f, {},
-                                    dqkv.sub(2 * E, packed - 2 * E)),
-                    gpt::Error);
+    CHECK_THROWS_AS(p.bwd({}, p.dv()), gpt::Error);
 }
 
 TEST_CASE("model variants ops: head_gate_bwd overwrites dctx and dgate, accumulates dalpha") {

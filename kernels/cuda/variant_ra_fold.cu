@@ -184,7 +184,9 @@ __global__ void ra_fold_bwd_vec_kernel(bf16* __restrict__ dq, bf16* __restrict__
 }
 
 // dbias[col] += the blocks' partial sums of col in block order: a block takes 32 columns, thread
-// (column c, group g) sums blocks g, g + 8, ..., and the 8 groups are added in group order.
+// (column c, group g) sums blocks g, g + 8, ..., and the 8 groups are added in group order. (Not
+// colsum_finish / rows_sum_add: with up to 1024 partial rows, a thread per column walking them all,
+// or a second partial pass, costs more than this one launch.)
 __global__ void ra_fold_bias_finish_kernel(float* dbias, const float* part, int blocks, int part_cols, int cols) {
     __shared__ float groups[8][32];
     const int c = threadIdx.x % 32, g = threadIdx.x / 32, col = blockIdx.x * 32 + c;
@@ -288,7 +290,8 @@ void ra_fold_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Te
     const bf16* dvp = dv.present() ? act(e, dv, q_ext, op, "dv") : nullptr;
     const float *gsp = f32_opt(e, g_std, d.n_gates, op, "g_std"), *grp = f32_opt(e, g_rec, d.n_gates, op, "g_rec");
     const bool vec = d.Hk == d.H && fold_vectorizable(d, qp, kp, dqtp, dktp) &&
-                     fold_vectorizable(d, dqp, dvp ? dvp : dkp, dqtp, dktp) && fold_bwd_shape_ok(d);
+                     fold_vectorizable(d, dqp, dkp, dqtp, dktp) && (!dvp || fold_vectorizable(d, dvp, dvp, dqtp, dktp)) &&
+                     fold_bwd_shape_ok(d);
     if (vec) {   // the gates' and the bias's partial sums per block, then small finishing kernels
         const int blocks = fold_bwd_blocks(d.N);
         ScratchPlan sp;

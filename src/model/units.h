@@ -53,7 +53,25 @@ struct SharedScratch {
     Ten mlp_hidden;
 };
 
-class AttentionUnit {
+// What attention and MLP units share about their output projection's bias (absent: none), whose
+// gradient is the column sum of backward's dout. A caller that sums those columns anyway (the
+// LayerNorm backward that finishes dout, GPT::backward) takes that gradient over: after
+// take_output_bias_grad(), backward leaves it.
+class OutputBiasGrad {
+public:
+    virtual ~OutputBiasGrad() = default;
+    virtual Ten output_bias() const { return {}; }
+    void take_output_bias_grad() { taken_ = true; }
+
+protected:
+    // The output projection's bias gradient for backward to accumulate: absent once taken over.
+    Ten output_bias_grad(Ten bias) const { return taken_ ? Ten{} : bias.as(Space::Grad); }
+
+private:
+    bool taken_ = false;
+};
+
+class AttentionUnit : public OutputBiasGrad {
 public:
     virtual ~AttentionUnit() = default;
     virtual void declare(ParamTable& params) = 0;
@@ -67,25 +85,14 @@ public:
     // FLOPs of the attention op itself (q.k and p.v, forward + backward, causal) per token at
     // sequence length T; the projections are counted from the parameters (6N).
     virtual double attention_flops_per_token(int T) const = 0;
-    // The output projection's bias (absent: none), whose gradient is the column sum of backward's
-    // dout. A caller that sums those columns anyway (the LayerNorm backward that finishes dout,
-    // GPT::backward) takes that gradient over: after take_output_bias_grad(), backward leaves it.
-    virtual Ten output_bias() const { return {}; }
-    void take_output_bias_grad() { output_bias_grad_taken_ = true; }
     // Called once after construction, before plan(): the link from the previous block (nullptr
     // in block 0), this block's link, and the shared buffers (planned later, read at run time).
     virtual void connect(BlockLink* from_prev, BlockLink* own, const SharedScratch* shared) {
         (void)from_prev, (void)own, (void)shared;
     }
-protected:
-    // The output projection's bias gradient for backward to accumulate: absent once taken over.
-    Ten output_bias_grad(Ten bias) const { return output_bias_grad_taken_ ? Ten{} : bias.as(Space::Grad); }
-
-private:
-    bool output_bias_grad_taken_ = false;
 };
 
-class MlpUnit {
+class MlpUnit : public OutputBiasGrad {
 public:
     virtual ~MlpUnit() = default;
     virtual void declare(ParamTable& params) = 0;
@@ -97,18 +104,7 @@ public:
     // Called once after construction, before plan(): this block's link (see BlockLink) and the
     // shared buffers (SharedScratch::mlp_hidden is planned before plan() is called).
     virtual void connect(BlockLink* own, const SharedScratch* shared) { (void)own, (void)shared; }
-    // The output projection's bias (absent: none), whose gradient is the column sum of backward's
-    // dout. A caller that sums those columns anyway (the LayerNorm backward that finishes dout,
-    // GPT::backward) takes that gradient over: after take_output_bias_grad(), backward leaves it.
-    virtual Ten output_bias() const { return {}; }
-    void take_output_bias_grad() { output_bias_grad_taken_ = true; }
 
-protected:
-    // The output projection's bias gradient for backward to accumulate: absent once taken over.
-    Ten output_bias_grad(Ten bias) const { return output_bias_grad_taken_ ? Ten{} : bias.as(Space::Grad); }
-
-private:
-    bool output_bias_grad_taken_ = false;
 };
 
 // Factories: pick the unit for a layer from the model configuration (Error for unknown kinds).
