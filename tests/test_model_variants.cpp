@@ -233,6 +233,46 @@ TEST_CASE("model variants: RA-CT statistics, apply modes, head averaging and det
     }
 }
 
+TEST_CASE("model variants: RA-CT entropy from the attention's own output equals the flash-style pass") {
+    // Without dropout the entropy comes from an attention on the values [v, k] (ops.h
+    // ract_entropy_fwd); GPT_RACT_ENTROPY=recompute keeps the pass over the logits. Same math, so in
+    // fp32 the loss and every gradient agree to rounding, for both apply modes, detached or not,
+    // and on every kind where the form applies (same-FLOP RA folds inside the head: Dqk = D).
+    ModelConfig m = tiny_base();
+    m.ract.enabled = true;
+    m.ract.stat = RactStat::entropy;
+    m.ra.rank = 4;
+    for (AttentionKind kind : {AttentionKind::baseline, AttentionKind::ra_lowrank})
+        for (RactApply apply : {RactApply::output, RactApply::weights})
+            for (bool detach : {false, true}) {
+                m.attention = kind;
+                m.ract.apply = apply;
+                m.ract.detach = detach;
+                CAPTURE(int(kind));
+                CAPTURE(int(apply));
+                CAPTURE(detach);
+                Harness fast(m, 2, 16, 7);
+                ::setenv("GPT_RACT_ENTROPY", "recompute", 1);
+                Harness slow(m, 2, 16, 7);
+                ::unsetenv("GPT_RACT_ENTROPY");
+                REQUIRE(fast.model.activations().size(Space::Act) != slow.model.activations().size(Space::Act));   // two forms
+                sharpen_attention(fast, 8.f);
+                set_param(fast, "ract.scale", 8.f);
+                set_param(fast, "ract.bias", -3.f);
+                slow.set_params(fast.params());
+                CHECK(fast.loss() == doctest::Approx(slow.loss()).epsilon(1e-6));
+                const std::vector<float> gf = fast.grads(), gs = slow.grads();
+                double num = 0, den = 0, worst = 0;
+                for (size_t i = 0; i < gf.size(); ++i) {
+                    num += double(gf[i] - gs[i]) * (gf[i] - gs[i]);
+                    den += double(gs[i]) * gs[i];
+                    worst = std::max(worst, double(std::fabs(gf[i] - gs[i])));
+                }
+                CHECK(std::sqrt(num / den) < 1e-5);
+                CHECK(worst < 1e-5);
+            }
+}
+
 TEST_CASE("model variants: finite differences with dropout 0.1 (RA + M1 + M2, RA+MLA + RA-CT + M1 + M2)") {
     for (int id : {7, 16}) {
         ModelConfig m = tiny_steps()[size_t(id)].model;

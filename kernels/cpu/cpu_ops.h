@@ -89,6 +89,11 @@ public:
                         Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d) override;
     void ract_select_bwd(Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse, const AttnDims& a,
                          const RactDims& d) override;
+    void ract_entropy_fwd(Ten y, Ten stat, Ten gate, Ten out2, Ten q, Ten lse, Ten scale, Ten bias, float alpha,
+                          const AttnDims& a) override;
+    void ract_entropy_bwd(Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2, Ten q, Ten stat, Ten gate, Ten scale,
+                          float alpha, bool detach, const AttnDims& a) override;
+    void copy_heads(Ten dst, Ten src, const HeadCopyDims& d) override;
     void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H,
                        int Dv) override;
     void head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate, Ten alpha,

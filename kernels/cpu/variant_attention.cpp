@@ -6,16 +6,10 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu/ref_dot.h"
 
 namespace gpt::ref {
 namespace {
-
-template <class S>
-S dot(const S* a, const S* b, int n) {
-    S s = 0;
-    for (int c = 0; c < n; ++c) s += a[c] * b[c];
-    return s;
-}
 
 template <class S>
 S sqrt_gate(S g) {

@@ -18,6 +18,7 @@
 #include "cpu/variant_head_gate.h"
 #include "cpu/variant_mlp.h"
 #include "cpu/variant_ract.h"
+#include "cpu/variant_ract_entropy.h"
 
 namespace gpt {
 namespace {
@@ -534,6 +535,53 @@ void CpuOps::head_gate_bwd(Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, T
     ref::head_gate_bwd(dc, dg, f32_optional(dalpha, 1, "head_gate_bwd dalpha"), f32(dout, n, "head_gate_bwd dout"),
                        f32(ctx, n, "head_gate_bwd ctx"), f32(gate, size_t(N) * H, "head_gate_bwd gate"), a, N, H,
                        Dv);
+}
+
+namespace {
+ref::EntropyDims entropy_dims(const AttnDims& a, float alpha, const char* what) {
+    check_positive(what, {a.B, a.T, a.Hq, a.Dqk, a.Dv});
+    GPT_CHECK(a.Hq == a.Hkv && a.band == 0,
+              fmt::format("cpu backend: {}: the augmented-value entropy needs one key head per query head and no "
+                          "band (Hq {}, Hkv {}, band {})",
+                          what, a.Hq, a.Hkv, a.band));
+    return {a.B, a.T, a.Hq, a.Dqk, a.Dv, a.q_stride, a.scale, alpha};
+}
+}  // namespace
+
+void CpuOps::ract_entropy_fwd(Ten y, Ten stat, Ten gate, Ten out2, Ten q, Ten lse, Ten scale, Ten bias, float alpha,
+                              const AttnDims& a) {
+    const ref::EntropyDims d = entropy_dims(a, alpha, "ract_entropy_fwd");
+    const size_t rows = size_t(a.B) * a.T, nh = rows * a.Hq;
+    ref::ract_entropy_fwd(f32(y, nh * a.Dv, "ract_entropy_fwd y"), f32(stat, nh, "ract_entropy_fwd stat"),
+                          f32(gate, nh, "ract_entropy_fwd gate"),
+                          f32(out2, nh * (a.Dv + a.Dqk), "ract_entropy_fwd out2"),
+                          f32_extent(q, strided_extent(int(rows), a.q_stride, a.Hq * a.Dqk), "ract_entropy_fwd q"),
+                          f32(lse, nh, "ract_entropy_fwd lse"), f32(scale, a.Hq, "ract_entropy_fwd scale"),
+                          f32(bias, a.Hq, "ract_entropy_fwd bias"), d);
+}
+
+void CpuOps::ract_entropy_bwd(Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2, Ten q, Ten stat, Ten gate,
+                              Ten scale, float alpha, bool detach, const AttnDims& a) {
+    const ref::EntropyDims d = entropy_dims(a, alpha, "ract_entropy_bwd");
+    const size_t rows = size_t(a.B) * a.T, nh = rows * a.Hq, n2 = nh * (a.Dv + a.Dqk);
+    ref::ract_entropy_bwd(f32(dout2, n2, "ract_entropy_bwd dout2"), f32_optional(dscale, a.Hq, "ract_entropy_bwd dscale"),
+                          f32_optional(dbias, a.Hq, "ract_entropy_bwd dbias"), f32(dy, nh * a.Dv, "ract_entropy_bwd dy"),
+                          f32(out2, n2, "ract_entropy_bwd out2"),
+                          f32_extent(q, strided_extent(int(rows), a.q_stride, a.Hq * a.Dqk), "ract_entropy_bwd q"),
+                          f32(stat, nh, "ract_entropy_bwd stat"), f32(gate, nh, "ract_entropy_bwd gate"),
+                          f32(scale, a.Hq, "ract_entropy_bwd scale"), detach, d);
+}
+
+void CpuOps::copy_heads(Ten dst, Ten src, const HeadCopyDims& d) {
+    check_positive("copy_heads", {d.N, d.H, d.width});
+    float* o = f32_extent(dst, strided_extent(d.N, d.dst_stride, (d.H - 1) * d.dst_head_stride + d.width),
+                          "copy_heads dst");
+    const float* x = f32_extent(src, strided_extent(d.N, d.src_stride, (d.H - 1) * d.src_head_stride + d.width),
+                                "copy_heads src");
+    for (int n = 0; n < d.N; ++n)
+        for (int h = 0; h < d.H; ++h)
+            std::copy_n(x + size_t(n) * d.src_stride + size_t(h) * d.src_head_stride, d.width,
+                        o + size_t(n) * d.dst_stride + size_t(h) * d.dst_head_stride);
 }
 
 // ---- M1 / M2 helpers -----------------------------------------------------------------------------

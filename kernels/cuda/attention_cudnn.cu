@@ -43,9 +43,10 @@ bool cudnn_attention_supports(const AttnDims& d, std::string* why) {
     if (d.dropout > 0.f) return no("attention dropout > 0 (cuDNN's dropout mask differs from ours)");
     if (d.band > 0) return no("the reciprocal band (RA) is ours only");
     if (d.Hq != d.Hkv) return no("grouped/multi-query heads (Hq != Hkv)");
-    // (128, 64) is the exact RA fold without a band (q̃, k̃ of width 2D, values of width D).
-    const bool dims_ok = (d.Dqk == 64 || d.Dqk == 128) && (d.Dv == d.Dqk || (d.Dqk == 128 && d.Dv == 64));
-    if (!dims_ok) return no("head dims other than Dqk = Dv in {64, 128} or Dqk = 128, Dv = 64");
+    // (128, 64) is the exact RA fold without a band (q̃, k̃ of width 2D, values of width D); (64, 128)
+    // RA-CT's entropy on the values [v, k] (model/attention_base.cpp).
+    const bool dims_ok = (d.Dqk == 64 || d.Dqk == 128) && (d.Dv == 64 || d.Dv == 128);
+    if (!dims_ok) return no("head dims other than Dqk, Dv in {64, 128}");
     if (d.T % 128 != 0) return no("T not a multiple of 128 (cuDNN <= 9.15 needs a padding mask there)");
     if (d.q_stride % 8 || d.k_stride % 8 || d.v_stride % 8) return no("row strides not multiples of 8 elements");
     if (d.B <= 0 || d.T <= 0 || d.Hq <= 0) return no("empty shape");

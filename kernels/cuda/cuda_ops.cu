@@ -746,6 +746,15 @@ public:
                          const RactDims& d) override {
         variant::ract_select_bwd(venv(), dq, dk, alpha, sel, q, k, lse, a, d);
     }
+    void ract_entropy_fwd(Ten y, Ten stat, Ten gate, Ten out2, Ten q, Ten lse, Ten scale, Ten bias, float alpha,
+                          const AttnDims& a) override {
+        variant::ract_entropy_fwd(venv(), y, stat, gate, out2, q, lse, scale, bias, alpha, a);
+    }
+    void ract_entropy_bwd(Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2, Ten q, Ten stat, Ten gate, Ten scale,
+                          float alpha, bool detach, const AttnDims& a) override {
+        variant::ract_entropy_bwd(venv(), dout2, dscale, dbias, dy, out2, q, stat, gate, scale, alpha, detach, a);
+    }
+    void copy_heads(Ten dst, Ten src, const HeadCopyDims& d) override { variant::copy_heads(venv(), dst, src, d); }
     void head_gate_fwd(Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed, int N, int H, int Dv) override {
         variant::head_gate_fwd(venv(), out, ctx, gate, alpha, alpha_fixed, N, H, Dv);
     }

@@ -60,6 +60,13 @@ void ract_gate_coef(const VariantEnv& e, Ten alpha, Ten beta, Ten dscale, Ten db
                     Ten lse, Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
 void ract_select_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse,
                      const AttnDims& a, const RactDims& d);
+// RA-CT's entropy from the attention on the values [v, k], and the slice copy that packs them
+// (variant_ract_entropy.cu).
+void ract_entropy_fwd(const VariantEnv& e, Ten y, Ten stat, Ten gate, Ten out2, Ten q, Ten lse, Ten scale, Ten bias,
+                      float alpha, const AttnDims& a);
+void ract_entropy_bwd(const VariantEnv& e, Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2, Ten q, Ten stat,
+                      Ten gate, Ten scale, float alpha, bool detach, const AttnDims& a);
+void copy_heads(const VariantEnv& e, Ten dst, Ten src, const HeadCopyDims& d);
 void head_gate_fwd(const VariantEnv& e, Ten out, Ten ctx, Ten gate, Ten alpha, float alpha_fixed,
                    int N, int H, int Dv);
 void head_gate_bwd(const VariantEnv& e, Ten dctx, Ten dgate, Ten dalpha, Ten dout, Ten ctx, Ten gate,

@@ -1,6 +1,8 @@
 #include "model/attention_base.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include <fmt/format.h>
@@ -63,7 +65,14 @@ void AttentionBase::plan(ActivationPlan& a, int B, int T) {
     const size_t N = size_t(B) * T, H = cfg_.n_head;
     const std::string pre = fmt::format("h.{}.", layer_);
     plan_inputs(a, B, T);
-    y_ = a.add(Space::Act, rows_heads_dv(B, T), "attention", pre + "attn_y");
+    ract_aug_ = entropy_augmented_possible();
+    if (ract_aug_) {   // y_ holds [o | P k] per head; the values [v | k] are kept for the backward
+        const AttnDims d2 = augmented_dims(operands(StepContext{nullptr, B, T, false, 0}).d);
+        y_ = a.add(Space::Act, N * H * d2.Dv, "attention", pre + "attn_y_aug");
+        vk_ = a.add(Space::Act, N * H * d2.Dv, "attention", pre + "ract_vk");
+    } else {
+        y_ = a.add(Space::Act, rows_heads_dv(B, T), "attention", pre + "attn_y");
+    }
     lse_ = a.add(Space::Stat, N * H, "attention", pre + "attn_lse");
     if (cfg_.ract.enabled) {
         ract_stat_ = a.add(Space::Stat, N * H, "attention", pre + "ract_stat");
@@ -93,10 +102,53 @@ double AttentionBase::attention_flops_per_token(int T) const {
 }
 
 // The gradient of the attention output and, with gates, a second buffer of that size (gate backward
-// reads one and writes the other) plus RA-CT's dgate [N,H].
+// reads one and writes the other) plus RA-CT's dgate [N,H]; in the augmented-value entropy form
+// also dout' and dv' of the widened values.
 size_t AttentionBase::gate_scratch_elems(int B, int T) const {
     const size_t nyd = rows_heads_dv(B, T);
-    return align64(has_gates() ? 2 * nyd + size_t(B) * T * cfg_.n_head : nyd);
+    const size_t gates = align64(has_gates() ? 2 * nyd + size_t(B) * T * cfg_.n_head : nyd);
+    if (!ract_aug_) return gates;
+    const size_t aug = size_t(B) * T * cfg_.n_head * size_t(augmented_dims(operands(StepContext{nullptr, B, T, false, 0}).d).Dv);
+    return gates + 2 * align64(aug);
+}
+
+// RA-CT's entropy from the attention's own output: the attention runs on the values v' = [v, k], so
+// its output holds P k beside P v and the statistic is lse - scale q.(P k) (ops.h ract_entropy_fwd);
+// the backward needs no pass over the logits either. Only for the probabilities the statistic is
+// defined on (no dropout: o' would hold the dropped ones), one key head per query head, no band
+// (the logits must be q.k), and Dqk + Dv within the attention kernels' value widths (<= 128).
+// GPT_RACT_ENTROPY=recompute keeps the flash-style pass (ract_gate_fwd / _bwd) for A/B runs.
+bool AttentionBase::entropy_augmented_possible() const {
+    if (!cfg_.ract.enabled || cfg_.ract.stat != RactStat::entropy || cfg_.ract.head_average) return false;
+    if (cfg_.dropout > 0.f) return false;
+    if (const char* e = std::getenv("GPT_RACT_ENTROPY"); e && std::string(e) == "recompute") return false;
+    const AttnDims d = operands(StepContext{nullptr, 1, 1, false, 0}).d;
+    return d.Hq == d.Hkv && d.band == 0 && d.Dqk + d.Dv <= 128;
+}
+
+AttnDims AttentionBase::augmented_dims(const AttnDims& d) const {
+    AttnDims d2 = d;
+    d2.Dv = d.Dv + d.Dqk;
+    d2.v_stride = d.Hq * d2.Dv;
+    return d2;
+}
+
+// vk_ [N, H, Dv + Dqk] = [v, k] per head.
+void AttentionBase::pack_value_key(const StepContext& c, const AttentionOperands& a) const {
+    const int W = a.d.Dv + a.d.Dqk;
+    HeadCopyDims h;
+    h.N = c.B * c.T;
+    h.H = a.d.Hq;
+    h.dst_stride = h.H * W;
+    h.dst_head_stride = W;
+    h.width = a.d.Dv;
+    h.src_stride = a.d.v_stride;
+    h.src_head_stride = a.d.Dv;
+    c.ops->copy_heads(vk_, a.v, h);
+    h.width = a.d.Dqk;
+    h.src_stride = a.d.k_stride;
+    h.src_head_stride = a.d.Dqk;
+    c.ops->copy_heads(vk_.sub(size_t(a.d.Dv), vk_.n - size_t(a.d.Dv)), a.k, h);
 }
 
 size_t AttentionBase::grad_scratch_elems(int B, int T) const {
@@ -130,12 +182,21 @@ void AttentionBase::forward(const StepContext& c, Ten in, Ten out) {
     const int N = c.B * c.T, H = cfg_.n_head, Dv = value_width();
     inputs_fwd(c, in);
     const AttentionOperands a = operands(c);
-    ops.attention_fwd(y_, lse_, a.q, a.k, a.v, a.d);
+    if (ract_aug_) {
+        pack_value_key(c, a);
+        ops.attention_fwd(y_, lse_, a.q, a.k, vk_, augmented_dims(a.d));
+    } else {
+        ops.attention_fwd(y_, lse_, a.q, a.k, a.v, a.d);
+    }
     Ten cur = y_;
     // RA-CT and M2 read the attention's probabilities through q, k and the log-sum-exp, never
     // materialised (the statistics before dropout).
     if (cfg_.m2 && !c.reuse_m2_rows) ops.topk_rows(own_->m2_idx, own_->m2_wts, a.q, a.k, lse_, a.d, kM2TopK);
-    if (cfg_.ract.enabled) {
+    if (ract_aug_) {
+        ops.ract_entropy_fwd(y_ract_, ract_stat_, ract_gate_, y_, a.q, lse_, ract_scale_, ract_bias_, ract_alpha(cfg_),
+                             a.d);
+        cur = y_ract_;
+    } else if (cfg_.ract.enabled) {
         ops.ract_gate_fwd(ract_stat_, ract_gate_, ract_sel_, a.q, a.k, lse_, ract_scale_, ract_bias_, a.d,
                           ract_dims(cfg_, c.B, c.T));
         ops.head_gate_fwd(y_ract_, cur, ract_gate_, {}, ract_alpha(cfg_), N, H, Dv);
@@ -168,6 +229,28 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
         std::swap(dcur, dother);
     }
     const AttentionOperands a = operands(c);
+    if (ract_aug_) {
+        // dout' = [dy gated, -c scale q]: the attention backward on the widened values then carries
+        // the statistic's gradient; the second half of dv' is not a gradient and is dropped.
+        const AttnDims d2 = augmented_dims(a.d);
+        const size_t aug = size_t(N) * H * d2.Dv;
+        const Ten dout2 = scratch.sub(gates_end - 2 * align64(aug), aug), dv2 = scratch.sub(gates_end - align64(aug), aug);
+        ops.ract_entropy_bwd(dout2, ract_scale_.as(Space::Grad), ract_bias_.as(Space::Grad), dcur, y_, a.q, ract_stat_,
+                             ract_gate_, ract_scale_, ract_alpha(cfg_), cfg_.ract.detach, a.d);
+        const AttentionOperands g = operand_grads(c, rest);
+        ops.attention_bwd(g.q, g.k, dv2, dout2, y_, lse_, a.q, a.k, vk_, d2);
+        HeadCopyDims h;
+        h.N = N;
+        h.H = H;
+        h.width = a.d.Dv;
+        h.dst_stride = a.d.v_stride;
+        h.dst_head_stride = a.d.Dv;
+        h.src_stride = H * d2.Dv;
+        h.src_head_stride = d2.Dv;
+        ops.copy_heads(g.v, dv2, h);
+        inputs_bwd(c, in, din, rest);
+        return;
+    }
     if (cfg_.ract.enabled) {
         ops.head_gate_bwd(dother, dgate, {}, dcur, y_, ract_gate_, {}, ract_alpha(cfg_), N, H, Dv);
         std::swap(dcur, dother);

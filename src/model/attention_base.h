@@ -69,8 +69,14 @@ private:
     bool has_gates() const { return cfg_.ract.enabled || m1_consumer(); }
     size_t gate_scratch_elems(int B, int T) const;
     size_t rows_heads_dv(int B, int T) const { return size_t(B) * T * cfg_.n_head * value_width(); }
+    // RA-CT entropy from the attention's own output (ops.h ract_entropy_fwd): decided in plan().
+    bool entropy_augmented_possible() const;
+    AttnDims augmented_dims(const AttnDims& d) const;   // values v' = [v, k]
+    void pack_value_key(const StepContext& c, const AttentionOperands& a) const;
 
-    Ten y_, lse_;                              // attention output and log-sum-exp
+    Ten y_, lse_;                              // attention output ([o | P k] when ract_aug_) and log-sum-exp
+    bool ract_aug_ = false;                    // RA-CT entropy in the augmented-value form
+    Ten vk_;                                   // its values [N, H, Dv + Dqk]
     Ten ract_scale_, ract_bias_, ract_stat_, ract_gate_, ract_sel_, y_ract_;   // RA-CT
     Ten ract_alpha_, ract_beta_;   // RA-CT selection statistics: the split gradient's row coefficients
     Ten m1_alpha_, y_m1_;                      // M1 consumer

@@ -127,6 +127,13 @@ struct RactDims {
 inline int ract_sel_slots(const RactDims& d) {
     return d.stat == RactStat::topk ? d.topk : d.stat == RactStat::max ? 1 : 0;
 }
+// Per-head slices of token rows (Ops::copy_heads): dst[n*dst_stride + h*dst_head_stride + c] =
+// src[n*src_stride + h*src_head_stride + c] for c < width; the views may start mid-row.
+struct HeadCopyDims {
+    int N = 0, H = 0, width = 0;
+    int dst_stride = 0, dst_head_stride = 0;
+    int src_stride = 0, src_head_stride = 0;
+};
 
 class Ops {
 public:
@@ -328,6 +335,23 @@ public:
                                 Ten stat, Ten sel, Ten gate, Ten scale, const AttnDims& a, const RactDims& d);
     virtual void ract_select_bwd(Ten dq, Ten dk, Ten alpha, Ten sel, Ten q, Ten k, Ten lse, const AttnDims& a,
                                  const RactDims& d);
+    // RA-CT entropy in the augmented-value form (model/attention_base.cpp): the attention ran on
+    // the values v' = [v, k] (Dv' = Dv + Dqk), so out2 [N,Hq,Dv'] holds o = P v and ok = P k. Since
+    // -sum_j P log P = lse - scale q.(P k), the statistic needs no pass over the logits:
+    // stat = lse - a.scale q.ok (Stat [N,Hq]), gate = sigmoid(stat scale[h] + bias[h]) (Act [N,Hq]),
+    // y = ((1-alpha) + alpha gate) o (Act [N,Hq,Dv]); all overwritten. q, lse, a: the attention's
+    // (a.Dv is the real Dv; Hq = Hkv, no band, no dropout).
+    virtual void ract_entropy_fwd(Ten y, Ten stat, Ten gate, Ten out2, Ten q, Ten lse, Ten scale, Ten bias,
+                                  float alpha, const AttnDims& a);
+    // Backward of ract_entropy_fwd given dy = dL/dy: dout2 [N,Hq,Dv'] OVERWRITTEN with
+    // [((1-alpha) + alpha gate) dy, -c a.scale q], c = dL/dstat (0 when detach). The attention
+    // backward on (q, k, v', out2, dout2) then gives dq, dk with the statistic's gradient
+    // -c P (s - mu) included (its dP picks up -c s, its rowsum(dO' o') the -c mu), and dv' = [dv, -]
+    // (the second half is not a gradient: drop it). dscale, dbias: Grad [Hq] accumulated.
+    virtual void ract_entropy_bwd(Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2, Ten q, Ten stat, Ten gate,
+                                  Ten scale, float alpha, bool detach, const AttnDims& a);
+    // Act: per-head slices between two row layouts (HeadCopyDims); dst and src must not overlap.
+    virtual void copy_heads(Ten dst, Ten src, const HeadCopyDims& d);
     // Per-head output gate (RA-CT apply, M1 consumer): out[n,h,:] = ((1-a) + a gate[n,h]) ctx[n,h,:]
     // with a = alpha[0] (Param [1]) if present, else alpha_fixed. out, ctx: Act [N,H,Dv], distinct;
     // gate: Act [N,H].

@@ -47,6 +47,13 @@ void Ops::ract_gate_coef(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, 
 void Ops::ract_select_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const AttnDims&, const RactDims&) {
     missing(*this, "ract_select_bwd");
 }
+void Ops::ract_entropy_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, float, const AttnDims&) {
+    missing(*this, "ract_entropy_fwd");
+}
+void Ops::ract_entropy_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, float, bool, const AttnDims&) {
+    missing(*this, "ract_entropy_bwd");
+}
+void Ops::copy_heads(Ten, Ten, const HeadCopyDims&) { missing(*this, "copy_heads"); }
 void Ops::head_gate_fwd(Ten, Ten, Ten, Ten, float, int, int, int) { missing(*this, "head_gate_fwd"); }
 void Ops::head_gate_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, float, int, int, int) {
     missing(*this, "head_gate_bwd");

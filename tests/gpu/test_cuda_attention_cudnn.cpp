@@ -149,6 +149,11 @@ TEST_CASE("cuda: cuDNN SDPA runs the exact RA fold without a band (Dqk = 128, Dv
     check_cudnn({2, 256, 3, 128, false, 64}, AttentionImpl::cudnn, 1110);
 }
 
+TEST_CASE("cuda: cuDNN SDPA on values wider than q, k (Dqk = 64, Dv = 128: RA-CT entropy's [v, k])") {
+    GPT_REQUIRE_GPU();
+    check_cudnn({2, 256, 3, 64, false, 128}, AttentionImpl::cudnn, 1115);
+}
+
 TEST_CASE("cuda: cuDNN SDPA with the atomic-dQ backward matches the CPU") {
     GPT_REQUIRE_GPU();
     check_cudnn({2, 256, 4, 64, false}, AttentionImpl::cudnn_nondeterministic, 1200);
@@ -166,8 +171,10 @@ TEST_CASE("cuda: shapes cuDNN does not cover run our kernels under attention_imp
     d.Hkv = 1;
     CHECK_FALSE(cuda::cudnn_attention_wanted(d));
     d.Hkv = d.Hq;
-    d.Dv = 128;    // values wider than q/k: not a shape we use
+    d.Dv = 96;     // a value width cuDNN is not asked for
     CHECK_FALSE(cuda::cudnn_attention_wanted(d));
+    d.Dv = 128;    // values [v, k] of RA-CT's entropy: cuDNN
+    CHECK(cuda::cudnn_attention_wanted(d) == cuda::cudnn_compiled_in());
     d.Dv = 64;
     d.band = 64;   // the banded RA fold: ours only
     d.Dqk = 128;

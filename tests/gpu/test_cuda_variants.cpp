@@ -500,6 +500,82 @@ TEST_CASE("cuda variants: per-head output gate, sigmoid, add_scaled") {
     check_err(p, a2.as(Space::Grad), kGrad, "add_scaled dalpha (db aliases dout)");
 }
 
+// RA-CT's entropy from the attention on the values [v, k] (ops.h ract_entropy_fwd / _bwd) and the
+// slice copy that packs those values. (H, D) = (3, 64): the 16-byte kernels, q strided as in the
+// packed c_attn rows; (2, 20): widths not multiples of 8, the one-value-per-lane kernels. The
+// backward gets the same stat and gate on both backends (set, not taken from each forward).
+TEST_CASE("cuda variants: RA-CT entropy from the augmented attention output, and the head-slice copy") {
+    GPT_REQUIRE_GPU();
+    struct Shape {
+        int H, D;
+    };
+    for (Shape sh : {Shape{3, 64}, Shape{2, 20}}) {
+        const int B = 2, T = 150, N = B * T, H = sh.H, D = sh.D, W = 2 * D, q_stride = 3 * H * D;
+        CAPTURE(H);
+        CAPTURE(D);
+        AttnDims a;
+        a.B = B, a.T = T, a.Hq = a.Hkv = H, a.Dqk = a.Dv = D;
+        a.q_stride = a.k_stride = a.v_stride = q_stride;
+        a.scale = 1.f / std::sqrt(float(D));
+        const size_t nh = size_t(N) * H;
+        Pair p;
+        Ten qkv = p.reserve(Space::Act, size_t(N) * q_stride), out2 = p.reserve(Space::Act, nh * W);
+        Ten lse = p.reserve(Space::Stat, nh), stat = p.reserve(Space::Stat, nh), gate = p.reserve(Space::Act, nh);
+        Ten y = p.reserve(Space::Act, nh * D), dy = p.reserve(Space::Act, nh * D), dout2 = p.reserve(Space::Act, nh * W);
+        Ten vk = p.reserve(Space::Act, nh * W), dv = p.reserve(Space::Act, size_t(N) * q_stride);
+        Ten scale = p.reserve(Space::Param, H), bias = p.reserve(Space::Param, H);
+        p.allocate();
+        fill(p, qkv, 61), fill(p, out2, 62), fill(p, dy, 64);
+        std::vector<float> l = randn(nh, 63, 1.f);
+        for (float& x : l) x += 3.f;   // log-sum-exps: a few nats
+        p.set(lse, l);
+        p.set(scale, randn(size_t(H), 65, 1.f)), p.set(bias, randn(size_t(H), 66, 1.f));
+        const Ten q = qkv.sub(0, qkv.n), k = qkv.sub(size_t(H) * D, qkv.n - size_t(H) * D);
+        const Ten v = qkv.sub(size_t(2) * H * D, qkv.n - size_t(2) * H * D);
+        for (float alpha : {1.f, 0.2f}) {
+            CAPTURE(alpha);
+            p.poison(y), p.poison(stat), p.poison(gate);
+            p.run([&](Ops& o) { o.ract_entropy_fwd(y, stat, gate, out2, q, lse, scale, bias, alpha, a); });
+            check_err(p, stat, kAct, "stat");
+            check_err(p, gate, kAct, "gate");
+            check_err(p, y, kAct, "y");
+            std::vector<float> st = randn(nh, 67, 2.f), g(nh);
+            const std::vector<float> gz = randn(nh, 68, 1.5f);
+            for (size_t i = 0; i < nh; ++i) g[i] = round_bf16(1.f / (1.f + std::exp(-gz[i])));
+            p.set(stat, st), p.set(gate, g);
+            for (bool detach : {false, true}) {
+                CAPTURE(detach);
+                fill(p, scale.as(Space::Grad), 69), fill(p, bias.as(Space::Grad), 70);
+                p.poison(dout2);
+                p.run([&](Ops& o) {
+                    o.ract_entropy_bwd(dout2, scale.as(Space::Grad), bias.as(Space::Grad), dy, out2, q, stat, gate,
+                                       scale, alpha, detach, a);
+                });
+                check_err(p, dout2, kAct, "dout2");
+                check_err(p, scale.as(Space::Grad), kGrad, "dscale");
+                check_err(p, bias.as(Space::Grad), kGrad, "dbias");
+            }
+        }
+        // [v, k] packed per head, then the first half back into v's strided layout (the model's dv).
+        HeadCopyDims h{N, H, D, H * W, W, q_stride, D};
+        p.poison(vk);
+        p.run([&](Ops& o) {
+            o.copy_heads(vk, v, h);
+            HeadCopyDims hk = h;
+            hk.src_head_stride = D;
+            o.copy_heads(vk.sub(size_t(D), vk.n - size_t(D)), k, hk);
+        });
+        CHECK(p.err(vk) == 0.0);
+        std::vector<float> base = randn(dv.n, 71, 1.f);
+        p.set(dv, base);
+        poison_columns(p, dv, base, N, q_stride, 2 * H * D, H * D);
+        p.run([&](Ops& o) {
+            o.copy_heads(dv.sub(size_t(2) * H * D, dv.n - size_t(2) * H * D), vk, HeadCopyDims{N, H, D, q_stride, D, H * W, W});
+        });
+        CHECK(p.err(dv) == 0.0);
+    }
+}
+
 TEST_CASE("cuda variants: M2 top-k rows from q, k, lse and the sparse mix forward and backward") {
     GPT_REQUIRE_GPU();
     for (const StatCase& c : kStatCases)
@@ -737,6 +813,13 @@ TEST_CASE("cuda variants model: RA-CT top-k output gate, weights apply, entropy 
     compare_step(13, true);
     compare_step(17, true);
     compare_step(18, true);
+    // Without dropout the entropy comes from the attention on the values [v, k] (cuDNN's
+    // Dqk = 64, Dv = 128 graph on the GPU): weights apply mode and output mode.
+    ModelConfig m = ratio_ablation_steps(small_base(), OptimConfig{})[18].model;
+    m.dropout = 0.f;
+    compare_model(m, "step 18 without dropout: entropy from the augmented attention", true);
+    m.ract.apply = RactApply::weights;
+    compare_model(m, "step 18 without dropout, weights apply", true);
 }
 
 TEST_CASE("cuda variants model: M1 + M2 (steps 4, 7; RA+MLA with RA-CT, M1, M2: step 16)") {
