@@ -215,23 +215,20 @@ __device__ __forceinline__ float quad_cut(const TopK& t) {
 // Inserts row r's entries of the warp's 16 x 64 tile (values x[nt][e] * mul, column k0 + nt * 8 +
 // 2t + (e & 1), only columns <= row) into the lane's list. Only values above the row's current
 // cut can enter: quad_cut bounds the row's 8th value from below (the quad's lists hold 8 values
-// at or above it, all from lower columns, which win ties); and only values at or above `floor`, a
-// lower bound on the row's k-th value known beforehand (row_floor: values equal to it can still
-// belong to the top k, whatever their column). The warp then walks
+// at or above it, all from lower columns, which win ties). The warp then walks
 // only the lanes' candidates, one per lane per round and in increasing column order (so ties keep
 // going to the lowest column), instead of running every insertion for every entry: late in a row
 // almost nothing passes the cut, and without the walk one passing lane made the whole warp run
 // all 16 insertions.
 __device__ __forceinline__ void topk_insert_tile(TopK& t, const float (&x)[kBC / 8][4], int r, float mul, int k0,
-                                                 int row, int lane, float floor = -INFINITY) {
+                                                 int row, int lane) {
     const int tq = lane % 4;
     float cut = quad_cut(t);
     unsigned cand = 0;   // bit q = entry (nt = q / 2, e = 2r + q % 2)
 #pragma unroll
     for (int q = 0; q < kBC / 4; ++q) {
         const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
-        const float v = x[q / 2][2 * r + (q & 1)] * mul;
-        if (col <= row && v > cut && v >= floor) cand |= 1u << q;
+        if (col <= row && x[q / 2][2 * r + (q & 1)] * mul > cut) cand |= 1u << q;
     }
     while (__any_sync(0xffffffffu, cand != 0)) {
         if (cand) {
@@ -244,33 +241,6 @@ __device__ __forceinline__ void topk_insert_tile(TopK& t, const float (&x)[kBC /
             topk_insert(t, v * mul, k0 + (q / 2) * 8 + 2 * tq + (q & 1));
         }
     }
-}
-
-// First pass of the two-pass top-k: the lane's largest entry of row r in this tile (columns <= row)
-// joins the lane's list of such segment maxima (id = tile * 4 + lane % 4, unique in the quad).
-__device__ __forceinline__ void segment_max_insert(TopK& seg, const float (&x)[kBC / 8][4], int r, float mul, int k0,
-                                                   int kt, int row, int lane) {
-    const int tq = lane % 4;
-    float m = -INFINITY;
-#pragma unroll
-    for (int q = 0; q < kBC / 4; ++q) {
-        const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
-        if (col <= row) m = fmaxf(m, x[q / 2][2 * r + (q & 1)]);
-    }
-    if (m > -INFINITY) topk_insert(seg, m * mul, kt * 4 + tq);
-}
-
-// The k-th largest of the quad's segment maxima (k <= kMaxSel; -inf when there are fewer): k
-// distinct entries of the row are at or above it, so it bounds the row's k-th value from below.
-// Consumes seg.
-__device__ __forceinline__ float row_floor(TopK& seg, int k) {
-    TopK merged;
-    topk_quad_merge(seg, merged);
-    float f = -INFINITY;
-#pragma unroll
-    for (int s = 0; s < kMaxSel; ++s)
-        if (s == k - 1) f = merged.v[s];
-    return f;
 }
 
 __device__ __forceinline__ float quad_sum(float v) {

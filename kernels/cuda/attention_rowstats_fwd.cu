@@ -7,7 +7,6 @@
 //    heads, sums P / H in registers (the head-mean tile), then updates the same statistics on it:
 //    M2's renormalised top-8 and RA-CT's head_average statistic.
 // Every output is written by one thread after fixed-order reductions: deterministic.
-#include <cstdlib>
 #include <string>
 
 #include "cuda/attention_rowstats.cuh"
@@ -51,7 +50,6 @@ struct GateOut {
     const float *scale, *bias;
     RactStat stat_kind;
     int topk, slots;
-    bool one_pass;     // topk/max: the single running top-8 pass (GPT_RACT_TOPK=one_pass, for A/B)
 };
 
 // Per-head statistic. STAT is the RactStat as an int (one specialisation per statistic keeps the
@@ -73,10 +71,11 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
     const int n_tiles = (min(q0 + kBR, g.T) - 1) / kBC + 1;
 
     attn::load_tile<kBR, DQK, kThreads>(sQ, qg, g.q_stride, q0, g.T);
+    attn::load_tile<kBC, DQK, kThreads>(sK, kg, g.k_stride, 0, g.T);
     attn::cp_async_commit();
 
     int row[2];
-    float lse[2], lse2[2], acc[2] = {0.f, 0.f}, floor[2] = {-INFINITY, -INFINITY};
+    float lse[2], lse2[2], acc[2] = {0.f, 0.f};
     TopK top[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -86,51 +85,23 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
         topk_init(top[r]);
     }
 
-    // One sweep over the row block's key tiles (double-buffered), visit(s, kt, k0) per tile with the
-    // warp's logits s in registers.
-    auto sweep = [&](auto&& visit) {
-        attn::load_tile<kBC, DQK, kThreads>(sK, kg, g.k_stride, 0, g.T);
-        attn::cp_async_commit();
-        for (int kt = 0; kt < n_tiles; ++kt) {
-            const int buf = kt & 1;
-            if (kt + 1 < n_tiles) {
-                attn::load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * kTile<DQK>, kg, g.k_stride, (kt + 1) * kBC, g.T);
-                attn::cp_async_commit();
-                attn::cp_async_wait<1>();
-            } else {
-                attn::cp_async_wait<0>();
-            }
-            __syncthreads();
-            const int k0 = kt * kBC;
-            float s[kBC / 8][4];
-            dot_tile<DQK, false>(s, g, sQ, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
-            visit(s, kt, k0);
-            __syncthreads();   // this buffer is refilled by the next iteration's prefetch
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        const int buf = kt & 1;
+        if (kt + 1 < n_tiles) {
+            attn::load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * kTile<DQK>, kg, g.k_stride, (kt + 1) * kBC, g.T);
+            attn::cp_async_commit();
+            attn::cp_async_wait<1>();
+        } else {
+            attn::cp_async_wait<0>();
         }
-    };
-
-    if (kTop && !o.one_pass) {
-        // Two passes. The running top-8 spent its time inserting: early in a row every entry
-        // beats the list's bound. So a first pass keeps only each lane's largest entry per tile
-        // (one insertion per tile) and takes the k-th largest of those maxima, a lower bound on
-        // the row's k-th value; the second pass inserts only entries at or above it.
-        const int k = kStat == RactStat::max ? 1 : min(o.topk, kMaxSel);
-        TopK seg[2];
-        topk_init(seg[0]);
-        topk_init(seg[1]);
-        sweep([&](const float (&s)[kBC / 8][4], int kt, int k0) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) segment_max_insert(seg[r], s, r, g.scale, k0, kt, row[r], lane);
-        });
-#pragma unroll
-        for (int r = 0; r < 2; ++r) floor[r] = row_floor(seg[r], k);
-    }
-    sweep([&](const float (&s)[kBC / 8][4], int kt, int k0) {
-        (void)kt;
+        __syncthreads();
+        const int k0 = kt * kBC;
+        float s[kBC / 8][4];
+        dot_tile<DQK, false>(s, g, sQ, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             if constexpr (kTop) {
-                topk_insert_tile(top[r], s, r, g.scale, k0, row[r], lane, floor[r]);
+                topk_insert_tile(top[r], s, r, g.scale, k0, row[r], lane);
             } else {
 #pragma unroll
                 for (int nt = 0; nt < kBC / 8; ++nt)
@@ -142,7 +113,8 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
                     }
             }
         }
-    });
+        __syncthreads();   // this buffer is refilled by the next iteration's prefetch
+    }
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -361,8 +333,6 @@ void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten sel, Ten q, Ten 
     o.stat_kind = d.stat;
     o.topk = d.topk;
     o.slots = slots;
-    const char* pass = std::getenv("GPT_RACT_TOPK");
-    o.one_pass = pass && std::string(pass) == "one_pass";
     if (d.head_average) {
         const HeadMeanOut ho{nullptr, nullptr, o};
         if (a.Dqk == 64) launch_headmean<64>(g, ho, e.stream);
