@@ -279,9 +279,10 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
 std::string AttentionBase::describe() const {
     std::string s = describe_kind();
     if (cfg_.ract.enabled)
-        s += fmt::format(" + RA-CT({}, {}{}{})", ract_stat_name(cfg_.ract.stat),
+        s += fmt::format(" + RA-CT({}, {}{}{}{})", ract_stat_name(cfg_.ract.stat),
                          cfg_.ract.apply == RactApply::output ? "output" : "weights",
-                         cfg_.ract.head_average ? ", head-avg" : "", cfg_.ract.detach ? ", detached" : "");
+                         cfg_.ract.head_average ? ", head-avg" : "", cfg_.ract.detach ? ", detached" : "",
+                         ract_aug_ ? ", from the attention on [v, k]" : "");
     if (cfg_.m1) s += " + M1 gate";
     return s;
 }
