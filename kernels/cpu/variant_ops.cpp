@@ -564,7 +564,8 @@ void CpuOps::ract_entropy_bwd(Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2
                               Ten scale, float alpha, bool detach, const AttnDims& a) {
     const ref::EntropyDims d = entropy_dims(a, alpha, "ract_entropy_bwd");
     const size_t rows = size_t(a.B) * a.T, nh = rows * a.Hq, n2 = nh * (a.Dv + a.Dqk);
-    ref::ract_entropy_bwd(f32(dout2, n2, "ract_entropy_bwd dout2"), f32_optional(dscale, a.Hq, "ract_entropy_bwd dscale"),
+    ref::ract_entropy_bwd(f32(dout2, n2, "ract_entropy_bwd dout2"),
+                          f32_optional(dscale, a.Hq, "ract_entropy_bwd dscale"),
                           f32_optional(dbias, a.Hq, "ract_entropy_bwd dbias"), f32(dy, nh * a.Dv, "ract_entropy_bwd dy"),
                           f32(out2, n2, "ract_entropy_bwd out2"),
                           f32_extent(q, strided_extent(int(rows), a.q_stride, a.Hq * a.Dqk), "ract_entropy_bwd q"),

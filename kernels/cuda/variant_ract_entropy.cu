@@ -158,13 +158,12 @@ void ract_entropy_fwd(const VariantEnv& e, Ten y, Ten stat, Ten gate, Ten out2, 
     const float* ls = f32(e, lse, rows, op, "lse");
     const float* sc = f32(e, scale, a.H, op, "scale");
     const float* bi = f32(e, bias, a.H, op, "bias");
-    if (entropy_vec(a, {yp, o2, qp})) {
-        ract_entropy_fwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, e.stream>>>(yp, st, gt, o2, qp, ls, sc, bi, a);
-        GPT_CUDA_LAUNCHED("ract_entropy_fwd_kernel");
-    } else {
-        ract_entropy_fwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, e.stream>>>(yp, st, gt, o2, qp, ls, sc, bi, a);
-        GPT_CUDA_LAUNCHED("ract_entropy_fwd_kernel");
-    }
+    const unsigned blocks = row_blocks(a.rows);
+    if (entropy_vec(a, {yp, o2, qp}))
+        ract_entropy_fwd_kernel<true><<<blocks, kThreads, 0, e.stream>>>(yp, st, gt, o2, qp, ls, sc, bi, a);
+    else
+        ract_entropy_fwd_kernel<false><<<blocks, kThreads, 0, e.stream>>>(yp, st, gt, o2, qp, ls, sc, bi, a);
+    GPT_CUDA_LAUNCHED("ract_entropy_fwd_kernel");
 }
 
 void ract_entropy_bwd(const VariantEnv& e, Ten dout2, Ten dscale, Ten dbias, Ten dy, Ten out2, Ten q, Ten stat,
@@ -200,11 +199,12 @@ void ract_entropy_bwd(const VariantEnv& e, Ten dout2, Ten dscale, Ten dbias, Ten
 void copy_heads(const VariantEnv& e, Ten dst, Ten src, const HeadCopyDims& d) {
     const char* op = "copy_heads";
     check_positive(op, {d.N, d.H, d.width});
-    bf16* o = act(e, dst, strided_extent(d.N, d.dst_stride, (d.H - 1) * size_t(d.dst_head_stride) + d.width), op, "dst");
-    const bf16* s =
-        act(e, src, strided_extent(d.N, d.src_stride, (d.H - 1) * size_t(d.src_head_stride) + d.width), op, "src");
-    const bool vec = d.width % 8 == 0 && d.dst_stride % 8 == 0 && d.dst_head_stride % 8 == 0 && d.src_stride % 8 == 0 &&
-                     d.src_head_stride % 8 == 0 && aligned16({o, s});
+    const size_t dst_row = (d.H - 1) * size_t(d.dst_head_stride) + d.width;
+    const size_t src_row = (d.H - 1) * size_t(d.src_head_stride) + d.width;
+    bf16* o = act(e, dst, strided_extent(d.N, d.dst_stride, dst_row), op, "dst");
+    const bf16* s = act(e, src, strided_extent(d.N, d.src_stride, src_row), op, "src");
+    const bool vec = d.width % 8 == 0 && d.dst_stride % 8 == 0 && d.dst_head_stride % 8 == 0 &&
+                     d.src_stride % 8 == 0 && d.src_head_stride % 8 == 0 && aligned16({o, s});
     const size_t total = size_t(d.N) * d.H * (vec ? d.width / 8 : d.width);
     if (vec) {
         copy_heads_kernel<true><<<elementwise_blocks(total, kThreads), kThreads, 0, e.stream>>>(o, s, d, total);

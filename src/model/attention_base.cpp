@@ -108,7 +108,8 @@ size_t AttentionBase::gate_scratch_elems(int B, int T) const {
     const size_t nyd = rows_heads_dv(B, T);
     const size_t gates = align64(has_gates() ? 2 * nyd + size_t(B) * T * cfg_.n_head : nyd);
     if (!ract_aug_) return gates;
-    const size_t aug = size_t(B) * T * cfg_.n_head * size_t(augmented_dims(operands(StepContext{nullptr, B, T, false, 0}).d).Dv);
+    const AttnDims d2 = augmented_dims(operands(StepContext{nullptr, B, T, false, 0}).d);
+    const size_t aug = size_t(B) * T * cfg_.n_head * size_t(d2.Dv);
     return gates + 2 * align64(aug);
 }
 
@@ -234,7 +235,8 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
         // the statistic's gradient; the second half of dv' is not a gradient and is dropped.
         const AttnDims d2 = augmented_dims(a.d);
         const size_t aug = size_t(N) * H * d2.Dv;
-        const Ten dout2 = scratch.sub(gates_end - 2 * align64(aug), aug), dv2 = scratch.sub(gates_end - align64(aug), aug);
+        const Ten dout2 = scratch.sub(gates_end - 2 * align64(aug), aug);
+        const Ten dv2 = scratch.sub(gates_end - align64(aug), aug);
         ops.ract_entropy_bwd(dout2, ract_scale_.as(Space::Grad), ract_bias_.as(Space::Grad), dcur, y_, a.q, ract_stat_,
                              ract_gate_, ract_scale_, ract_alpha(cfg_), cfg_.ract.detach, a.d);
         const AttentionOperands g = operand_grads(c, rest);
