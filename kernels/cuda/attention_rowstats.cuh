@@ -33,6 +33,33 @@ struct Geom {
     int band, band_split;   // band_split = Dqk when there is no band
 };
 
+template <int DQK>
+constexpr int kTile = kBR * (DQK + kPad);   // bf16 elements of one 64-row tile in shared memory
+
+// The head-mean kernels' step loads: head h's query tile at q0 and the key tile at k0 of its key
+// head, into one buffer of each (one cp.async group).
+template <int DQK>
+__device__ __forceinline__ void load_head_pair(bf16* sQ, bf16* sK, const Geom& g, int b, int h, int q0, int k0) {
+    attn::load_tile<kBR, DQK, kThreads>(sQ, g.q + size_t(b) * g.T * g.q_stride + size_t(h) * DQK, g.q_stride, q0,
+                                        g.T);
+    attn::load_tile<kBC, DQK, kThreads>(sK, g.k + size_t(b) * g.T * g.k_stride + size_t(h / (g.Hq / g.Hkv)) * DQK,
+                                        g.k_stride, k0, g.T);
+    attn::cp_async_commit();
+}
+
+// The double-buffered step of the streaming kernels: prefetch the next step (issue_next) if there
+// is one while this step's group completes, then make its buffer visible to the block.
+template <class F>
+__device__ __forceinline__ void step_ready(bool more, F&& issue_next) {
+    if (more) {
+        issue_next();
+        attn::cp_async_wait<1>();
+    } else {
+        attn::cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 // Checks the shapes the row-statistics kernels support (those of the attention kernels: Dqk 64 or
 // 128, 16-byte rows, band_split a multiple of 16) and resolves q, k, lse (attention_rowstats_fwd.cu).
 Geom make_geom(const VariantEnv& e, Ten q, Ten k, Ten lse, const AttnDims& d, const char* op);
@@ -104,6 +131,25 @@ __device__ __forceinline__ int dot_tile(float (&s)[kBC / 8][4], const Geom& g, c
     if (mode == kBandMixed) mask_outside_band<KEY_ROWS>(s, g, row0, col0, lane);
     mma_steps<DQK>(s, sA, a_row0, sB, 0, split, lane);
     return mode;
+}
+
+// Head h's probabilities P = exp(scale q.k - lse) on the warp's 16 rows (row[] of the lane) x the
+// 64 keys from k0, 0 above the diagonal: the head-mean kernels' per-step tile.
+template <int DQK>
+__device__ __forceinline__ void head_tile_probs(float (&p)[kBC / 8][4], const Geom& g, const bf16* sQ, const bf16* sK,
+                                                int b, int h, int q0, int wrow, int k0, const int (&row)[2], int lane) {
+    dot_tile<DQK, false>(p, g, sQ, wrow, sK, q0 + wrow, k0, lane);
+    float lse2[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) lse2[r] = row[r] < g.T ? g.lse[(size_t(b) * g.Hq + h) * g.T + row[r]] * kLog2e : 0.f;
+    const int t = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int j = k0 + nt * 8 + 2 * t + (e & 1);
+            p[nt][e] = j <= row[e >> 1] ? attn::fast_exp2(fmaf(p[nt][e], g.scale_log2, -lse2[e >> 1])) : 0.f;
+        }
 }
 
 // acc (16 x DQK of the warp) += X . sB where X is the warp's 16 x 64 accumulator (columns = the k

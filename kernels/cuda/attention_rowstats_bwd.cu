@@ -10,8 +10,9 @@
 // Then dq_i += scale sum_j dS_ij k_j (one block per query tile: streams the key tiles) and
 // dk_j += scale sum_i dS_ij q_i (one block per key tile: streams the query tiles of every query
 // head of the key head), both recomputing the logits with tensor cores: no atomics, fixed order,
-// deterministic. The head-mean entropy/rms gradient needs every head's P at once and is not
-// implemented here (a clear error; the CPU backend has it).
+// deterministic. Head-mean entropy/rms: f depends on the head-mean row A = sum_h P_h / H, so a
+// first kernel (ract_headmean_phi_kernel) writes phi = c f / H for every entry ([B, T, T] fp32,
+// scratch) and each head's beta = sum_j P_h phi, then the same passes read phi (alpha = 1).
 #include <string>
 
 #include "cuda/attention_rowstats.cuh"
@@ -22,13 +23,11 @@ namespace gpt::cuda {
 namespace rowstats {
 namespace {
 
-template <int DQK>
-constexpr int kTile = kBR * (DQK + kPad);
-
-enum Phi { kPhiSelected = 0, kPhiLogit = 1, kPhiProb = 2 };
+enum Phi { kPhiSelected = 0, kPhiLogit = 1, kPhiProb = 2, kPhiBuffer = 3 };
 
 struct BwdArgs {
     const float *alpha, *beta;   // [B, Hq, T] (lse's layout)
+    const float* phi;            // [B, T, T], row i's entry j at (b T + i) T + j (kPhiBuffer)
     const int32_t* sel;          // [B*T, sel_heads, slots] (kPhiSelected)
     int sel_heads, slots;
     bf16 *dq, *dk;               // q's and k's layouts, accumulated
@@ -107,13 +106,111 @@ __global__ void ract_coef_kernel(CoefArgs c, Geom g) {
     }
 }
 
-// dS = P (alpha phi - beta) for one entry.
+// dS = P (alpha phi - beta) for one entry (kPhiBuffer: phi read from the buffer at (b, i, j)).
 template <int PHI>
 __device__ __forceinline__ float dlogit(float s, const Geom& g, float lse, float lse2, float alpha, float beta,
-                                        bool selected) {
+                                        bool selected, const BwdArgs& a, int b, int i, int j) {
     const float p = attn::fast_exp2(fmaf(s, g.scale_log2, -lse2));
-    const float phi = PHI == kPhiSelected ? (selected ? 1.f : 0.f) : PHI == kPhiLogit ? lse - s * g.scale : p;
+    float phi;
+    if constexpr (PHI == kPhiSelected) phi = selected ? 1.f : 0.f;
+    else if constexpr (PHI == kPhiLogit) phi = lse - s * g.scale;
+    else if constexpr (PHI == kPhiProb) phi = p;
+    else phi = i < g.T ? a.phi[(size_t(b) * g.T + i) * g.T + j] : 0.f;   // rows past T: alpha = beta = 0
     return p * (alpha * phi - beta);
+}
+
+// Head-mean entropy/rms: phi_ij = c_i f(A_ij) / H with A the head-mean row (entropy f = -(log A + 1)
+// where A > 0, rms f = A / (n stat)), c_i / H read from alpha (ract_coef_kernel), and every head's
+// beta_hi = sum_j P_hij phi_ij; alpha becomes 1. One block per (64 query rows, batch); per key
+// tile, H steps sum the head-mean tile, then H more recompute each head's P against phi. beta sums
+// in shared memory, each row's by the warp that owns it, in key order: deterministic.
+struct PhiArgs {
+    float* phi;             // [B, T, T]
+    float *alpha, *beta;    // [B, Hq, T]
+    const float* stat;      // [B*T, Hq] (rms: the shared statistic)
+    RactStat kind;
+};
+
+template <int DQK>
+__global__ void __launch_bounds__(kThreads) ract_headmean_phi_kernel(Geom g, PhiArgs o) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16* sQ = reinterpret_cast<bf16*>(smem_raw);   // two buffers
+    bf16* sK = sQ + 2 * kTile<DQK>;                  // two buffers
+    float* sBeta = reinterpret_cast<float*>(sK + 2 * kTile<DQK>);   // [H][kBR]
+
+    const int q_tile = gridDim.x - 1 - blockIdx.x;
+    const int b = blockIdx.y, H = g.Hq;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, t = lane % 4;
+    const int q0 = q_tile * kBR, wrow = warp * 16;
+    const int n_tiles = (min(q0 + kBR, g.T) - 1) / kBC + 1, steps = n_tiles * 2 * H;
+    const float inv_h = 1.f / float(H);
+
+    // Step s = (key tile s / 2H, head s % H), the first H of a tile summing A, the next H using phi.
+    auto issue = [&](int step, int buf) {
+        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, q0, step / (2 * H) * kBC);
+    };
+    for (int x = threadIdx.x; x < H * kBR; x += kThreads) sBeta[x] = 0.f;
+    issue(0, 0);
+
+    int row[2];
+    float coef[2], nrms[2];   // c / H, and n stat for rms
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        row[r] = q0 + wrow + gq + 8 * r;
+        const bool in = row[r] < g.T;
+        coef[r] = in ? o.alpha[(size_t(b) * H) * g.T + row[r]] : 0.f;   // head 0's: the same for every head
+        nrms[r] = in ? float(row[r] + 1) * o.stat[(size_t(b) * g.T + row[r]) * H] : 0.f;
+    }
+    float pbar[kBC / 8][4], phi[kBC / 8][4];
+
+    for (int step = 0; step < steps; ++step) {
+        const int buf = step & 1, kt = step / (2 * H), h = step % H, k0 = kt * kBC;
+        const bool second = step % (2 * H) >= H;
+        step_ready(step + 1 < steps, [&] { issue(step + 1, buf ^ 1); });
+        if (!second && h == 0) {
+#pragma unroll
+            for (int nt = 0; nt < kBC / 8; ++nt) pbar[nt][0] = pbar[nt][1] = pbar[nt][2] = pbar[nt][3] = 0.f;
+        }
+        float p[kBC / 8][4];
+        head_tile_probs<DQK>(p, g, sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, b, h, q0, wrow, k0, row, lane);
+        float bsum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                if (second) bsum[e >> 1] += p[nt][e] * phi[nt][e];
+                else pbar[nt][e] += p[nt][e] * inv_h;
+            }
+        if (!second && h == H - 1) {   // the head-mean tile is complete: phi, kept and written
+#pragma unroll
+            for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int j = k0 + nt * 8 + 2 * t + (e & 1), r = e >> 1;
+                    const float A = pbar[nt][e];
+                    float f = 0.f;
+                    if (o.kind == RactStat::entropy) f = A > 0.f ? -(logf(A) + 1.f) : 0.f;
+                    else f = nrms[r] > 0.f ? A / nrms[r] : 0.f;
+                    phi[nt][e] = j > row[r] ? 0.f : coef[r] * f;
+                    if (row[r] < g.T && j <= row[r]) o.phi[(size_t(b) * g.T + row[r]) * g.T + j] = phi[nt][e];
+                }
+        }
+        if (second) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float v = quad_sum(bsum[r]);
+                if (t == 0) sBeta[h * kBR + wrow + gq + 8 * r] += v;   // this warp's own rows
+            }
+        }
+        __syncthreads();   // this buffer is refilled by the next iteration's prefetch
+    }
+    for (int x = threadIdx.x; x < H * kBR; x += kThreads) {
+        const int h = x / kBR, i = q0 + x % kBR;
+        if (i >= g.T) continue;
+        const size_t r = (size_t(b) * H + h) * g.T + i;
+        o.beta[r] = sBeta[x];
+        o.alpha[r] = 1.f;
+    }
 }
 
 // dq: one block per (64 query rows, batch, query head).
@@ -176,7 +273,8 @@ __global__ void __launch_bounds__(kThreads) ract_dq_kernel(Geom g, BwdArgs a) {
             for (int e = 0; e < 4; ++e) {
                 const int r = e >> 1, j = k0 + nt * 8 + 2 * t + (e & 1);
                 s[nt][e] = j > row[r] ? 0.f
-                                      : dlogit<PHI>(s[nt][e], g, lse[r], lse2[r], al[r], be[r], (msk[r] >> (j - k0)) & 1);
+                                      : dlogit<PHI>(s[nt][e], g, lse[r], lse2[r], al[r], be[r], (msk[r] >> (j - k0)) & 1,
+                                                    a, b, row[r], j);
             }
         mma_xb<DQK, false>(acc, s, k_s, g, mode, q0 + wrow, k0, lane);
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
@@ -262,7 +360,7 @@ __global__ void __launch_bounds__(kThreads) ract_dk_kernel(Geom g, BwdArgs a) {
                 const int j = k0 + wrow + gq + 8 * (e >> 1), il = nt * 8 + 2 * t + (e & 1);
                 s[nt][e] = j > q0 + il ? 0.f
                                        : dlogit<PHI>(s[nt][e], g, qr.lse[il], qr.lse2[il], qr.alpha[il], qr.beta[il],
-                                                     (qr.sel[il] >> (j - k0)) & 1);
+                                                     (qr.sel[il] >> (j - k0)) & 1, a, b, q0 + il, j);
             }
         mma_xb<DQK, true>(acc, s, q_s, g, mode, k0 + wrow, q0, lane);
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
@@ -297,9 +395,18 @@ void launch_passes(const Geom& g, const BwdArgs& a, cudaStream_t s) {
 
 template <int DQK>
 void launch_passes(const Geom& g, const BwdArgs& a, RactStat stat, cudaStream_t s) {
-    if (stat == RactStat::entropy) launch_passes<DQK, kPhiLogit>(g, a, s);
+    if (a.phi) launch_passes<DQK, kPhiBuffer>(g, a, s);
+    else if (stat == RactStat::entropy) launch_passes<DQK, kPhiLogit>(g, a, s);
     else if (stat == RactStat::rms) launch_passes<DQK, kPhiProb>(g, a, s);
     else launch_passes<DQK, kPhiSelected>(g, a, s);
+}
+
+template <int DQK>
+void launch_headmean_phi(const Geom& g, const PhiArgs& o, cudaStream_t s) {
+    const size_t smem = size_t(4) * kTile<DQK> * sizeof(bf16) + size_t(g.Hq) * kBR * sizeof(float);
+    allow_smem<ract_headmean_phi_kernel<DQK>>(smem);
+    ract_headmean_phi_kernel<DQK><<<dim3((g.T + kBR - 1) / kBR, g.B), kThreads, smem, s>>>(g, o);
+    GPT_CUDA_LAUNCHED("ract_headmean_phi_kernel");
 }
 
 }  // namespace
@@ -361,15 +468,13 @@ void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, T
     check_ract(d, a, op);
     GPT_CHECK(dq.present() == dk.present(), "cuda-bf16 ract_gate_bwd: dq and dk are both present or both absent");
     const bool through = dq.present();
-    GPT_CHECK(!through || !d.head_average || d.stat == RactStat::topk || d.stat == RactStat::max,
-              "cuda-bf16 ract_gate_bwd: the gradient through a head-averaged entropy/rms statistic is not "
-              "implemented on the GPU (it needs every head's probabilities at once); set model.ract.detach=true, "
-              "use a per-head statistic, or run on the cpu backend");
+    // Head-mean entropy/rms: phi depends on every head's P, so it is written out first ([B, T, T]).
+    const bool phi_buffer = through && d.head_average && (d.stat == RactStat::entropy || d.stat == RactStat::rms);
     const int N = d.B * d.T, slots = ract_sel_slots(d), sel_heads = d.head_average ? 1 : d.H;
     const size_t nh = size_t(N) * d.H;
     ScratchPlan sp;
     const size_t o_coef = sp.add(ract_coef_floats(N, d.H)), o_al = sp.add(through ? nh : 0),
-                 o_be = sp.add(through ? nh : 0);
+                 o_be = sp.add(through ? nh : 0), o_phi = sp.add(phi_buffer ? size_t(N) * d.T : 0);
     float* scratch = sp.take(e);
     Geom g{};
     if (through) g = make_geom(e, q, k, lse, a, op);
@@ -380,6 +485,12 @@ void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, T
     if (!through) return;
 
     BwdArgs ba{};
+    if (phi_buffer) {
+        const PhiArgs po{scratch + o_phi, alpha, beta, f32(e, stat, nh, op, "stat"), d.stat};
+        if (a.Dqk == 64) launch_headmean_phi<64>(g, po, e.stream);
+        else launch_headmean_phi<128>(g, po, e.stream);
+        ba.phi = scratch + o_phi;
+    }
     ba.alpha = alpha;
     ba.beta = beta;
     ba.sel = sp_sel;

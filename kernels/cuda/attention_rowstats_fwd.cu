@@ -17,9 +17,6 @@ namespace gpt::cuda {
 namespace rowstats {
 namespace {
 
-template <int DQK>
-constexpr int kTile = kBR * (DQK + kPad);   // bf16 elements of one 64-row tile in shared memory
-
 __device__ __forceinline__ float sigmoidf(float z) { return 1.f / (1.f + expf(-z)); }
 
 // The statistic of a finished row from its merged top list (topk/max) or its quad-summed
@@ -149,7 +146,7 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
     bf16* sK = sQ + 2 * kTile<DQK>;                  // two buffers
 
     const int q_tile = gridDim.x - 1 - blockIdx.x;
-    const int b = blockIdx.y, H = g.Hq, group = g.Hq / g.Hkv;
+    const int b = blockIdx.y, H = g.Hq;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, t = lane % 4;
     const int q0 = q_tile * kBR, wrow = warp * 16;
     const int n_tiles = (min(q0 + kBR, g.T) - 1) / kBC + 1, steps = n_tiles * H;
@@ -160,13 +157,7 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
 
     // Step s = (key tile s / H, head s % H): the head's query tile and the key tile of its kv head.
     auto issue = [&](int step, int buf) {
-        const int kt = step / H, h = step % H;
-        attn::load_tile<kBR, DQK, kThreads>(sQ + buf * kTile<DQK>, g.q + size_t(b) * g.T * g.q_stride + size_t(h) * DQK,
-                                            g.q_stride, q0, g.T);
-        attn::load_tile<kBC, DQK, kThreads>(sK + buf * kTile<DQK>,
-                                            g.k + size_t(b) * g.T * g.k_stride + size_t(h / group) * DQK,
-                                            g.k_stride, kt * kBC, g.T);
-        attn::cp_async_commit();
+        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, q0, step / H * kBC);
     };
     issue(0, 0);
 
@@ -182,29 +173,17 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
 
     for (int step = 0; step < steps; ++step) {
         const int buf = step & 1, kt = step / H, h = step % H, k0 = kt * kBC;
-        if (step + 1 < steps) {
-            issue(step + 1, buf ^ 1);
-            attn::cp_async_wait<1>();
-        } else {
-            attn::cp_async_wait<0>();
-        }
-        __syncthreads();
+        step_ready(step + 1 < steps, [&] { issue(step + 1, buf ^ 1); });
         if (h == 0) {
 #pragma unroll
             for (int nt = 0; nt < kBC / 8; ++nt) pbar[nt][0] = pbar[nt][1] = pbar[nt][2] = pbar[nt][3] = 0.f;
         }
         float s[kBC / 8][4];
-        dot_tile<DQK, false>(s, g, sQ + buf * kTile<DQK>, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
-        float lse2[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-            lse2[r] = row[r] < g.T ? g.lse[(size_t(b) * g.Hq + h) * g.T + row[r]] * kLog2e : 0.f;
+        head_tile_probs<DQK>(s, g, sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, b, h, q0, wrow, k0, row, lane);
 #pragma unroll
         for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (k0 + nt * 8 + 2 * t + (e & 1) <= row[e >> 1])
-                    pbar[nt][e] += attn::fast_exp2(fmaf(s[nt][e], g.scale_log2, -lse2[e >> 1])) * inv_h;
+            for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
         if (h == H - 1) {   // the head-mean tile is complete: its statistics
             if (top_stat) {
 #pragma unroll

@@ -345,8 +345,6 @@ TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head avera
                 CAPTURE(avg);
                 const AttnDims d = stat_dims(c);
                 const RactDims rd{d.B, d.T, d.Hq, stat, 5, avg};
-                // The GPU has no gradient through a head-averaged entropy/rms: detached there.
-                const bool through = !avg || stat == RactStat::topk || stat == RactStat::max;
                 const int slots = ract_sel_slots(rd), sel_heads = avg ? 1 : d.Hq;
                 const size_t nh = size_t(d.B) * d.T * d.Hq;
                 RactTensors t(d, rd, false, 31);
@@ -360,7 +358,8 @@ TEST_CASE("cuda variants: RA-CT gate from q, k, lse: every statistic, head avera
                     o.attention_fwd(out, lse, q, k, v, d);
                     o.ract_gate_fwd(st, gate, sel, q, k, lse, scale, bias, d, rd);
                     o.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d);
-                    o.ract_gate_bwd(through ? dq : Ten{}, through ? dk : Ten{}, scale.as(Space::Grad),
+                    // Every statistic's gradient flows (head-averaged entropy/rms through the phi buffer).
+                    o.ract_gate_bwd(dq, dk, scale.as(Space::Grad),
                                     bias.as(Space::Grad), dgate, q, k, lse, st, sel, gate, scale, d, rd);
                 });
                 check_err(p, st, 1e-3, "stat");   // fp32 statistics of logits from bf16 q, k
@@ -820,6 +819,12 @@ TEST_CASE("cuda variants model: RA-CT top-k output gate, weights apply, entropy 
     compare_model(m, "step 18 without dropout: entropy from the augmented attention", true);
     m.ract.apply = RactApply::weights;
     compare_model(m, "step 18 without dropout, weights apply", true);
+    // The head-averaged statistics' gradient (the head-mean phi written out first).
+    m = ratio_ablation_steps(small_base(), OptimConfig{})[18].model;
+    m.ract.head_average = true;
+    compare_model(m, "step 18 with the head-averaged entropy", true);
+    m.ract.stat = RactStat::rms;
+    compare_model(m, "step 18 with the head-averaged rms", true);
 }
 
 TEST_CASE("cuda variants model: M1 + M2 (steps 4, 7; RA+MLA with RA-CT, M1, M2: step 16)") {
