@@ -683,19 +683,19 @@ void CpuOps::add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size
 namespace {
 void check_disc(const DiscChannelDims& d) {
     check_positive("disc_channel", {d.N, d.H, d.D, d.W});
-    GPT_CHECK(d.split >= 0 && d.split <= d.W && d.scale > 0.f && d.k_stride >= d.H * d.D,
-              fmt::format("cpu backend: disc_channel: split {} must lie in [0, W = {}], scale {} must be > 0 and "
-                          "k_stride {} must cover the heads",
-                          d.split, d.W, d.scale, d.k_stride));
+    GPT_CHECK(d.split >= 0 && d.split <= d.W && d.scale > 0.f && d.k_stride >= d.H * d.D && d.pad >= 0,
+              fmt::format("cpu backend: disc_channel: split {} must lie in [0, W = {}], scale {} must be > 0, "
+                          "k_stride {} must cover the heads and pad {} must be >= 0",
+                          d.split, d.W, d.scale, d.k_stride, d.pad));
 }
 }  // namespace
 
 void CpuOps::disc_channel_fwd(Ten qt_out, Ten kt_out, Ten qt, Ten kt, Ten k, Ten u, Ten g_disc,
                               const DiscChannelDims& d) {
     check_disc(d);
-    const size_t rows = size_t(d.N) * d.H, W = d.W;
-    float* qo = f32(qt_out, rows * (W + 1), "disc_channel_fwd qt_out");
-    float* ko = f32(kt_out, rows * (W + 1), "disc_channel_fwd kt_out");
+    const size_t rows = size_t(d.N) * d.H, W = d.W, Wo = d.out_width(), tail = d.split + 1 + d.pad;
+    float* qo = f32(qt_out, rows * Wo, "disc_channel_fwd qt_out");
+    float* ko = f32(kt_out, rows * Wo, "disc_channel_fwd kt_out");
     const float* qi = f32(qt, rows * W, "disc_channel_fwd qt");
     const float* ki = f32(kt, rows * W, "disc_channel_fwd kt");
     std::vector<float> bias(rows, 0.f);
@@ -704,38 +704,40 @@ void CpuOps::disc_channel_fwd(Ten qt_out, Ten kt_out, Ten qt, Ten kt, Ten k, Ten
                        d.N, d.H, d.D, d.k_stride);
     for (size_t r = 0; r < rows; ++r) {
         const float *q = qi + r * W, *kk = ki + r * W;
-        float *qd = qo + r * (W + 1), *kd = ko + r * (W + 1);
+        float *qd = qo + r * Wo, *kd = ko + r * Wo;
         std::copy(q, q + d.split, qd);
         std::copy(kk, kk + d.split, kd);
         qd[d.split] = 1.f;
         kd[d.split] = bias[r] / d.scale;
-        std::copy(q + d.split, q + W, qd + d.split + 1);
-        std::copy(kk + d.split, kk + W, kd + d.split + 1);
+        std::fill(qd + d.split + 1, qd + tail, 0.f);
+        std::fill(kd + d.split + 1, kd + tail, 0.f);
+        std::copy(q + d.split, q + W, qd + tail);
+        std::copy(kk + d.split, kk + W, kd + tail);
     }
 }
 
 void CpuOps::disc_channel_bwd(Ten dqt, Ten dkt, Ten dk, Ten du, Ten dg_disc, Ten dqt_out, Ten dkt_out, Ten k,
                               Ten u, Ten g_disc, const DiscChannelDims& d) {
     check_disc(d);
-    const size_t rows = size_t(d.N) * d.H, W = d.W;
-    const float* gq = f32(dqt_out, rows * (W + 1), "disc_channel_bwd dqt_out");
-    const float* gk = f32(dkt_out, rows * (W + 1), "disc_channel_bwd dkt_out");
+    const size_t rows = size_t(d.N) * d.H, W = d.W, Wo = d.out_width(), tail = d.split + 1 + d.pad;
+    const float* gq = f32(dqt_out, rows * Wo, "disc_channel_bwd dqt_out");
+    const float* gk = f32(dkt_out, rows * Wo, "disc_channel_bwd dkt_out");
     float* dq = f32_optional(dqt, rows * W, "disc_channel_bwd dqt");
     float* dkk = f32_optional(dkt, rows * W, "disc_channel_bwd dkt");
-    for (size_t r = 0; r < rows; ++r) {   // drop the channel (qt's constant 1 has no gradient)
-        const float *q = gq + r * (W + 1), *kk = gk + r * (W + 1);
+    for (size_t r = 0; r < rows; ++r) {   // drop the channel and its pad (qt's constant 1 has no gradient)
+        const float *q = gq + r * Wo, *kk = gk + r * Wo;
         if (dq) {
             std::copy(q, q + d.split, dq + r * W);
-            std::copy(q + d.split + 1, q + W + 1, dq + r * W + d.split);
+            std::copy(q + tail, q + Wo, dq + r * W + d.split);
         }
         if (dkk) {
             std::copy(kk, kk + d.split, dkk + r * W);
-            std::copy(kk + d.split + 1, kk + W + 1, dkk + r * W + d.split);
+            std::copy(kk + tail, kk + Wo, dkk + r * W + d.split);
         }
     }
     if (!dk.present() && !du.present() && !dg_disc.present()) return;
     std::vector<float> dbias(rows);
-    for (size_t r = 0; r < rows; ++r) dbias[r] = gk[r * (W + 1) + d.split] / d.scale;
+    for (size_t r = 0; r < rows; ++r) dbias[r] = gk[r * Wo + d.split] / d.scale;
     const size_t k_ext = strided_extent(d.N, d.k_stride, d.H * d.D);
     ref::disc_bias_bwd(dk.present() ? f32_extent(dk, k_ext, "disc_channel_bwd dk") : nullptr,
                        f32_optional(du, size_t(d.H) * d.D, "disc_channel_bwd du"),

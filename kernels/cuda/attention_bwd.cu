@@ -514,7 +514,9 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
     p.dv = dv;
     p.lse = const_cast<float*>(lse);
     p.delta = delta;
-    if (d.Dqk == 64 && d.Dv == 128) attn::launch_bwd<64, 128>(p, s);
+    if (d.Dqk == 144) attn::launch_bwd<144, 64>(p, s);
+    else if (d.Dqk == 80) attn::launch_bwd<80, 64>(p, s);
+    else if (d.Dqk == 64 && d.Dv == 128) attn::launch_bwd<64, 128>(p, s);
     else if (d.Dqk == 64) attn::launch_bwd<64, 64>(p, s);
     else if (d.Dv == 128) attn::launch_bwd<128, 128>(p, s);
     else attn::launch_bwd<128, 64>(p, s);

@@ -300,10 +300,13 @@ void attention_check(const AttnDims& d) {
              std::to_string(d.k_stride) + "/" + std::to_string(d.v_stride) +
              " band=" + std::to_string(d.band) + "/" + std::to_string(d.band_split) + "): " + why);
     };
-    // (128, 64): the exact RA fold; (64, 128): RA-CT's entropy on the values [v, k].
+    // (128, 64): the exact RA fold; (64, 128): RA-CT's entropy on the values [v, k]; (144, 64) and
+    // (80, 64): the exact and same-FLOP folds with the discoverability channel (padded to 16).
     const bool dims_ok = (d.Dqk == 64 && d.Dv == 64) || (d.Dqk == 128 && d.Dv == 128) ||
-                         (d.Dqk == 128 && d.Dv == 64) || (d.Dqk == 64 && d.Dv == 128);
-    if (!dims_ok) bad("head dims (Dqk, Dv) must be (64, 64), (128, 128), (128, 64) or (64, 128)");
+                         (d.Dqk == 128 && d.Dv == 64) || (d.Dqk == 64 && d.Dv == 128) ||
+                         (d.Dqk == 144 && d.Dv == 64) || (d.Dqk == 80 && d.Dv == 64);
+    if (!dims_ok)
+        bad("head dims (Dqk, Dv) must be (64, 64), (128, 128), (128, 64), (64, 128), (144, 64) or (80, 64)");
     if (d.B <= 0 || d.T <= 0 || d.Hq <= 0 || d.Hkv <= 0) bad("B, T, Hq, Hkv must be positive");
     if (d.Hq % d.Hkv != 0) bad("Hkv must divide Hq");
     if (d.q_stride % 8 || d.k_stride % 8 || d.v_stride % 8)
@@ -331,7 +334,9 @@ void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const
     p.v = v;
     p.out = out;
     p.lse = lse;
-    if (d.Dqk == 64 && d.Dv == 128) attn::launch_fwd<64, 128>(p, s);
+    if (d.Dqk == 144) attn::launch_fwd<144, 64>(p, s);
+    else if (d.Dqk == 80) attn::launch_fwd<80, 64>(p, s);
+    else if (d.Dqk == 64 && d.Dv == 128) attn::launch_fwd<64, 128>(p, s);
     else if (d.Dqk == 64) attn::launch_fwd<64, 64>(p, s);
     else if (d.Dv == 128) attn::launch_fwd<128, 128>(p, s);
     else attn::launch_fwd<128, 64>(p, s);

@@ -1,5 +1,5 @@
 // RA discoverability bias as one more folded channel (ops.h disc_channel_fwd/bwd, DiscChannelDims):
-// q̃ gains a constant 1 and k̃ the bias g_disc[h] (k.u_h) / scale at column `split`. One warp per
+// q̃ gains a constant 1 and k̃ the bias g_disc[h] (k.u_h) / scale at column `split`, then `pad` zeros. One warp per
 // (token, head) row; du and dg_disc are per-row contributions summed over tokens in a fixed order.
 #include <algorithm>
 
@@ -24,16 +24,16 @@ __global__ void disc_fwd_kernel(bf16* qo, bf16* ko, const bf16* qt, const bf16* 
                                 const float* g, DiscChannelDims d) {
     const int r = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x & 31;
     if (r >= d.N * d.H) return;
-    const int n = r / d.H, h = r % d.H, W = d.W;
+    const int n = r / d.H, h = r % d.H, W = d.W, Wo = W + 1 + d.pad, tail = d.split + 1 + d.pad;
     const float bias = g[h] * key_dot_u(k, u, d, n, h);
-    const size_t in = size_t(r) * W, out = size_t(r) * (W + 1);
-    for (int c = lane; c <= W; c += 32) {
-        if (c == d.split) {
-            qo[out + c] = __float2bfloat16(1.f);
-            ko[out + c] = __float2bfloat16(bias / d.scale);
+    const size_t in = size_t(r) * W, out = size_t(r) * Wo;
+    for (int c = lane; c < Wo; c += 32) {
+        if (c >= d.split && c < tail) {   // the channel, then its zero pad
+            qo[out + c] = __float2bfloat16(c == d.split ? 1.f : 0.f);
+            ko[out + c] = __float2bfloat16(c == d.split ? bias / d.scale : 0.f);
             continue;
         }
-        const int src = c < d.split ? c : c - 1;
+        const int src = c < d.split ? c : c - 1 - d.pad;
         qo[out + c] = qt[in + src];
         ko[out + c] = kt[in + src];
     }
@@ -45,9 +45,9 @@ __global__ void disc_bwd_kernel(bf16* dqt, bf16* dkt, bf16* dk, float* cg, float
     const int r = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x & 31;
     if (r >= d.N * d.H) return;
     const int n = r / d.H, h = r % d.H, W = d.W;
-    const size_t in = size_t(r) * (W + 1), out = size_t(r) * W;
-    for (int c = lane; c < W; c += 32) {   // drop the channel
-        const int src = c < d.split ? c : c + 1;
+    const size_t in = size_t(r) * (W + 1 + d.pad), out = size_t(r) * W;
+    for (int c = lane; c < W; c += 32) {   // drop the channel and its pad
+        const int src = c < d.split ? c : c + 1 + d.pad;
         if (dqt) dqt[out + c] = gq[in + src];
         if (dkt) dkt[out + c] = gk[in + src];
     }
@@ -65,9 +65,9 @@ __global__ void disc_bwd_kernel(bf16* dqt, bf16* dkt, bf16* dk, float* cg, float
 
 void check_disc(const DiscChannelDims& d, const char* op) {
     variant::check_positive(op, {d.N, d.H, d.D, d.W});
-    GPT_CHECK(d.split >= 0 && d.split <= d.W && d.scale > 0.f && d.k_stride >= d.H * d.D,
-              std::string("cuda-bf16 ") + op + ": split must lie in [0, W], scale must be > 0 and k_stride must "
-                                               "cover the heads");
+    GPT_CHECK(d.split >= 0 && d.split <= d.W && d.scale > 0.f && d.k_stride >= d.H * d.D && d.pad >= 0,
+              std::string("cuda-bf16 ") + op + ": split must lie in [0, W], scale must be > 0, k_stride must "
+                                               "cover the heads and pad must be >= 0");
 }
 
 }  // namespace
@@ -79,7 +79,7 @@ void disc_channel_fwd(const VariantEnv& e, Ten qt_out, Ten kt_out, Ten qt, Ten k
     const char* op = "disc_channel_fwd";
     check_disc(d, op);
     const int rows = d.N * d.H;
-    const size_t w1 = size_t(rows) * (d.W + 1), w = size_t(rows) * d.W;
+    const size_t w1 = size_t(rows) * d.out_width(), w = size_t(rows) * d.W;
     disc_fwd_kernel<<<(rows + kWarps - 1) / kWarps, kThreads, 0, e.stream>>>(
         act(e, qt_out, w1, op, "qt_out"), act(e, kt_out, w1, op, "kt_out"), act(e, qt, w, op, "qt"),
         act(e, kt, w, op, "kt"), act(e, k, strided_extent(d.N, d.k_stride, d.H * d.D), op, "k"),
@@ -92,7 +92,7 @@ void disc_channel_bwd(const VariantEnv& e, Ten dqt, Ten dkt, Ten dk, Ten du, Ten
     const char* op = "disc_channel_bwd";
     check_disc(d, op);
     const int rows = d.N * d.H;
-    const size_t w1 = size_t(rows) * (d.W + 1), w = size_t(rows) * d.W, HD = size_t(d.H) * d.D;
+    const size_t w1 = size_t(rows) * d.out_width(), w = size_t(rows) * d.W, HD = size_t(d.H) * d.D;
     float* dg = f32_opt(e, dg_disc, d.H, op, "dg_disc");
     float* duf = f32_opt(e, du, HD, op, "du");
     ScratchPlan sp;

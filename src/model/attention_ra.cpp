@@ -79,6 +79,7 @@ DiscChannelDims RaAttention::disc_dims(const StepContext& c) const {
     d.W = folded_width();
     d.split = split();
     d.scale = 1.0f / std::sqrt(float(cfg_.head_dim()));
+    d.pad = disc_pad();
     return d;
 }
 
@@ -148,7 +149,7 @@ AttentionOperands RaAttention::folded(Ten qt, Ten kt, Ten v, const StepContext& 
     d.v_stride = 3 * cfg_.n_embd;
     d.scale = 1.0f / std::sqrt(float(D));
     d.band = cfg_.ra.band;
-    d.band_split = split() + (disc_ ? 1 : 0);   // the bias channel is never banded
+    d.band_split = split() + (disc_ ? 1 + disc_pad() : 0);   // the bias channel (and its pad) is never banded
     return {qt, kt, v, d};
 }
 

@@ -36,7 +36,9 @@ private:
     RaLowRankDims weights_dims() const;   // the weights form's fold over c_attn's n_embd columns
     int folded_width() const { return lowrank_ ? cfg_.head_dim() : 2 * cfg_.head_dim(); }   // before disc
     int split() const { return lowrank_ ? cfg_.head_dim() - cfg_.ra.rank : cfg_.head_dim(); }   // band_split
-    int operand_width() const { return folded_width() + (disc_ ? 1 : 0); }                    // Dqk
+    // The bias channel is followed by zeros up to a multiple of 16 (the GPU kernels' widths).
+    int disc_pad() const { return disc_ ? (16 - (folded_width() + 1) % 16) % 16 : 0; }
+    int operand_width() const { return folded_width() + (disc_ ? 1 + disc_pad() : 0); }       // Dqk
     DiscChannelDims disc_dims(const StepContext& c) const;
     int n_gates() const { return cfg_.ra.gates == GateScope::per_head ? cfg_.n_head : 1; }
     RaFoldDims fold_dims(const StepContext& c) const;
@@ -53,7 +55,7 @@ private:
     Ten g_std_, g_rec_, w_lowrank_;   // parameters (gates absent when fixed)
     Ten disc_u_, g_disc_;             // discoverability bias (model.ra.discoverability)
     Ten qt_, kt_;                     // folded q̃, k̃ [B*T, H, folded width]
-    Ten qd_, kd_;                     // with the discoverability channel [B*T, H, folded width + 1]
+    Ten qd_, kd_;                     // with the discoverability channel [B*T, H, operand_width()]
     Ten w_eff_, b_eff_;               // weights form: c_attn's folded weight [3E, E], bias [3E] (Act)
     Ten dw_eff_, db_eff_;             // and their gradients (Stat, fp32)
 };

@@ -97,13 +97,17 @@ struct RaLowRankDims {
     float g_std_fixed = 1.f, g_rec_fixed = 1.f;
 };
 // Discoverability bias (SPEC §2.2) as one more channel of the folded operands, inserted at column
-// `split` (before the banded reciprocal tail): width W -> W+1, see Ops::disc_channel_fwd.
+// `split` (before the banded reciprocal tail) and followed by `pad` zero channels: width W ->
+// W+1+pad, see Ops::disc_channel_fwd. The pad keeps the widths and the band split multiples of 16
+// (what the GPU's attention kernels take).
 struct DiscChannelDims {
     int N = 0, H = 0, D = 0;
     int k_stride = 0;   // the real keys k (heads of D) the bias reads, rows at n*k_stride
     int W = 0;          // width of the folded operands per head before the insert
     int split = 0;      // the channel goes to column `split` (0 <= split <= W)
     float scale = 0.f;  // the attention's logit scale (the bias is added unscaled)
+    int pad = 0;        // zero channels after the bias channel
+    int out_width() const { return W + 1 + pad; }
 };
 // MLA's per-head maps (SPEC §2.3): out[n,h,:] = in[n, Hin == 1 ? 0 : h, :] . M[Hm == 1 ? 0 : h],
 // M [Hm, Din, Dout] row-major. in rows at n*in_stride (head h at h*Din); out contiguous [N,H,Dout].
@@ -382,14 +386,14 @@ public:
     // db = alpha[0] dout (Act, OVERWRITTEN; absent = skip); dalpha: Grad [1] accumulated with
     // sum dout b. (The gradient of a is dout itself.)
     virtual void add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n);
-    // Discoverability channel: qt_out[n,h] = [qt[n,h,:split], 1, qt[n,h,split:]] and
-    // kt_out[n,h] = [kt[n,h,:split], g_disc[h] (k[n,h].u[h]) / scale, kt[n,h,split:]]; qt, kt: Act
-    // [N,H,W]; qt_out, kt_out: Act [N,H,W+1] overwritten; k: Act strided; u: Param [H,D]; g_disc:
-    // Param [H]. Attention on the outputs (Dqk = W+1, band_split = split+1) adds
-    // g_disc[h] (k_j.u_h) unscaled to every logit of key column j.
+    // Discoverability channel: qt_out[n,h] = [qt[n,h,:split], 1, 0 x pad, qt[n,h,split:]] and
+    // kt_out[n,h] = [kt[n,h,:split], g_disc[h] (k[n,h].u[h]) / scale, 0 x pad, kt[n,h,split:]]; qt,
+    // kt: Act [N,H,W]; qt_out, kt_out: Act [N,H,W+1+pad] overwritten; k: Act strided; u: Param
+    // [H,D]; g_disc: Param [H]. Attention on the outputs (Dqk = W+1+pad, band_split = split+1+pad)
+    // adds g_disc[h] (k_j.u_h) unscaled to every logit of key column j.
     virtual void disc_channel_fwd(Ten qt_out, Ten kt_out, Ten qt, Ten kt, Ten k, Ten u, Ten g_disc,
                                   const DiscChannelDims& d);
-    // dqt, dkt: Act [N,H,W] OVERWRITTEN with dqt_out, dkt_out minus the channel; dk (k's strided
+    // dqt, dkt: Act [N,H,W] OVERWRITTEN with dqt_out, dkt_out minus the channel and its pad; dk (k's strided
     // layout), du, dg_disc: ACCUMULATED with the bias's gradient. Every output may be absent (skipped),
     // so a caller whose dk is overwritten later (ra_fold_bwd) can add dk in a second call.
     virtual void disc_channel_bwd(Ten dqt, Ten dkt, Ten dk, Ten du, Ten dg_disc, Ten dqt_out, Ten dkt_out,

@@ -1,7 +1,7 @@
 // Flash attention (forward and backward) against the CPU fp32 reference: head dims (64, 64),
-// (128, 128), the RA fold (128, 64), RA-CT entropy's values (64, 128), grouped and multi-query
-// heads, T not a multiple of the 64-row tile, strided rows inside a packed qkv buffer, dropout
-// on, and the reciprocal band.
+// (128, 128), the RA fold (128, 64), RA-CT entropy's values (64, 128), the folds with the padded
+// discoverability channel (144, 64) and (80, 64), grouped and multi-query heads, T not a multiple
+// of the 64-row tile, strided rows inside a packed qkv buffer, dropout on, and the reciprocal band.
 // Inputs are bf16-rounded so both sides see the same values; tolerance: relative L2 <= 1e-2.
 // Backward is checked to be bit-for-bit deterministic. Every kernel variant (GPT_ATTN_FWD_VARIANT:
 // tile shapes; GPT_ATTN_BWD_VARIANT: register budget) is checked on sequences of many key tiles,
@@ -137,6 +137,13 @@ TEST_CASE("cuda: attention 64x128 (RA-CT entropy's values [v, k]) matches the CP
     GPT_REQUIRE_GPU();
     check_attention({2, 150, 3, 3, 64, 128, false, 0.f, 0, 0}, 310);
     check_attention({1, 70, 2, 2, 64, 128, false, 0.1f, 0, 0}, 311);
+}
+
+TEST_CASE("cuda: attention 144x64 and 80x64 (RA folds with the padded discoverability channel) match the CPU") {
+    GPT_REQUIRE_GPU();
+    check_attention({2, 150, 2, 2, 144, 64, false, 0.f, 16, 80}, 320);   // band split after the channel's pad
+    check_attention({1, 130, 2, 2, 144, 64, false, 0.1f, 0, 0}, 321);
+    check_attention({2, 100, 2, 2, 80, 64, false, 0.f, 0, 0}, 322);
 }
 
 TEST_CASE("cuda: attention on packed qkv rows (strided views) matches the CPU") {

@@ -645,12 +645,16 @@ TEST_CASE("cuda variants: M2 top-k rows from q, k, lse and the sparse mix forwar
     check_err(p, dz, kAct, "dz (hand index)");
 }
 
+// pad 0 (the channel alone) and 15 (the model's: zeros up to the kernels' width of 144).
 TEST_CASE("cuda variants: discoverability channel forward and backward") {
     GPT_REQUIRE_GPU();
+  for (int pad : {0, 15}) {
+    CAPTURE(pad);
     Pair p;
     DiscChannelDims d;
     d.N = 64, d.H = 2, d.D = 64, d.k_stride = 3 * d.H * d.D, d.W = 128, d.split = 64, d.scale = 0.125f;
-    const size_t w = size_t(d.N) * d.H * d.W, w1 = size_t(d.N) * d.H * (d.W + 1);
+    d.pad = pad;
+    const size_t w = size_t(d.N) * d.H * d.W, w1 = size_t(d.N) * d.H * d.out_width();
     Ten qt = p.reserve(Space::Act, w), kt = p.reserve(Space::Act, w), dqt = p.reserve(Space::Act, w),
         dkt = p.reserve(Space::Act, w);
     Ten qo = p.reserve(Space::Act, w1), ko = p.reserve(Space::Act, w1), dqo = p.reserve(Space::Act, w1),
@@ -674,6 +678,7 @@ TEST_CASE("cuda variants: discoverability channel forward and backward") {
     check_err(p, dk, kAct, "dk (accumulated)");
     check_err(p, u.as(Space::Grad), kGrad, "du");
     check_err(p, g.as(Space::Grad), kGrad, "dg_disc");
+  }
 }
 
 // ---- whole model, one ablation-step family at a time -------------------------------------------
@@ -795,6 +800,24 @@ TEST_CASE("cuda variants model: RA low-rank (same-FLOP RA, rank 16, rows and wei
     compare_model(m, "ra_lowrank rows form");
     m.ra.lowrank_form = RaLowRankForm::weights;
     compare_model(m, "ra_lowrank weights form");
+}
+
+// The discoverability bias: the padded channel makes Dqk 144 (exact fold) and 80 (same-FLOP R = 8,
+// rows form), both our flash kernels; with the band (its split at 80) and without.
+TEST_CASE("cuda variants model: RA with the discoverability bias (exact with and without band, same-FLOP)") {
+    GPT_REQUIRE_GPU();
+    ModelConfig m = small_base();
+    m.attention = AttentionKind::ra;
+    m.ra.discoverability = true;
+    for (int band : {64, 0}) {
+        m.ra.band = band;
+        compare_model(m, band ? "RA exact band 64 + discoverability" : "RA exact + discoverability");
+    }
+    m.attention = AttentionKind::ra_lowrank;
+    m.ra.rank = 8;
+    m.ra.band = 0;
+    m.ra.lowrank_form = RaLowRankForm::rows;
+    compare_model(m, "same-FLOP RA R = 8 + discoverability");
 }
 
 TEST_CASE("cuda variants model: MLA (ablation step 8)") {
