@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/attention_common.cuh"
 #include "cuda/variant_ops.cuh"
@@ -60,8 +61,22 @@ __device__ __forceinline__ void step_ready(bool more, F&& issue_next) {
     __syncthreads();
 }
 
-// Checks the shapes the row-statistics kernels support (those of the attention kernels: Dqk 64 or
-// 128, 16-byte rows, band_split a multiple of 16) and resolves q, k, lse (attention_rowstats_fwd.cu).
+// Calls f(std::integral_constant<int, DQK>{}) for the q/k widths the kernels are built for: 64 and 128,
+// and 80 and 144 (the RA folds with the discoverability channel padded to 16). make_geom has
+// checked the width already.
+template <class F>
+void with_dqk(int dqk, F&& f) {
+    switch (dqk) {
+        case 64: f(std::integral_constant<int, 64>{}); break;
+        case 80: f(std::integral_constant<int, 80>{}); break;
+        case 128: f(std::integral_constant<int, 128>{}); break;
+        default: f(std::integral_constant<int, 144>{}); break;
+    }
+}
+inline bool dqk_supported(int dqk) { return dqk == 64 || dqk == 80 || dqk == 128 || dqk == 144; }
+
+// Checks the shapes the row-statistics kernels support (those of the attention kernels: Dqk 64, 80,
+// 128 or 144, 16-byte rows, band_split a multiple of 16) and resolves q, k, lse (attention_rowstats_fwd.cu).
 Geom make_geom(const VariantEnv& e, Ten q, Ten k, Ten lse, const AttnDims& d, const char* op);
 
 // s += A B^T over k-steps [kk_begin, kk_end) for the warp's 16 rows at a_row0 of sA against the

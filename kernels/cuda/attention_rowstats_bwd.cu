@@ -487,8 +487,7 @@ void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, T
     BwdArgs ba{};
     if (phi_buffer) {
         const PhiArgs po{scratch + o_phi, alpha, beta, f32(e, stat, nh, op, "stat"), d.stat};
-        if (a.Dqk == 64) launch_headmean_phi<64>(g, po, e.stream);
-        else launch_headmean_phi<128>(g, po, e.stream);
+        with_dqk(a.Dqk, [&](auto D) { launch_headmean_phi<decltype(D)::value>(g, po, e.stream); });
         ba.phi = scratch + o_phi;
     }
     ba.alpha = alpha;
@@ -498,8 +497,7 @@ void ract_gate_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten dscale, Ten dbias, T
     ba.slots = slots;
     ba.dq = act(e, dq, strided_extent(N, a.q_stride, size_t(a.Hq) * a.Dqk), op, "dq");
     ba.dk = act(e, dk, strided_extent(N, a.k_stride, size_t(a.Hkv) * a.Dqk), op, "dk");
-    if (a.Dqk == 64) launch_passes<64>(g, ba, d.stat, e.stream);
-    else launch_passes<128>(g, ba, d.stat, e.stream);
+    with_dqk(a.Dqk, [&](auto D) { launch_passes<decltype(D)::value>(g, ba, d.stat, e.stream); });
 }
 
 void ract_gate_coef(const VariantEnv& e, Ten alpha, Ten beta, Ten dscale, Ten dbias, Ten dgate, Ten q, Ten k, Ten lse,

@@ -265,9 +265,9 @@ void launch_headmean(const Geom& g, const HeadMeanOut& o, cudaStream_t s) {
 Geom make_geom(const VariantEnv& e, Ten q, Ten k, Ten lse, const AttnDims& d, const char* op) {
     variant::check_positive(op, {d.B, d.T, d.Hq, d.Hkv, d.Dqk});
     const std::string pre = std::string("cuda-bf16 ") + op + ": ";
-    GPT_CHECK(d.Dqk == 64 || d.Dqk == 128, pre + "Dqk = " + std::to_string(d.Dqk) +
-                                               " unsupported (the row-statistics kernels take 64 or 128, "
-                                               "like the attention kernels)");
+    GPT_CHECK(dqk_supported(d.Dqk), pre + "Dqk = " + std::to_string(d.Dqk) +
+                                        " unsupported (the row-statistics kernels take 64, 80, 128 or 144, "
+                                        "like the attention kernels)");
     GPT_CHECK(d.Hq % d.Hkv == 0, pre + "Hkv must divide Hq");
     GPT_CHECK(d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && d.q_stride >= d.Hq * d.Dqk &&
                   d.k_stride >= d.Hkv * d.Dqk,
@@ -314,12 +314,9 @@ void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten sel, Ten q, Ten 
     o.slots = slots;
     if (d.head_average) {
         const HeadMeanOut ho{nullptr, nullptr, o};
-        if (a.Dqk == 64) launch_headmean<64>(g, ho, e.stream);
-        else launch_headmean<128>(g, ho, e.stream);
-    } else if (a.Dqk == 64) {
-        launch_stat<64>(g, o, e.stream);
+        with_dqk(a.Dqk, [&](auto D) { launch_headmean<decltype(D)::value>(g, ho, e.stream); });
     } else {
-        launch_stat<128>(g, o, e.stream);
+        with_dqk(a.Dqk, [&](auto D) { launch_stat<decltype(D)::value>(g, o, e.stream); });
     }
 }
 
@@ -335,8 +332,7 @@ void topk_rows(const VariantEnv& e, Ten idx, Ten wts, Ten q, Ten k, Ten lse, con
     o.m2_idx = index(e, idx, nk, op, "idx");
     o.m2_wts = f32(e, wts, nk, op, "wts");
     o.ract.topk = topk;
-    if (a.Dqk == 64) launch_headmean<64>(g, o, e.stream);
-    else launch_headmean<128>(g, o, e.stream);
+    with_dqk(a.Dqk, [&](auto D) { launch_headmean<decltype(D)::value>(g, o, e.stream); });
 }
 
 }  // namespace variant

@@ -349,6 +349,11 @@ void ract_select_bwd(const VariantEnv& e, Ten dq, Ten dk, Ten alpha, Ten sel, Te
     const int slots = ract_sel_slots(d), sel_heads = d.head_average ? 1 : d.H;
     GPT_CHECK(slots <= rowstats::kMaxSel, "cuda-bf16 ract_select_bwd: model.ract.topk above the kernels' top-8");
     GPT_CHECK(d.T <= 65535, "cuda-bf16 ract_select_bwd: T above 65535 (the dK kernel lists rows in 16 bits)");
+    // Eight lanes share a row in 16-byte pieces: widths that are multiples of 64.
+    GPT_CHECK(a.Dqk == 64 || a.Dqk == 128,
+              "cuda-bf16 ract_select_bwd: the gradient through RA-CT's top-k/max statistic at Dqk = " +
+                  std::to_string(a.Dqk) + " (RA with model.ra.discoverability) is not implemented on the GPU; "
+                  "set model.ract.detach=true, use model.ract.stat=entropy or rms, or run on the cpu backend");
     const Geom g = rowstats::make_geom(e, q, k, lse, a, op);
     const int N = d.B * d.T;
     const size_t nh = size_t(N) * d.H;

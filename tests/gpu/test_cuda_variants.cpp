@@ -818,6 +818,20 @@ TEST_CASE("cuda variants model: RA with the discoverability bias (exact with and
     m.ra.band = 0;
     m.ra.lowrank_form = RaLowRankForm::rows;
     compare_model(m, "same-FLOP RA R = 8 + discoverability");
+    // The row-statistics kernels at Dqk 144: RA-CT entropy with its gradient, top-k detached (the
+    // selection's gradient kernels take 64 or 128 only). M2 at Dqk 144 is not compared here: with
+    // M1 + M2 on top, m2.alpha's gradient came 34% from the CPU's (H100, 2026-11-24; loss and every
+    // other tensor within tolerance), more than the near-tie flips explain elsewhere (17%).
+    m = small_base();
+    m.attention = AttentionKind::ra;
+    m.ra.discoverability = true;
+    m.ra.band = 64;
+    m.ract.enabled = true;
+    m.ract.stat = RactStat::entropy;
+    compare_model(m, "RA band 64 + discoverability + RA-CT entropy", true);
+    m.ract.stat = RactStat::topk;
+    m.ract.detach = true;
+    compare_model(m, "RA band 64 + discoverability + RA-CT top-k, detached", true);
 }
 
 TEST_CASE("cuda variants model: MLA (ablation step 8)") {
