@@ -71,12 +71,6 @@ __device__ __forceinline__ float group_dot(const float (&a)[N], const float (&b)
     for (int e = 0; e < N; ++e) d += a[e] * b[e];
     return d;
 }
-__device__ __forceinline__ float group_sum(float v) {   // over the 8 lanes of a group, all lanes live
-    v += __shfl_xor_sync(0xffffffffu, v, 4);
-    v += __shfl_xor_sync(0xffffffffu, v, 2);
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v;
-}
 
 // dq_i += scale sum_s w_is k_{j_s}, w = alpha_i exp(scale q_i.k_j - lse_i), over the row's slots
 // (lane s of the group reads slot s), four slots at a time. With `mask` (one mask pass covers the
@@ -114,7 +108,7 @@ __global__ void __launch_bounds__(32 * kSelWarps) ract_select_dq_kernel(Geom g, 
         }
 #pragma unroll
         for (int u = 0; u < kHalf; ++u) {
-            const float d = group_sum(dot[u]);
+            const float d = lanes_sum<kGroup>(dot[u]);
             const float w = col[u] >= 0 ? alpha * expf(d * g.scale - lse) : 0.f;
 #pragma unroll
             for (int e = 0; e < kDims; ++e) acc[e] += w * kv[u].v[e];
@@ -264,7 +258,7 @@ __global__ void __launch_bounds__(32 * kSelWarps, DQK == 64 ? 6 : 1) ract_select
                 }
 #pragma unroll
                 for (int u = 0; u < kBatch; ++u) {
-                    const float d = group_sum(dot[u]);
+                    const float d = lanes_sum<kGroup>(dot[u]);
                     if (kj[u] < 0) continue;
                     const float w = alpha[u] * expf(d * g.scale - lse[u]);
                     if (kj[u] != cur) {

@@ -86,9 +86,7 @@ __global__ void head_gate_bwd_vec_kernel(bf16* dctx, bf16* dgate, float* calpha,
 bool vec_rows(int Dv, std::initializer_list<const void*> ptrs) {
     const int per_row = Dv / 8;
     if (Dv % 8 != 0 || per_row > 32 || (per_row & (per_row - 1)) != 0) return false;
-    for (const void* p : ptrs)
-        if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-    return true;
+    return all_aligned16(ptrs);
 }
 }  // namespace
 

@@ -234,8 +234,7 @@ __global__ void ra_fold_gate_finish_kernel(float* dgs, float* dgr, const float* 
 
 // The vector paths need 8-channel vectors that start 16-byte aligned everywhere they are read.
 bool fold_vectorizable(const RaFoldDims& d, const void* q, const void* k, const void* qt, const void* kt) {
-    auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    return d.D % 8 == 0 && d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && al16(q) && al16(k) && al16(qt) && al16(kt);
+    return d.D % 8 == 0 && d.q_stride % 8 == 0 && d.k_stride % 8 == 0 && all_aligned16({q, k, qt, kt});
 }
 // The thread-per-vector backward: whole warps of V threads, a head's D/8 lanes inside one warp.
 bool fold_bwd_shape_ok(const RaFoldDims& d) {

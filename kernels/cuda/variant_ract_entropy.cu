@@ -18,13 +18,6 @@ struct EntropyArgs {
     float attn_scale, alpha;
 };
 
-// sum over the row's lanes (8 consecutive lanes of a warp; every lane of the warp takes part)
-__device__ __forceinline__ float lanes_sum(float v) {
-#pragma unroll
-    for (int o = kLanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 // sum_c a[c] b[c] over this lane's part of [0, n): vectors c = 8 sub, 8 sub + 64, ... (VEC), or
 // single values c = sub, sub + 8, ...
 template <bool VEC>
@@ -67,7 +60,7 @@ __global__ void ract_entropy_fwd_kernel(bf16* y, float* stat, bf16* gate, const 
     const int n = valid ? row / a.H : 0, h = valid ? row % a.H : 0, W = a.Dv + a.Dqk;
     const bf16* o2 = out2 + size_t(row) * W;
     float mu = valid ? lane_dot<VEC>(o2 + a.Dv, q + size_t(n) * a.q_stride + size_t(h) * a.Dqk, a.Dqk, sub) : 0.f;
-    mu = lanes_sum(mu) * a.attn_scale;
+    mu = lanes_sum<kLanes>(mu) * a.attn_scale;
     if (!valid) return;
     const int b = n / a.T, t = n % a.T;
     const float st = lse[(size_t(b) * a.H + h) * a.T + t] - mu;
@@ -90,7 +83,7 @@ __global__ void ract_entropy_bwd_kernel(bf16* dout2, float* cscale, float* cbias
     const int n = valid ? row / a.H : 0, h = valid ? row % a.H : 0, W = a.Dv + a.Dqk;
     const bf16* dyr = dy + size_t(row) * a.Dv;
     float dot = valid ? lane_dot<VEC>(dyr, out2 + size_t(row) * W, a.Dv, sub) : 0.f;
-    dot = lanes_sum(dot);
+    dot = lanes_sum<kLanes>(dot);
     if (!valid) return;
     const float g = __bfloat162float(gate[row]);
     const float dz = a.alpha * dot * g * (1.f - g);
@@ -120,12 +113,6 @@ __global__ void copy_heads_kernel(bf16* dst, const bf16* src, HeadCopyDims d, si
     }
 }
 
-bool aligned16(std::initializer_list<const void*> ptrs) {
-    for (const void* p : ptrs)
-        if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-    return true;
-}
-
 EntropyArgs entropy_args(const AttnDims& a, float alpha, const char* op) {
     variant::check_positive(op, {a.B, a.T, a.Hq, a.Dqk, a.Dv});
     GPT_CHECK(a.Hq == a.Hkv && a.band == 0,
@@ -136,7 +123,7 @@ EntropyArgs entropy_args(const AttnDims& a, float alpha, const char* op) {
 
 // 16-byte pieces: widths and row starts multiples of 8 elements, aligned bases.
 bool entropy_vec(const EntropyArgs& a, std::initializer_list<const void*> ptrs) {
-    return a.Dv % 8 == 0 && a.Dqk % 8 == 0 && a.q_stride % 8 == 0 && aligned16(ptrs);
+    return a.Dv % 8 == 0 && a.Dqk % 8 == 0 && a.q_stride % 8 == 0 && all_aligned16(ptrs);
 }
 
 unsigned row_blocks(int rows) { return unsigned((size_t(rows) * kLanes + kThreads - 1) / kThreads); }
@@ -204,7 +191,7 @@ void copy_heads(const VariantEnv& e, Ten dst, Ten src, const HeadCopyDims& d) {
     bf16* o = act(e, dst, strided_extent(d.N, d.dst_stride, dst_row), op, "dst");
     const bf16* s = act(e, src, strided_extent(d.N, d.src_stride, src_row), op, "src");
     const bool vec = d.width % 8 == 0 && d.dst_stride % 8 == 0 && d.dst_head_stride % 8 == 0 &&
-                     d.src_stride % 8 == 0 && d.src_head_stride % 8 == 0 && aligned16({o, s});
+                     d.src_stride % 8 == 0 && d.src_head_stride % 8 == 0 && all_aligned16({o, s});
     const size_t total = size_t(d.N) * d.H * (vec ? d.width / 8 : d.width);
     if (vec) {
         copy_heads_kernel<true><<<elementwise_blocks(total, kThreads), kThreads, 0, e.stream>>>(o, s, d, total);
