@@ -41,19 +41,22 @@ inline int active_dims(const AttnDims& d, int i, int j) {
 }
 
 // Multiplier for probability (i, j) of query head h in batch b: 0 (dropped), 1/(1-p) (kept), or
-// 1 without dropout. The counter is the contract shared with the CUDA kernel (see ops.h).
+// 1 without dropout. The counter is the contract shared with our CUDA kernels (see ops.h); an
+// explicit keep_mask (indexed by the same counter) replaces it.
 template <class S>
-S dropout_factor(const AttnDims& d, int b, int h, int i, int j, S keep_scale) {
+S dropout_factor(const AttnDims& d, int b, int h, int i, int j, S keep_scale, const uint8_t* keep_mask) {
     if (d.dropout <= 0.f) return S(1);
     const uint64_t counter =
         ((static_cast<uint64_t>(b) * d.Hq + h) * d.T + i) * static_cast<uint64_t>(d.T) + j;
-    return dropout_keep(d.seed, counter, d.dropout) ? keep_scale : S(0);
+    const bool keep = keep_mask ? keep_mask[counter] != 0 : dropout_keep(d.seed, counter, d.dropout);
+    return keep ? keep_scale : S(0);
 }
 
 }  // namespace
 
 template <class S>
-void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const AttnDims& d) {
+void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const AttnDims& d,
+                   const uint8_t* keep_mask) {
     const int T = d.T, group = d.Hq / d.Hkv;
     const S scale = static_cast<S>(d.scale);
     const S keep_scale = static_cast<S>(1) / (static_cast<S>(1) - static_cast<S>(d.dropout));
@@ -82,7 +85,7 @@ void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const Att
                     S* oi = at(out, d, b, i, d.Hq * d.Dv, h, d.Dv);
                     std::fill(oi, oi + d.Dv, S(0));
                     for (int j = 0; j <= i; ++j) {
-                        const S pij = prob[j] / sum * dropout_factor(d, b, h, i, j, keep_scale);
+                        const S pij = prob[j] / sum * dropout_factor(d, b, h, i, j, keep_scale, keep_mask);
                         if (pij == S(0)) continue;
                         axpy(oi, pij, at(v, d, b, j, d.v_stride, hk, d.Dv), d.Dv);
                     }
@@ -93,7 +96,7 @@ void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const Att
 
 template <class S>
 void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q, const S* k,
-                   const S* v, const AttnDims& d, const S* delta_shift) {
+                   const S* v, const AttnDims& d, const S* delta_shift, const uint8_t* keep_mask) {
     const int T = d.T, group = d.Hq / d.Hkv;
     const S scale = static_cast<S>(d.scale);
     const S keep_scale = static_cast<S>(1) / (static_cast<S>(1) - static_cast<S>(d.dropout));
@@ -127,7 +130,7 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
                         // dout_i; D_i = sum_j P_ij dP_ij.
                         S delta = 0;
                         for (int j = 0; j <= i; ++j) {
-                            const S f = dropout_factor(d, b, h, i, j, keep_scale);
+                            const S f = dropout_factor(d, b, h, i, j, keep_scale, keep_mask);
                             dprob[j] = f * dot(doi, at(v, d, b, j, d.v_stride, hk, d.Dv), d.Dv);
                             axpy(at(dv, d, b, j, d.v_stride, hk, d.Dv), f * prob[j], doi, d.Dv);
                             delta += prob[j] * dprob[j];
@@ -147,9 +150,10 @@ void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q,
 }
 
 #define GPT_INSTANTIATE(S)                                                                       \
-    template void attention_fwd<S>(S*, S*, const S*, const S*, const S*, const AttnDims&);       \
+    template void attention_fwd<S>(S*, S*, const S*, const S*, const S*, const AttnDims&,        \
+                                   const uint8_t*);                                              \
     template void attention_bwd<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*, \
-                                   const AttnDims&, const S*);
+                                   const AttnDims&, const S*, const uint8_t*);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

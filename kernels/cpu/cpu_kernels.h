@@ -119,12 +119,16 @@ template <class S>
 void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
                 int N);
 
-// attention.cpp; pointers are the views' starts (q.off etc.), strides in AttnDims.
+// attention.cpp; pointers are the views' starts (q.off etc.), strides in AttnDims. keep_mask, when
+// given, replaces the counter-RNG dropout mask: one byte per [B, Hq, T, T] entry, non-zero = kept
+// (the GPU test hands it cuDNN's Philox mask, which no counter reproduces).
 template <class S>
-void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const AttnDims& d);
+void attention_fwd(S* out, S* lse, const S* q, const S* k, const S* v, const AttnDims& d,
+                   const uint8_t* keep_mask = nullptr);
 template <class S>
 void attention_bwd(S* dq, S* dk, S* dv, const S* dout, const S* lse, const S* q, const S* k,
-                   const S* v, const AttnDims& d, const S* delta_shift = nullptr);   // [B,Hq,T] or null
+                   const S* v, const AttnDims& d, const S* delta_shift = nullptr,   // [B,Hq,T] or null
+                   const uint8_t* keep_mask = nullptr);
 
 // classifier.cpp; targets must lie in [0, V) (checked by the caller).
 template <class S>

@@ -40,7 +40,7 @@ bool cudnn_attention_supports(const AttnDims& d, std::string* why) {
         return false;
     };
     if (!cudnn_compiled_in()) return no("this build has no cuDNN (headers/library not found at configure time)");
-    if (d.dropout > 0.f) return no("attention dropout > 0 (cuDNN's dropout mask differs from ours)");
+    if (d.dropout < 0.f || d.dropout >= 1.f) return no("attention dropout outside [0, 1)");
     if (d.band > 0) return no("the reciprocal band (RA) is ours only");
     if (d.Hq != d.Hkv) return no("grouped/multi-query heads (Hq != Hkv)");
     // (128, 64) is the exact RA fold without a band (q̃, k̃ of width 2D, values of width D); (64, 128)
@@ -227,6 +227,23 @@ public:
         keep_.push_back(red);
         ops_.push_back(op);
     }
+    // y = Bernoulli(keep) draws of cuDNN's Philox generator, from device int64 seed and offset
+    // (cuDNN's dropout: the same seed, offset and shape give the same mask in forward and backward).
+    void rng_bernoulli(double keep, const DescPtr& seed, const DescPtr& offset, const DescPtr& y) {
+        auto rng = std::make_shared<Desc>(CUDNN_BACKEND_RNG_DESCRIPTOR);
+        const cudnnRngDistribution_t dist = CUDNN_RNG_DISTRIBUTION_BERNOULLI;
+        rng->set(CUDNN_ATTR_RNG_DISTRIBUTION, CUDNN_TYPE_RNG_DISTRIBUTION, 1, &dist, "rng distribution");
+        rng->set(CUDNN_ATTR_RNG_BERNOULLI_DIST_PROBABILITY, CUDNN_TYPE_DOUBLE, 1, &keep, "rng keep probability");
+        rng->finalize("rng descriptor");
+        auto op = std::make_shared<Desc>(CUDNN_BACKEND_OPERATION_RNG_DESCRIPTOR);
+        op->set_desc(CUDNN_ATTR_OPERATION_RNG_YDESC, *y, "rng y");
+        op->set_desc(CUDNN_ATTR_OPERATION_RNG_SEED, *seed, "rng seed");
+        op->set_desc(CUDNN_ATTR_OPERATION_RNG_OFFSET_DESC, *offset, "rng offset");
+        op->set_desc(CUDNN_ATTR_OPERATION_RNG_DESC, *rng, "rng descriptor");
+        op->finalize("rng operation");
+        keep_.push_back(rng);
+        ops_.push_back(op);
+    }
     // y = x viewed with other dims/strides (the transposes of P, dS and K).
     void reshape(const DescPtr& x, const DescPtr& y) {
         auto op = std::make_shared<Desc>(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
@@ -359,8 +376,19 @@ public:
 
 // Variant-pack uids.
 enum Uid : int64_t {
-    kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kLowest, kOne, kSoftmaxSum, kDQAccum
+    kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kLowest, kOne, kSoftmaxSum, kDQAccum,
+    kSeed, kOffset, kDropScale
 };
+
+// With attention dropout, the Philox seed and offset live in the first bytes of the workspace
+// (cuDNN reads them from device memory; a one-thread kernel writes them per call, so a captured
+// CUDA graph carries each call's seed as a kernel argument).
+constexpr size_t kRngStateBytes = 256;
+
+__global__ void write_rng_state_kernel(int64_t* state, int64_t seed, int64_t offset) {
+    state[0] = seed;
+    state[1] = offset;
+}
 
 struct Plan {
     bool ok = false;
@@ -369,9 +397,12 @@ struct Plan {
     DescPtr plan;
     int64_t plan_workspace = 0;
     size_t softmax_sum_bytes = 0, dq_accum_bytes = 0;   // backward: cuDNN's own buffers, in our workspace
+    size_t rng_state_bytes = 0;                         // seed and offset (with dropout), at its start
     std::string engine;
     bool nondeterministic = false;
-    size_t workspace_bytes() const { return align256(softmax_sum_bytes) + align256(dq_accum_bytes) + align256(plan_workspace); }
+    size_t workspace_bytes() const {
+        return rng_state_bytes + align256(softmax_sum_bytes) + align256(dq_accum_bytes) + align256(plan_workspace);
+    }
 };
 
 // Layout of our tensors as cuDNN's [B, H, T, D] views.
@@ -395,7 +426,17 @@ struct Layout {
     }
 };
 
-void build_forward(Graph& g, const AttnDims& d) {
+// cuDNN's dropout mask [B, H, T, T] (1 = kept) from the seed and offset in the workspace.
+DescPtr dropout_mask(Graph& g, const Layout& L, float dropout, Plan& plan) {
+    auto seed = g.tensor(kSeed, CUDNN_DATA_INT64, {1, 1, 1, 1}, {1, 1, 1, 1});
+    auto offset = g.tensor(kOffset, CUDNN_DATA_INT64, {1, 1, 1, 1}, {1, 1, 1, 1});
+    auto mask = g.virt(L.dims_s());
+    g.rng_bernoulli(1.0 - double(dropout), seed, offset, mask);
+    plan.rng_state_bytes = kRngStateBytes;
+    return mask;
+}
+
+void build_forward(Graph& g, const AttnDims& d, Plan& plan) {
     const Layout L(d);
     auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
     auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_kt(), L.kt);
@@ -421,7 +462,18 @@ void build_forward(Graph& g, const AttnDims& d) {
     auto logz = g.virt(L.dims_row());
     g.pointwise(CUDNN_POINTWISE_LOG, z, nullptr, nullptr, logz);
     g.pointwise(CUDNN_POINTWISE_ADD, m, logz, nullptr, stats);
-    auto p = g.virt(L.dims_s(), CUDNN_DATA_BFLOAT16);   // the second matmul reads P in the io type
+    // The second matmul reads P in the io type; with dropout P * mask / (1 - dropout).
+    if (d.dropout > 0.f) {
+        auto p = g.virt(L.dims_s());
+        g.pointwise(CUDNN_POINTWISE_DIV, e, z, nullptr, p);
+        auto pm = g.virt(L.dims_s());
+        g.pointwise(CUDNN_POINTWISE_MUL, p, dropout_mask(g, L, d.dropout, plan), nullptr, pm);
+        auto pd = g.virt(L.dims_s(), CUDNN_DATA_BFLOAT16);
+        g.pointwise(CUDNN_POINTWISE_MUL, pm, g.scalar(kDropScale), nullptr, pd);
+        g.matmul(pd, V, O);
+        return;
+    }
+    auto p = g.virt(L.dims_s(), CUDNN_DATA_BFLOAT16);
     g.pointwise(CUDNN_POINTWISE_DIV, e, z, nullptr, p);
     g.matmul(p, V, O);
 }
@@ -437,9 +489,14 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
     auto dQ = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
     auto dK = g.tensor(kDK, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.k);
     auto dV = g.tensor(kDV, CUDNN_DATA_BFLOAT16, L.dims_v(), L.v);
+    // kOne carries 1 - dropout (1 without dropout): see softmax_sum below.
     auto scale = g.scalar(kScale), lowest = g.scalar(kLowest), one = g.scalar(kOne);
+    const bool drop = d.dropout > 0.f;
+    DescPtr mask = drop ? dropout_mask(g, L, d.dropout, plan) : nullptr;
+    DescPtr drop_scale = drop ? g.scalar(kDropScale) : nullptr;
 
-    // softmax_sum = rowsum(dO * O): fp32 [B,H,T,1] that cuDNN wants in memory (our workspace)
+    // softmax_sum = rowsum(dO * O) (1 - dropout): fp32 [B,H,T,1] that cuDNN wants in memory (our
+    // workspace). With dropout dS = s P (mask dP - D (1 - p)) where s = 1/(1-p), D = rowsum(dO O).
     auto dOO = g.virt(L.dims_v());
     g.pointwise(CUDNN_POINTWISE_MUL, dO, O, nullptr, dOO);
     auto rs = g.virt(L.dims_row());
@@ -459,19 +516,36 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
     auto P = g.virt(L.dims_s());
     g.pointwise(CUDNN_POINTWISE_EXP, sm, nullptr, nullptr, P);
 
-    // dV = P^T dO
+    // dV = (P mask s)^T dO
+    auto Pd = P;
+    if (drop) {
+        auto pm = g.virt(L.dims_s());
+        g.pointwise(CUDNN_POINTWISE_MUL, P, mask, nullptr, pm);
+        Pd = g.virt(L.dims_s());
+        g.pointwise(CUDNN_POINTWISE_MUL, pm, drop_scale, nullptr, Pd);
+    }
     const Dims s_t = {L.H * L.T * L.T, L.T * L.T, 1, L.T};   // [B,H,Tk,Tq] view of a [B,H,Tq,Tk] tensor
     auto PT = g.virt_strided(L.dims_s(), s_t, CUDNN_DATA_BFLOAT16);
-    g.reshape(P, PT);
+    g.reshape(Pd, PT);
     g.matmul(PT, dO, dV);
 
-    // dS = P (dO V^T - softmax_sum) scale
+    // dS = P (dO V^T [mask] - softmax_sum) [s] scale
     auto dP = g.virt(L.dims_s());
     g.matmul(dO, VT, dP);
+    if (drop) {
+        auto dPm = g.virt(L.dims_s());
+        g.pointwise(CUDNN_POINTWISE_MUL, dP, mask, nullptr, dPm);
+        dP = dPm;
+    }
     auto t1 = g.virt(L.dims_s());
     g.pointwise(CUDNN_POINTWISE_SUB, dP, softmax_sum, nullptr, t1);
     auto t2 = g.virt(L.dims_s());
     g.pointwise(CUDNN_POINTWISE_MUL, t1, P, nullptr, t2);
+    if (drop) {
+        auto t2d = g.virt(L.dims_s());
+        g.pointwise(CUDNN_POINTWISE_MUL, t2, drop_scale, nullptr, t2d);
+        t2 = t2d;
+    }
     auto dS = g.virt(L.dims_s());
     g.pointwise(CUDNN_POINTWISE_MUL, t2, scale, nullptr, dS);
 
@@ -494,10 +568,11 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
     }
 }
 
-// Cache key: everything that fixes the graph (the scale is passed by value at execution).
-using Key = std::tuple<int, int, int, int, int, int, int, int, int>;   // kind, B, T, H, Dqk, strides q/k/v, Dv
+// Cache key: everything that fixes the graph (the scale, the dropout scale and the seed are passed
+// at execution; the keep probability is part of the graph).
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, float>;   // kind, B, T, H, Dqk, strides q/k/v, Dv, dropout
 Key key_of(const AttnDims& d, int kind) {
-    return Key{kind, d.B, d.T, d.Hq, d.Dqk, d.q_stride, d.k_stride, d.v_stride, d.Dv};
+    return Key{kind, d.B, d.T, d.Hq, d.Dqk, d.q_stride, d.k_stride, d.v_stride, d.Dv, d.dropout};
 }
 constexpr int kFwd = 0, kBwdDet = 1, kBwdFast = 2;
 
@@ -535,7 +610,7 @@ struct CudnnAttention::Impl {
                 }
             }
             Graph g(handle);
-            if (kind == kFwd) build_forward(g, d);
+            if (kind == kFwd) build_forward(g, d, plan);
             else build_backward(g, d, kind == kBwdDet, plan);
             g.build_plan(plan.plan, plan.plan_workspace, plan.engine, plan.nondeterministic);
             plan.keep = g.release();
@@ -577,6 +652,20 @@ struct CudnnAttention::Impl {
 CudnnAttention::CudnnAttention() : impl_(std::make_unique<Impl>()) {}
 CudnnAttention::~CudnnAttention() = default;
 
+namespace {
+// Seed and offset for cuDNN's dropout RNG at the start of the workspace; offset 0: every call
+// gets its own seed (AttnDims::seed, per step, layer and micro-batch).
+void add_rng_state(std::vector<int64_t>& uids, std::vector<void*>& ptrs, char* ws, const AttnDims& d,
+                   cudaStream_t s) {
+    auto* state = reinterpret_cast<int64_t*>(ws);
+    write_rng_state_kernel<<<1, 1, 0, s>>>(state, static_cast<int64_t>(d.seed), 0);
+    const cudaError_t e = cudaGetLastError();
+    GPT_CHECK(e == cudaSuccess, std::string("cuDNN attention: writing the dropout seed: ") + cudaGetErrorString(e));
+    uids.insert(uids.end(), {kSeed, kOffset});
+    ptrs.insert(ptrs.end(), {state, state + 1});
+}
+}  // namespace
+
 bool CudnnAttention::prepare_fwd(const AttnDims& d) {
     Plan& p = impl_->get(d, kFwd);
     if (!p.ok) impl_->error = p.error;
@@ -604,11 +693,18 @@ std::string CudnnAttention::describe(const AttnDims& d, bool backward, bool det)
 void CudnnAttention::fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
                          const __nv_bfloat16* v, const AttnDims& d, void* workspace, cudaStream_t s) {
     Plan& p = impl_->ready(d, kFwd);
-    float scale = d.scale, lowest = std::numeric_limits<float>::lowest();
-    const std::vector<int64_t> uids = {kQ, kK, kV, kO, kStats, kScale, kLowest};
-    const std::vector<void*> ptrs = {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
-                                     const_cast<__nv_bfloat16*>(v), out, lse, &scale, &lowest};
-    impl_->execute(p, s, uids, ptrs, p.plan_workspace ? workspace : nullptr);
+    float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), drop_scale = 1.f / (1.f - d.dropout);
+    std::vector<int64_t> uids = {kQ, kK, kV, kO, kStats, kScale, kLowest};
+    std::vector<void*> ptrs = {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
+                               const_cast<__nv_bfloat16*>(v), out, lse, &scale, &lowest};
+    char* ws = static_cast<char*>(workspace);
+    if (p.rng_state_bytes) {
+        GPT_CHECK(workspace != nullptr, "cuDNN attention forward with dropout: a workspace is required");
+        add_rng_state(uids, ptrs, ws, d, s);
+        uids.push_back(kDropScale);
+        ptrs.push_back(&drop_scale);
+    }
+    impl_->execute(p, s, uids, ptrs, p.plan_workspace ? ws + p.rng_state_bytes : nullptr);
 }
 
 void CudnnAttention::bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, const __nv_bfloat16* dout,
@@ -617,16 +713,25 @@ void CudnnAttention::bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv
                          void* workspace, cudaStream_t s) {
     Plan& p = impl_->ready(d, det ? kBwdDet : kBwdFast);
     GPT_CHECK(workspace != nullptr, "cuDNN attention backward: a workspace is required");
-    float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), one = 1.f;
+    float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), one = 1.f - d.dropout,
+          drop_scale = 1.f / (1.f - d.dropout);
     char* ws = static_cast<char*>(workspace);
+    std::vector<int64_t> uids;
+    std::vector<void*> ptrs;
+    if (p.rng_state_bytes) {
+        add_rng_state(uids, ptrs, ws, d, s);
+        uids.push_back(kDropScale);
+        ptrs.push_back(&drop_scale);
+        ws += p.rng_state_bytes;
+    }
     void* softmax_sum = ws;
     void* dq_accum = ws + align256(p.softmax_sum_bytes);
     void* plan_ws = ws + align256(p.softmax_sum_bytes) + align256(p.dq_accum_bytes);
-    std::vector<int64_t> uids = {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kScale, kLowest, kOne, kSoftmaxSum};
-    std::vector<void*> ptrs = {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
-                               const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out),
-                               const_cast<__nv_bfloat16*>(dout), const_cast<float*>(lse), dq, dk, dv,
-                               &scale, &lowest, &one, softmax_sum};
+    uids.insert(uids.end(), {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kScale, kLowest, kOne, kSoftmaxSum});
+    ptrs.insert(ptrs.end(), {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
+                             const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out),
+                             const_cast<__nv_bfloat16*>(dout), const_cast<float*>(lse), dq, dk, dv,
+                             &scale, &lowest, &one, softmax_sum});
     if (p.dq_accum_bytes) {
         uids.push_back(kDQAccum);
         ptrs.push_back(dq_accum);

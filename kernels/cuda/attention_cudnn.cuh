@@ -9,6 +9,11 @@
 //            (natural-log log-sum-exp of the scaled logits: our lse convention), O = P V;
 //   backward softmax_sum = rowsum(dO * O), P = exp(scale Q K^T - Stats) masked, dV = P^T dO,
 //            dS = P (dO V^T - softmax_sum) scale, dK = dS^T Q, dQ = dS K.
+// Attention dropout (p > 0): cuDNN's own Philox Bernoulli mask M (an RNG operation seeded from
+// AttnDims::seed) multiplies P by M / (1 - p) before P V; backward regenerates M from the same
+// seed: dV = (P M s)^T dO, dS = P (M dO V^T - (1 - p) softmax_sum) s scale, s = 1/(1 - p). The mask
+// is reproducible from the seed but is not ops.h's counter mask (which our kernels and the CPU
+// draw): the GPU test extracts it and hands it to the CPU reference (test_cuda_attention_cudnn.cpp).
 // Backward variants: `deterministic` writes dQ straight from its matmul (cuDNN then keeps dP in a
 // workspace of B*H*T*T bf16 and needs no atomics); the other accumulates dQ in an fp32 workspace
 // with atomics (faster, not bit-reproducible).
@@ -29,7 +34,7 @@ bool cudnn_compiled_in();
 // cudnnGetVersion() of the library loaded at run time (e.g. 91400), 0 without cuDNN.
 int cudnn_runtime_version();
 
-// Shapes the cuDNN path covers: causal, no dropout, no band, Hq == Hkv, Dqk == Dv in {64, 128},
+// Shapes the cuDNN path covers: causal, dropout in [0, 1), no band, Hq == Hkv, Dqk, Dv in {64, 128},
 // T a multiple of 128 (cuDNN <= 9.15 needs a padding mask otherwise), strides multiples of 8.
 // Otherwise false, with the reason in *why.
 bool cudnn_attention_supports(const AttnDims& d, std::string* why = nullptr);

@@ -511,6 +511,10 @@ private:
     CudnnAttention cudnn_attention_;
     bool cudnn_attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) {
         if (!cudnn_attention_.prepare_fwd(d)) return false;
+        // With dropout the backward must draw the same (cuDNN's) mask: take cuDNN only when its
+        // backward plan builds too (our kernels' mask is another one).
+        if (d.dropout > 0.f && !cudnn_attention_.prepare_bwd(d, d.impl != AttentionImpl::cudnn_nondeterministic))
+            return false;
         const auto ext = extents(d);
         void* ws = scratch(std::max<size_t>(cudnn_attention_.fwd_workspace_bytes(d), 256));
         cudnn_attention_.fwd(act(out, ext.o, "attention_fwd", "out"), stat(lse, ext.l, "attention_fwd", "lse"),
@@ -521,7 +525,12 @@ private:
     bool cudnn_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v,
                              const AttnDims& d, Ten delta_shift) {
         const bool det = d.impl != AttentionImpl::cudnn_nondeterministic;
-        if (!cudnn_attention_.prepare_bwd(d, det)) return false;
+        if (!cudnn_attention_.prepare_bwd(d, det)) {
+            // Unreachable with dropout (the forward took cuDNN only with both plans built).
+            GPT_CHECK(d.dropout == 0.f, "cuDNN attention: the backward plan failed after a dropout forward "
+                                        "through cuDNN (its mask is not ours): " + cudnn_attention_.last_error());
+            return false;
+        }
         const auto ext = extents(d);
         // The graph forms D = rowsum(dO O) from the O it is given (attention_cudnn.cu): a delta
         // shift goes in as an adjusted copy of out, in scratch after cuDNN's workspace.

@@ -44,9 +44,12 @@ struct MemoryPlan {
 // out is [B, T, Hq, Dv] contiguous. lse is Stat [B, Hq, T]: the row's log-sum-exp of the scaled
 // logits, saved for backward. Hkv divides Hq (grouped / multi-query heads): query head h uses
 // key/value head h / (Hq/Hkv).
-// Dropout contract (every backend must draw the same mask): probability P[b,h,i,j] (query head h,
-// query row i, key column j <= i) is kept iff dropout_keep(seed, ((b*Hq + h)*T + i)*T + j, dropout)
-// and then scaled by 1/(1-dropout). Backward regenerates the mask from the same counter.
+// Dropout contract: probability P[b,h,i,j] (query head h, query row i, key column j <= i) is kept
+// iff dropout_keep(seed, ((b*Hq + h)*T + i)*T + j, dropout) and then scaled by 1/(1-dropout);
+// backward regenerates the mask from the same counter. The CPU and our CUDA kernels (impl = ours)
+// draw exactly this mask. cuDNN (impl = auto/cudnn on CUDA) draws its own Philox mask from `seed`
+// instead: the same distribution, reproducible from the seed, a different sample (the GPU test
+// checks cuDNN against the CPU with the extracted mask; kernels/cuda/attention_cudnn.cuh).
 struct AttnDims {
     int B = 0, T = 0, Hq = 0, Hkv = 0, Dqk = 0, Dv = 0;
     int q_stride = 0, k_stride = 0, v_stride = 0;   // elements between consecutive tokens

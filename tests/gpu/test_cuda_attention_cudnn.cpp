@@ -11,11 +11,13 @@
 #include <string>
 
 #include "cuda/attention_cudnn.cuh"
+#include "cpu/cpu_kernels.h"
 #include "gpu_test_util.h"
 
 using namespace gpt;
 using gpt::gputest::Pair;
 using gpt::gputest::randn;
+using gpt::gputest::rel_l2;
 
 namespace {
 
@@ -135,7 +137,124 @@ void check_cudnn(const Case& c, AttentionImpl impl, uint64_t seed) {
     }
 }
 
+// cuDNN's attention dropout draws its own Philox mask (not ops.h's counter mask), so the CPU
+// reference gets that mask explicitly. Extraction: with q = k = 0 every causal probability is
+// P_ij = 1/(i+1), and values v_j = e_(j - c Dv) (one-hot, block c of Dv keys at a time) copy
+// out_i[m] = keep_ij / ((i+1)(1-p)) for j = c Dv + m. Then on fresh random inputs with the same
+// seed: out, lse, dq, dk, dv against cpu::attention_fwd/_bwd with that mask (relative L2 <= 1e-2,
+// lse <= 1e-3); the kept fraction within 0.01 of 1 - p; reruns bit-identical; another seed
+// draws another mask.
+void check_cudnn_dropout(const Case& c, float dropout, uint64_t seed) {
+    AttnDims d = dims_of(c, AttentionImpl::cudnn);
+    d.dropout = dropout;
+    d.seed = 0x9e3779b97f4a7c15ull * seed;
+    const std::string desc = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+                             " Dqk=" + std::to_string(c.D) + " Dv=" + std::to_string(c.dv()) +
+                             " dropout=" + std::to_string(dropout);
+    INFO(desc);
+    REQUIRE_FALSE(c.packed);
+    if (!cudnn_ready(d)) return;
+    const int B = c.B, T = c.T, H = c.H, Dv = c.dv();
+    REQUIRE(T % Dv == 0);
+    const size_t rows = size_t(B) * T, nq = rows * H * c.D, nv = rows * H * Dv, nl = size_t(B) * H * T;
+    Pair p;
+    Ten q = p.reserve(Space::Act, nq), k = p.reserve(Space::Act, nq), v = p.reserve(Space::Act, nv);
+    Ten dq = p.reserve(Space::Act, nq), dk = p.reserve(Space::Act, nq), dv = p.reserve(Space::Act, nv);
+    Ten out = p.reserve(Space::Act, nv), dout = p.reserve(Space::Act, nv), lse = p.reserve(Space::Stat, nl);
+    p.allocate();
+
+    // 1. The mask, a block of Dv keys per forward call.
+    std::vector<uint8_t> keep(size_t(B) * H * T * T, 0);
+    p.set(q, std::vector<float>(nq, 0.f));
+    p.set(k, std::vector<float>(nq, 0.f));
+    const float keep_scale = 1.f / (1.f - dropout);
+    size_t kept = 0, causal = 0, off_value = 0, differs_from_counter = 0;
+    for (int blk = 0; blk < T / Dv; ++blk) {
+        std::vector<float> onehot(nv, 0.f);
+        for (int b = 0; b < B; ++b)
+            for (int t = blk * Dv; t < (blk + 1) * Dv; ++t)
+                for (int h = 0; h < H; ++h) onehot[((size_t(b) * T + t) * H + h) * Dv + (t - blk * Dv)] = 1.f;
+        p.set(v, onehot);
+        p.poison(out);
+        p.gpu->attention_fwd(out, lse, q, k, v, d);
+        const auto o = Pair::get(*p.gpu, out);
+        for (int b = 0; b < B; ++b)
+            for (int h = 0; h < H; ++h)
+                for (int i = 0; i < T; ++i)
+                    for (int m = 0; m < Dv; ++m) {
+                        const int j = blk * Dv + m;
+                        const float x = o[((size_t(b) * T + i) * H + h) * Dv + m];
+                        if (j > i) {   // causally masked: nothing may leak
+                            off_value += x != 0.f;
+                            continue;
+                        }
+                        const size_t counter = ((size_t(b) * H + h) * T + i) * T + j;
+                        const bool kept_ij = x != 0.f;
+                        keep[counter] = kept_ij;
+                        ++causal;
+                        kept += kept_ij;
+                        const float expect = keep_scale / float(i + 1);
+                        if (kept_ij && std::fabs(x - expect) > 1e-2f * expect) ++off_value;
+                        differs_from_counter += kept_ij != dropout_keep(d.seed, counter, dropout);
+                    }
+    }
+    const double frac = double(kept) / double(causal);
+    MESSAGE(desc << ": kept " << frac << " of " << causal << " causal probabilities; "
+                 << differs_from_counter << " differ from ops.h's counter mask");
+    CHECK(off_value == 0);                               // kept ones scaled by 1/(1-p), masked ones 0
+    CHECK(std::fabs(frac - (1.0 - dropout)) < 0.01);
+    CHECK(differs_from_counter > causal / 20);           // cuDNN's mask, not our counter's
+
+    // 2. Fresh random inputs, same seed: the CPU reference with the extracted mask.
+    const auto hq = randn(nq, seed + 1), hk = randn(nq, seed + 2), hv = randn(nv, seed + 3),
+               hdo = randn(nv, seed + 4);
+    p.set(q, hq);
+    p.set(k, hk);
+    p.set(v, hv);
+    p.set(dout, hdo);
+    std::vector<float> ro(nv), rl(nl), rdq(nq), rdk(nq), rdv(nv);
+    cpu::attention_fwd<float>(ro.data(), rl.data(), hq.data(), hk.data(), hv.data(), d, keep.data());
+    cpu::attention_bwd<float>(rdq.data(), rdk.data(), rdv.data(), hdo.data(), rl.data(), hq.data(), hk.data(),
+                              hv.data(), d, nullptr, keep.data());
+    std::vector<float> first[5];
+    for (int rep = 0; rep < 2; ++rep) {
+        p.poison(out);
+        p.poison(lse);
+        p.poison(dq);
+        p.poison(dk);
+        p.poison(dv);
+        p.gpu->attention_fwd(out, lse, q, k, v, d);
+        p.gpu->attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d);
+        const Ten got[5] = {out, lse, dq, dk, dv};
+        const std::vector<float>* ref[5] = {&ro, &rl, &rdq, &rdk, &rdv};
+        for (int i = 0; i < 5; ++i) {
+            const auto g = Pair::get(*p.gpu, got[i]);
+            if (rep == 0) {
+                const double err = rel_l2(g, *ref[i]);
+                CAPTURE(i);   // out, lse, dq, dk, dv
+                CAPTURE(err);
+                CHECK(err <= (i == 1 ? 1e-3 : 1e-2));
+                first[i] = g;
+            } else {
+                CHECK(std::memcmp(first[i].data(), g.data(), g.size() * 4) == 0);   // same seed, same bits
+            }
+        }
+    }
+    // 3. Another seed, another mask (the output changes).
+    AttnDims other = d;
+    other.seed = d.seed + 1;
+    p.gpu->attention_fwd(out, lse, q, k, v, other);
+    CHECK(rel_l2(Pair::get(*p.gpu, out), first[0]) > 1e-2);
+}
+
 }  // namespace
+
+TEST_CASE("cuda: cuDNN SDPA with attention dropout matches the CPU given cuDNN's mask") {
+    GPT_REQUIRE_GPU();
+    check_cudnn_dropout({2, 128, 3, 64, false}, 0.1f, 1400);
+    check_cudnn_dropout({1, 256, 2, 128, false, 64}, 0.2f, 1401);   // the exact RA fold (ablation steps 3, 7)
+    check_cudnn_dropout({1, 128, 2, 128, false}, 0.1f, 1402);
+}
 
 TEST_CASE("cuda: cuDNN SDPA (deterministic backward) matches the CPU, D = 64 and 128, packed rows") {
     GPT_REQUIRE_GPU();
@@ -165,7 +284,9 @@ TEST_CASE("cuda: shapes cuDNN does not cover run our kernels under attention_imp
     CHECK_FALSE(cuda::cudnn_attention_supports(d, &why));   // T % 128 != 0
     CHECK(why.find("128") != std::string::npos);
     d.T = 128;
-    d.dropout = 0.1f;
+    d.dropout = 0.1f;   // cuDNN draws its own dropout mask (see the dropout case above)
+    CHECK(cuda::cudnn_attention_wanted(d) == cuda::cudnn_compiled_in());
+    d.dropout = 1.f;
     CHECK_FALSE(cuda::cudnn_attention_wanted(d));
     d.dropout = 0.f;
     d.Hkv = 1;

@@ -52,8 +52,11 @@ void batch(std::vector<int32_t>& x, std::vector<int32_t>& y, int V) {
     }
 }
 
-void compare_on_gpu(const ModelConfig& m, const std::string& label) {
+void compare_on_gpu(const ModelConfig& config, const std::string& label) {
     CAPTURE(label);
+    // With dropout the GPU must draw the CPU's mask: our kernels (cuDNN draws its own).
+    ModelConfig m = config;
+    if (m.dropout > 0.f) m.attention_impl = AttentionImpl::ours;
     const int B = 2, T = 128;
     MlaRun cpu(make_cpu_ops(2), m, B, T), gpu(make_cuda_ops(), m, B, T);
     MESSAGE(label << ": " << gpu.model.describe());
