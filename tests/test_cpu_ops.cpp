@@ -164,9 +164,10 @@ NaiveAttention naive_attention(const std::vector<float>& q, const std::vector<fl
                 r.lse[(b * d.Hq + h) * T + i] = mx + std::log(sum);
                 for (int j = 0; j < T; ++j) {
                     double p = std::exp(logit[i][j] - mx) / sum;
-                    const uint64_t counter = ((uint64_t(b) * d.Hq + h) * T + i) * T + j;
                     if (d.dropout > 0)
-                        p = dropout_keep(d.seed, counter, d.dropout) ? p / (1.0 - d.dropout) : 0.0;
+                        p = attention_dropout_keep(d.seed, uint64_t(b) * d.Hq + h, i, j, T, d.dropout)
+                                ? p / (1.0 - d.dropout)
+                                : 0.0;
                     for (int c = 0; c < d.Dv; ++c)
                         r.out[((b * T + i) * d.Hq + h) * d.Dv + c] +=
                             p * v[(b * T + j) * d.v_stride + hk * d.Dv + c];

@@ -41,14 +41,15 @@ inline int active_dims(const AttnDims& d, int i, int j) {
 }
 
 // Multiplier for probability (i, j) of query head h in batch b: 0 (dropped), 1/(1-p) (kept), or
-// 1 without dropout. The counter is the contract shared with our CUDA kernels (see ops.h); an
-// explicit keep_mask (indexed by the same counter) replaces it.
+// 1 without dropout. attention_dropout_keep is the contract shared with our CUDA kernels (ops.h);
+// an explicit keep_mask (one byte per entry, at ((b Hq + h) T + i) T + j) replaces it.
 template <class S>
 S dropout_factor(const AttnDims& d, int b, int h, int i, int j, S keep_scale, const uint8_t* keep_mask) {
     if (d.dropout <= 0.f) return S(1);
     const uint64_t counter =
         ((static_cast<uint64_t>(b) * d.Hq + h) * d.T + i) * static_cast<uint64_t>(d.T) + j;
-    const bool keep = keep_mask ? keep_mask[counter] != 0 : dropout_keep(d.seed, counter, d.dropout);
+    const bool keep = keep_mask ? keep_mask[counter] != 0
+                                : attention_dropout_keep(d.seed, uint64_t(b) * d.Hq + h, i, j, d.T, d.dropout);
     return keep ? keep_scale : S(0);
 }
 

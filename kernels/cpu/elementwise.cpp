@@ -75,8 +75,13 @@ template <class S>
 void dropout(S* x, size_t n, float p, uint64_t seed) {
     if (p <= 0.f) return;   // dropout_keep is always true at p = 0: skip the hashing
     const S keep_scale = static_cast<S>(1) / (static_cast<S>(1) - static_cast<S>(p));
+    const uint32_t threshold = dropout_threshold(p);
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) x[i] = dropout_keep(seed, i, p) ? x[i] * keep_scale : S(0);
+    for (size_t group = 0; group < (n + 3) / 4; ++group) {   // one draw, four elements (common/rng.h)
+        const uint64_t draw = dropout_draw(seed, group);
+        for (size_t i = group * 4; i < std::min(n, group * 4 + 4); ++i)
+            x[i] = dropout_lane_keeps(draw, int(i - group * 4), threshold) ? x[i] * keep_scale : S(0);
+    }
 }
 
 #define GPT_INSTANTIATE(S)                                                                 \

@@ -126,20 +126,28 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16*
 
 // Keep bits of the dropout mask for this thread's MT x NT accumulator entries (bit
 // (mt * NT + nt) * 4 + e), query i / key j from the entry's row and column (rows are keys when
-// KEY_ROWS). The counter is the CPU backend's: ((b Hq + h) T + i) T + j. A rolled loop keeps the
-// hash out of the unrolled main loop (instruction-cache pressure).
+// KEY_ROWS), by attention_dropout_keep (the CPU backend's contract, common/rng.h). The two entries
+// e, e + 1 of a row half sit in columns c, c + 1 with c even, so they share one 2x2 block and one
+// draw. A rolled loop keeps the hash out of the unrolled main loop (instruction-cache pressure).
 template <int MT, int NT, bool KEY_ROWS>
 __device__ __forceinline__ uint64_t drop_mask(const Params& p, int b, int h, int row0, int col0, int g,
                                               int t) {
     static_assert(MT * NT * 4 <= 64, "one 64-bit mask per thread");
     uint64_t keep = 0;
-    const uint64_t base = (uint64_t(b) * p.Hq + h) * p.T;
+    const uint64_t bh = uint64_t(b) * p.Hq + h;
+    const uint32_t threshold = dropout_threshold(p.dropout);
 #pragma unroll 1
-    for (int idx = 0; idx < MT * NT * 4; ++idx) {
-        const int e = idx & 3, nt = (idx >> 2) % NT, mt = (idx >> 2) / NT;
-        const int r = row0 + mt * 16 + g + 8 * (e >> 1), c = col0 + nt * 8 + 2 * t + (e & 1);
+    for (int pair = 0; pair < MT * NT * 2; ++pair) {
+        const int half = pair & 1, nt = (pair >> 1) % NT, mt = (pair >> 1) / NT;
+        const int r = row0 + mt * 16 + g + 8 * half, c = col0 + nt * 8 + 2 * t;
         const int i = KEY_ROWS ? c : r, j = KEY_ROWS ? r : c;
-        if (dropout_keep(p.seed, (base + i) * uint64_t(p.T) + j, p.dropout)) keep |= 1ull << idx;
+        const uint64_t draw = dropout_draw(p.seed, attention_dropout_group(bh, i, j, p.T));
+        // Entry e = 2 half + u sits at column c + u: the key (KEY_ROWS: the query) moves by u.
+        const int lane0 = attention_dropout_lane(i, j);
+        const int lane1 = KEY_ROWS ? attention_dropout_lane(i + 1, j) : attention_dropout_lane(i, j + 1);
+        const int idx = pair * 2;
+        if (dropout_lane_keeps(draw, lane0, threshold)) keep |= 1ull << idx;
+        if (dropout_lane_keeps(draw, lane1, threshold)) keep |= 1ull << (idx + 1);
     }
     return keep;
 }

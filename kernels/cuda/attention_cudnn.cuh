@@ -12,7 +12,7 @@
 // Attention dropout (p > 0): cuDNN's own Philox Bernoulli mask M (an RNG operation seeded from
 // AttnDims::seed) multiplies P by M / (1 - p) before P V; backward regenerates M from the same
 // seed: dV = (P M s)^T dO, dS = P (M dO V^T - (1 - p) softmax_sum) s scale, s = 1/(1 - p). The mask
-// is reproducible from the seed but is not ops.h's counter mask (which our kernels and the CPU
+// is reproducible from the seed but is not ops.h's mask (which our kernels and the CPU
 // draw): the GPU test extracts it and hands it to the CPU reference (test_cuda_attention_cudnn.cpp).
 // Backward variants: `deterministic` writes dQ straight from its matmul (cuDNN then keeps dP in a
 // workspace of B*H*T*T bf16 and needs no atomics); the other accumulates dQ in an fp32 workspace

@@ -51,9 +51,17 @@ __global__ void add_bf16x8_kernel(__nv_bfloat16* out, const __nv_bfloat16* a, co
         store_bf16x8(out + 8 * i, r);
     }
 }
+// One thread per group of four elements: the four keep decisions of one draw (common/rng.h).
 __global__ void dropout_kernel(TView x, size_t n, float p, uint64_t seed) {
     const float keep_scale = 1.f / (1.f - p);
-    GPT_GRID_STRIDE(i, n) st(x, i, dropout_keep(seed, i, p) ? ld(x, i) * keep_scale : 0.f);
+    const uint32_t threshold = dropout_threshold(p);
+    GPT_GRID_STRIDE(group, (n + 3) / 4) {
+        const uint64_t draw = dropout_draw(seed, group);
+        for (int lane = 0; lane < 4; ++lane) {
+            const size_t i = group * 4 + lane;
+            if (i < n) st(x, i, dropout_lane_keeps(draw, lane, threshold) ? ld(x, i) * keep_scale : 0.f);
+        }
+    }
 }
 __global__ void mul_kernel(TView x, TView mask, size_t n) {
     GPT_GRID_STRIDE(i, n) st(x, i, ld(x, i) * ld(mask, i));
@@ -178,7 +186,7 @@ void add(TView out, TView a, TView b, size_t n, cudaStream_t s) {
 }
 void dropout(TView x, size_t n, float p, uint64_t seed, cudaStream_t s) {
     if (n == 0 || p <= 0.f) return;   // p = 0 keeps everything: skip the hashing (as the CPU)
-    dropout_kernel<<<elementwise_blocks(n), kThreads, 0, s>>>(x, n, p, seed);
+    dropout_kernel<<<elementwise_blocks((n + 3) / 4), kThreads, 0, s>>>(x, n, p, seed);
     GPT_CUDA_LAUNCHED("dropout_kernel");
 }
 void mul_inplace(TView x, TView mask, size_t n, cudaStream_t s) {

@@ -45,8 +45,8 @@ struct MemoryPlan {
 // logits, saved for backward. Hkv divides Hq (grouped / multi-query heads): query head h uses
 // key/value head h / (Hq/Hkv).
 // Dropout contract: probability P[b,h,i,j] (query head h, query row i, key column j <= i) is kept
-// iff dropout_keep(seed, ((b*Hq + h)*T + i)*T + j, dropout) and then scaled by 1/(1-dropout);
-// backward regenerates the mask from the same counter. The CPU and our CUDA kernels (impl = ours)
+// iff attention_dropout_keep(seed, b*Hq + h, i, j, T, dropout) (common/rng.h) and then scaled by
+// 1/(1-dropout); backward regenerates the mask from the same draws. The CPU and our CUDA kernels (impl = ours)
 // draw exactly this mask. cuDNN (impl = auto/cudnn on CUDA) draws its own Philox mask from `seed`
 // instead: the same distribution, reproducible from the seed, a different sample (the GPU test
 // checks cuDNN against the CPU with the extracted mask; kernels/cuda/attention_cudnn.cuh).

@@ -137,7 +137,7 @@ void check_cudnn(const Case& c, AttentionImpl impl, uint64_t seed) {
     }
 }
 
-// cuDNN's attention dropout draws its own Philox mask (not ops.h's counter mask), so the CPU
+// cuDNN's attention dropout draws its own Philox mask (not ops.h's mask), so the CPU
 // reference gets that mask explicitly. Extraction: with q = k = 0 every causal probability is
 // P_ij = 1/(i+1), and values v_j = e_(j - c Dv) (one-hot, block c of Dv keys at a time) copy
 // out_i[m] = keep_ij / ((i+1)(1-p)) for j = c Dv + m. Then on fresh random inputs with the same
@@ -168,7 +168,7 @@ void check_cudnn_dropout(const Case& c, float dropout, uint64_t seed) {
     p.set(q, std::vector<float>(nq, 0.f));
     p.set(k, std::vector<float>(nq, 0.f));
     const float keep_scale = 1.f / (1.f - dropout);
-    size_t kept = 0, causal = 0, off_value = 0, differs_from_counter = 0;
+    size_t kept = 0, causal = 0, off_value = 0, differs_from_ours = 0;
     for (int blk = 0; blk < T / Dv; ++blk) {
         std::vector<float> onehot(nv, 0.f);
         for (int b = 0; b < B; ++b)
@@ -195,15 +195,16 @@ void check_cudnn_dropout(const Case& c, float dropout, uint64_t seed) {
                         kept += kept_ij;
                         const float expect = keep_scale / float(i + 1);
                         if (kept_ij && std::fabs(x - expect) > 1e-2f * expect) ++off_value;
-                        differs_from_counter += kept_ij != dropout_keep(d.seed, counter, dropout);
+                        differs_from_ours +=
+                            kept_ij != attention_dropout_keep(d.seed, size_t(b) * H + h, i, j, T, dropout);
                     }
     }
     const double frac = double(kept) / double(causal);
     MESSAGE(desc << ": kept " << frac << " of " << causal << " causal probabilities; "
-                 << differs_from_counter << " differ from ops.h's counter mask");
+                 << differs_from_ours << " differ from ops.h's mask");
     CHECK(off_value == 0);                               // kept ones scaled by 1/(1-p), masked ones 0
     CHECK(std::fabs(frac - (1.0 - dropout)) < 0.01);
-    CHECK(differs_from_counter > causal / 20);           // cuDNN's mask, not our counter's
+    CHECK(differs_from_ours > causal / 20);           // cuDNN's mask, not ops.h's
 
     // 2. Fresh random inputs, same seed: the CPU reference with the extracted mask.
     const auto hq = randn(nq, seed + 1), hk = randn(nq, seed + 2), hv = randn(nv, seed + 3),
