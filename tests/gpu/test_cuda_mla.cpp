@@ -65,15 +65,7 @@ void compare_on_gpu(const ModelConfig& config, const std::string& label) {
     const double lc = cpu.step(x, y, B, T), lg = gpu.step(x, y, B, T);
     MESSAGE(label << ": loss cpu " << lc << " gpu " << lg);
     CHECK(lg == doctest::Approx(lc).epsilon(2e-2));
-    const auto gc = cpu.grads(), gg = gpu.grads();
-    for (const auto& s : cpu.model.params().specs()) {
-        const std::vector<float> a(gg.begin() + long(s.t.off), gg.begin() + long(s.t.off + s.t.n));
-        const std::vector<float> ref(gc.begin() + long(s.t.off), gc.begin() + long(s.t.off + s.t.n));
-        const double err = rel_l2(a, ref);
-        CAPTURE(s.name);
-        CAPTURE(err);
-        CHECK(err < 8e-2);
-    }
+    check_gradients(cpu.model.params().specs(), gpu.grads(), cpu.grads(), [](const std::string&) { return 8e-2; });
 }
 
 // GPT-2's head dim 64 with the ablation's L = 128: the expanded form's shapes.

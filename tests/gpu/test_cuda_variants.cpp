@@ -771,15 +771,9 @@ void compare_model(const ModelConfig& config, const std::string& label, bool str
     const double lc = cpu.step(x, y, B, T), lg = gpu.step(x, y, B, T);
     MESSAGE(label << ": loss cpu " << lc << " gpu " << lg);
     CHECK(lg == doctest::Approx(lc).epsilon(2e-2));
-    const auto gc = cpu.grads(), gg = gpu.grads();
-    for (const auto& s : cpu.model.params().specs()) {
-        std::vector<float> a(gg.begin() + long(s.t.off), gg.begin() + long(s.t.off + s.t.n));
-        std::vector<float> ref(gc.begin() + long(s.t.off), gc.begin() + long(s.t.off + s.t.n));
-        const double err = rel_l2(a, ref);
-        CAPTURE(s.name);
-        CAPTURE(err);
-        CHECK(err < (s.name.find(".m2.") != std::string::npos ? 0.2 : 8e-2));
-    }
+    check_gradients(cpu.model.params().specs(), gpu.grads(), cpu.grads(), [](const std::string& name) {
+        return name.find(".m2.") != std::string::npos ? 0.2 : 8e-2;
+    });
 }
 
 void compare_step(int id, bool strong = false) {
