@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training-step benchmarks on the GPU machine, ours and PyTorch's in the same run (SPEC §7-§8):
 # GPT-2 124M, T = 1024, B = 32 and 64 (ms/step, tokens/s, MFU, memory), then the ablation's
-# attention variants at B = 32 as tokens/s ratios to the baseline (step 0), then the PyTorch peer
+# attention variants at B = 32 as tokens/s ratios to the baseline (step 0), the ablation's steps
+# without and with dropout 0.1 (its real setting), then the PyTorch peer
 # (.peer/peer_torch_gpt2.py, copied there by hand from ../shared/bench, never committed), then the
 # attention module alone at the seeds' shape (gpt2 bench --module) and .peer/peer_torch_attn.py.
 # Expects tools/gpu-check.sh to have configured the build directory.
@@ -41,6 +42,10 @@ if [[ " $SKIP " != *" variants "* ]]; then
     echo "=== ours: ablation steps at B=32 (AdamWSPAM, eager; ratios to step 0, same run)"
     "$G" bench "${COMMON[@]}" -b 32 --warmup 3 --steps 10 --ablation-step 0 5 8 11 13 17 18 4 7 2>&1 \
         | tee "$LOG/bench-ablation-steps.log"
+    # The same steps at the ablation's real setting, dropout 0.1 (defconfigs/gpt2-ratio-ablation).
+    echo "=== ours: ablation steps at B=32 with dropout 0.1 (the real runs' setting; ratios to step 0)"
+    "$G" bench "${COMMON[@]}" model.dropout=0.1 -b 32 --warmup 3 --steps 10 --ablation-step 0 5 8 11 13 17 18 4 7 2>&1 \
+        | tee "$LOG/bench-ablation-steps-dropout.log"
 fi
 if [[ " $SKIP " != *" peer "* && -f "$ROOT/.peer/peer_torch_gpt2.py" ]]; then
     for b in 32 64; do

@@ -12,7 +12,8 @@ enum class AttentionKind { baseline, ra, ra_lowrank, mla, ra_mla };
 // Which attention kernels run the shapes both cover (model.attention_impl; CUDA only, the CPU
 // ignores it): ours (kernels/cuda/attention_*.cu) or cuDNN's fused SDPA (attention_cudnn.cu) with
 // its deterministic backward, or with its faster atomic-dQ backward (not bit-reproducible).
-// auto: the one measured faster (docs/performance.md, "cuDNN SDPA").
+// auto: the one measured faster (docs/performance.md, "cuDNN SDPA"). With attention dropout cuDNN
+// draws its own mask (not the CPU's; ours does).
 enum class AttentionImpl { auto_select, ours, cudnn, cudnn_nondeterministic };
 enum class RactStat { topk, max, entropy, rms };
 enum class RactApply { output, weights };
