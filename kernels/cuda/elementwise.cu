@@ -42,6 +42,19 @@ __global__ void gelu_bwd_bf16x8_kernel(__nv_bfloat16* din, const __nv_bfloat16* 
         store_bf16x8(din + 8 * i, r);
     }
 }
+// Dropout over bf16, eight elements (two draws of four decisions) per thread: dropout_kernel's
+// decisions and values, one 16-byte load and store.
+__global__ void dropout_bf16x8_kernel(__nv_bfloat16* x, size_t n8, float keep_scale, uint32_t threshold,
+                                      uint64_t seed) {
+    GPT_GRID_STRIDE(i, n8) {
+        F8 v = load_bf16x8(x + 8 * i);
+        const uint64_t draws[2] = {dropout_draw(seed, 2 * i), dropout_draw(seed, 2 * i + 1)};
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v.v[j] = dropout_lane_keeps(draws[j >> 2], j & 3, threshold) ? v.v[j] * keep_scale : 0.f;
+        store_bf16x8(x + 8 * i, v);
+    }
+}
+
 __global__ void add_bf16x8_kernel(__nv_bfloat16* out, const __nv_bfloat16* a, const __nv_bfloat16* b, size_t n8) {
     GPT_GRID_STRIDE(i, n8) {
         const F8 x = load_bf16x8(a + 8 * i), y = load_bf16x8(b + 8 * i);
@@ -186,6 +199,12 @@ void add(TView out, TView a, TView b, size_t n, cudaStream_t s) {
 }
 void dropout(TView x, size_t n, float p, uint64_t seed, cudaStream_t s) {
     if (n == 0 || p <= 0.f) return;   // p = 0 keeps everything: skip the hashing (as the CPU)
+    if (n % 8 == 0 && is_bf16x8(x)) {
+        dropout_bf16x8_kernel<<<elementwise_blocks(n / 8), kThreads, 0, s>>>(bf16_ptr(x), n / 8, 1.f / (1.f - p),
+                                                                            dropout_threshold(p), seed);
+        GPT_CUDA_LAUNCHED("dropout_bf16x8_kernel");
+        return;
+    }
     dropout_kernel<<<elementwise_blocks((n + 3) / 4), kThreads, 0, s>>>(x, n, p, seed);
     GPT_CUDA_LAUNCHED("dropout_kernel");
 }

@@ -438,6 +438,20 @@ TEST_CASE("cuda: elementwise ops match the CPU (gelu; add; dropout masks; scale;
     CHECK(zeros > n / 8);
     CHECK(zeros < n / 2);
     CHECK(gputest::rel_l2(gc, cc) <= kBf16Tol);
+    // The 16-byte path (bf16, n % 8 == 0): the same draws; the elements after the n8 stay as set.
+    const size_t n8 = 4096;
+    p.set(c, randn(n, 35));
+    p.run([&](Ops& o) { o.dropout(c.sub(0, n8), n8, 0.1f, 779); });
+    const auto gv = Pair::get(*p.gpu, c), cv = Pair::get(*p.cpu, c);
+    size_t zeros8 = 0, mismatched8 = 0;
+    for (size_t i = 0; i < n; ++i) {
+        zeros8 += cv[i] == 0.f;
+        mismatched8 += (gv[i] == 0.f) != (cv[i] == 0.f);
+    }
+    CHECK(mismatched8 == 0);
+    CHECK(zeros8 > n8 / 20);
+    CHECK(zeros8 < n8 / 5);
+    CHECK(gputest::rel_l2(gv, cv) <= kBf16Tol);
 
     // fp32 spaces: scale, mul_inplace, copy across types.
     p.set(g, randn(n, 33, 1.f, false));
