@@ -376,7 +376,7 @@ public:
 
 // Variant-pack uids.
 enum Uid : int64_t {
-    kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kLowest, kOne, kSoftmaxSum, kDQAccum,
+    kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kLowest, kKeepProb, kSoftmaxSum, kDQAccum,
     kSeed, kOffset, kDropScale
 };
 
@@ -489,8 +489,8 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
     auto dQ = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
     auto dK = g.tensor(kDK, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.k);
     auto dV = g.tensor(kDV, CUDNN_DATA_BFLOAT16, L.dims_v(), L.v);
-    // kOne carries 1 - dropout (1 without dropout): see softmax_sum below.
-    auto scale = g.scalar(kScale), lowest = g.scalar(kLowest), one = g.scalar(kOne);
+    // kKeepProb: 1 - dropout (1 without dropout), see softmax_sum below.
+    auto scale = g.scalar(kScale), lowest = g.scalar(kLowest), keep_prob = g.scalar(kKeepProb);
     const bool drop = d.dropout > 0.f;
     DescPtr mask = drop ? dropout_mask(g, L, d.dropout, plan) : nullptr;
     DescPtr drop_scale = drop ? g.scalar(kDropScale) : nullptr;
@@ -502,7 +502,7 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
     auto rs = g.virt(L.dims_row());
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, dOO, rs);
     auto softmax_sum = g.tensor(kSoftmaxSum, CUDNN_DATA_FLOAT, L.dims_row(), packed(L.dims_row()));
-    g.pointwise(CUDNN_POINTWISE_MUL, rs, one, nullptr, softmax_sum);
+    g.pointwise(CUDNN_POINTWISE_MUL, rs, keep_prob, nullptr, softmax_sum);
     plan.softmax_sum_bytes = size_t(L.B * L.H * L.T) * 4;
 
     // P = exp(scale Q K^T - stats), masked
@@ -713,7 +713,7 @@ void CudnnAttention::bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv
                          void* workspace, cudaStream_t s) {
     Plan& p = impl_->ready(d, det ? kBwdDet : kBwdFast);
     GPT_CHECK(workspace != nullptr, "cuDNN attention backward: a workspace is required");
-    float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), one = 1.f - d.dropout,
+    float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), keep_prob = 1.f - d.dropout,
           drop_scale = 1.f / (1.f - d.dropout);
     char* ws = static_cast<char*>(workspace);
     std::vector<int64_t> uids;
@@ -727,11 +727,11 @@ void CudnnAttention::bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv
     void* softmax_sum = ws;
     void* dq_accum = ws + align256(p.softmax_sum_bytes);
     void* plan_ws = ws + align256(p.softmax_sum_bytes) + align256(p.dq_accum_bytes);
-    uids.insert(uids.end(), {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kScale, kLowest, kOne, kSoftmaxSum});
+    uids.insert(uids.end(), {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kScale, kLowest, kKeepProb, kSoftmaxSum});
     ptrs.insert(ptrs.end(), {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
                              const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out),
                              const_cast<__nv_bfloat16*>(dout), const_cast<float*>(lse), dq, dk, dv,
-                             &scale, &lowest, &one, softmax_sum});
+                             &scale, &lowest, &keep_prob, softmax_sum});
     if (p.dq_accum_bytes) {
         uids.push_back(kDQAccum);
         ptrs.push_back(dq_accum);
