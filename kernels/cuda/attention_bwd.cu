@@ -144,6 +144,17 @@ __device__ __forceinline__ void mma_regs_kn(float (&acc)[MT][NT][4], const float
     }
 }
 
+// dst[0..1] = (x, y), or += when `add` (cuDNN's part of a banded split is already there).
+__device__ __forceinline__ void store_or_add(__nv_bfloat16* dst, float x, float y, bool add) {
+    auto* d2 = reinterpret_cast<__nv_bfloat162*>(dst);
+    if (add) {
+        const float2 old = __bfloat1622float2(*d2);
+        x += old.x;
+        y += old.y;
+    }
+    *d2 = __floats2bfloat162_rn(x, y);
+}
+
 // Calls f(causal, drop) with compile-time flags, so each specialisation is straight-line code.
 template <class F>
 __device__ __forceinline__ void dispatch_probs(F& f, bool causal, bool drop) {
@@ -166,22 +177,6 @@ __device__ __forceinline__ void zero(float (&x)[MT][NT][4]) {
         for (int i = 0; i < NT; ++i) x[mt][i][0] = x[mt][i][1] = x[mt][i][2] = x[mt][i][3] = 0.f;
 }
 
-// Zero the entries of a [rows x cols] accumulator whose pair lies outside the band: i - j > band,
-// with i the query and j the key of the entry (rows are queries unless KEY_ROWS).
-template <bool KEY_ROWS, int MT, int NT>
-__device__ __forceinline__ void band_mask(float (&x)[MT][NT][4], int row0, int col0, int band, int g,
-                                          int t) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = row0 + mt * 16 + g + 8 * (e / 2), c = col0 + nt * 8 + 2 * t + (e & 1);
-                if ((KEY_ROWS ? c - r : r - c) > band) x[mt][nt][e] = 0.f;
-            }
-}
-
 // acc = this warp's scores (S, or S^T when KEY_ROWS): the banded dims [split, D) first, masked
 // to the band, then the plain dims [0, split) on top (mode from band_mode).
 template <bool KEY_ROWS, int MT, int NT, int KS>
@@ -191,7 +186,7 @@ __device__ __forceinline__ void banded_scores(float (&acc)[MT][NT][4], const __n
                                               int band, int g, int t, int lane) {
     zero(acc);
     if (mode != kBandNone) mma_rows_nk<MT, NT, KS>(acc, sa, lda, a_row0, sb, ldb, split_steps, KS, lane);
-    if (mode == kBandMixed) band_mask<KEY_ROWS>(acc, row0, col0, band, g, t);
+    if (mode == kBandMixed) mask_pairs<KEY_ROWS>(acc, row0, col0, band + 1, 0.f, g, t);
     mma_rows_nk<MT, NT, KS>(acc, sa, lda, a_row0, sb, ldb, 0, split_steps, lane);
 }
 
@@ -224,7 +219,9 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
     const int b = blockIdx.y / p.Hkv, hk = blockIdx.y % p.Hkv, G = p.Hq / p.Hkv;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int wrow0 = warp * 16 * MT, kw0 = kv0 + wrow0;   // this warp's first key
-    const int qt0 = kv0 / BRB, nqt = (p.T + BRB - 1) / BRB - qt0, iters = G * nqt;
+    // Queries past kv0 + BCK - 2 + offband meet this block's keys only in cuDNN's pairs (offband).
+    const int last_q = p.offband > 0 ? min(p.T - 1, kv0 + C::BCK - 2 + p.offband) : p.T - 1;
+    const int qt0 = kv0 / BRB, nqt = last_q / BRB + 1 - qt0, iters = G * nqt;
     const int dout_stride = p.Hq * DV;
 
     load_tile<C::BCK, DQK, kThreads>(sK, p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK,
@@ -265,8 +262,8 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
         }
         __syncthreads();
         const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
-        // Queries of this step all precede this warp's keys: nothing to add.
-        if (q0 + BRB - 1 >= kw0) {
+        // Queries of this step all precede this warp's keys, or are all cuDNN's: nothing to add.
+        if (q0 + BRB - 1 >= kw0 && !offband_all<true>(p, kw0, 16 * MT, q0, BRB)) {
             const __nv_bfloat16* q_s = sQ + buf * C::kQ;
             const __nv_bfloat16* o_s = sO + buf * C::kO;
             const float* l_s = sL + buf * BRB;
@@ -277,6 +274,7 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
             const int mode = band_mode(p, q0, BRB, kw0, 16 * MT);
             banded_scores<true, MT, NQ, DQK / 16>(st, sK, C::SQ, wrow0, q_s, C::SQ, split_steps, mode,
                                                   kw0, q0, p.band, g, t, lane);
+            if (offband_some<true>(p, kw0, 16 * MT, q0, BRB)) mask_pairs<true>(st, kw0, q0, p.offband, -INFINITY, g, t);
             // dP^T = V dO^T
             float dpt[MT][NQ][4];
             zero(dpt);
@@ -308,7 +306,7 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
             mma_regs_kn<MT, DV / 8, NQ>(dv, st, o_s, C::SV, 0, DV / 16, lane);
             mma_regs_kn<MT, DQK / 8, NQ>(dk, dpt, q_s, C::SQ, 0, split_steps, lane);
             if (mode != kBandNone && split_steps < DQK / 16) {
-                if (mode == kBandMixed) band_mask<true>(dpt, kw0, q0, p.band, g, t);
+                if (mode == kBandMixed) mask_pairs<true>(dpt, kw0, q0, p.band + 1, 0.f, g, t);
                 mma_regs_kn<MT, DQK / 8, NQ>(dk, dpt, q_s, C::SQ, split_steps, DQK / 16, lane);
             }
         }
@@ -323,14 +321,15 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
             if (j >= p.T) continue;
             __nv_bfloat16* dkr = p.dk + (size_t(b) * p.T + j) * p.k_stride + size_t(hk) * DQK;
             __nv_bfloat16* dvr = p.dv + (size_t(b) * p.T + j) * p.v_stride + size_t(hk) * DV;
+            // Keys before T - offband have cuDNN's gradients (plain dims of dk, all of dv): add to them.
+            const bool add = p.offband > 0 && j < p.T - p.offband;
 #pragma unroll
             for (int nt = 0; nt < DQK / 8; ++nt)
-                *reinterpret_cast<__nv_bfloat162*>(dkr + nt * 8 + 2 * t) = __floats2bfloat162_rn(
-                    dk[mt][nt][2 * r] * p.scale, dk[mt][nt][2 * r + 1] * p.scale);
+                store_or_add(dkr + nt * 8 + 2 * t, dk[mt][nt][2 * r] * p.scale, dk[mt][nt][2 * r + 1] * p.scale,
+                             add && nt * 8 < p.band_split);
 #pragma unroll
             for (int nt = 0; nt < DV / 8; ++nt)
-                *reinterpret_cast<__nv_bfloat162*>(dvr + nt * 8 + 2 * t) =
-                    __floats2bfloat162_rn(dv[mt][nt][2 * r], dv[mt][nt][2 * r + 1]);
+                store_or_add(dvr + nt * 8 + 2 * t, dv[mt][nt][2 * r], dv[mt][nt][2 * r + 1], add);
         }
 }
 
@@ -363,13 +362,15 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     const __nv_bfloat16* kg = p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK;
     const __nv_bfloat16* vg = p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV;
     const int n_tiles = (min(q0 + C::BRQ, p.T) - 1) / BCQ + 1;
+    // With offband, keys at or before q0 - offband are cuDNN's for every row of the block.
+    const int kt_begin = p.offband > 0 ? max(0, q0 - p.offband + 1) / BCQ : 0;
 
     load_tile<C::BRQ, DQK, kThreads>(sQ, p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
                                      p.q_stride, q0, p.T);
     load_tile<C::BRQ, DV, kThreads>(sO, p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
                                     dout_stride, q0, p.T);
-    load_tile<BCQ, DQK, kThreads>(sK, kg, p.k_stride, 0, p.T);
-    load_tile<BCQ, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
+    load_tile<BCQ, DQK, kThreads>(sK, kg, p.k_stride, kt_begin * BCQ, p.T);
+    load_tile<BCQ, DV, kThreads>(sV, vg, p.v_stride, kt_begin * BCQ, p.T);
     cp_async_commit();
 
     float lse2[MT][2], del[MT][2];
@@ -386,8 +387,8 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     zero(dq);
     const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
 
-    for (int kt = 0; kt < n_tiles; ++kt) {
-        const int buf = kt & 1;
+    for (int kt = kt_begin; kt < n_tiles; ++kt) {
+        const int buf = (kt - kt_begin) & 1;
         if (kt + 1 < n_tiles) {
             load_tile<BCQ, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * BCQ, p.T);
             load_tile<BCQ, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * BCQ, p.T);
@@ -398,14 +399,15 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
         }
         __syncthreads();
         const int k0 = kt * BCQ;
-        // Keys of this step all follow this warp's queries: nothing to add.
-        if (k0 <= qw0 + 16 * MT - 1) {
+        // Keys of this step all follow this warp's queries, or are all cuDNN's: nothing to add.
+        if (k0 <= qw0 + 16 * MT - 1 && !offband_all<false>(p, qw0, 16 * MT, k0, BCQ)) {
             const __nv_bfloat16* k_s = sK + buf * C::kK;
             const __nv_bfloat16* v_s = sV + buf * C::kV;
             float s[MT][NK][4];
             const int mode = band_mode(p, qw0, 16 * MT, k0, BCQ);
             banded_scores<false, MT, NK, DQK / 16>(s, sQ, C::SQ, wrow0, k_s, C::SQ, split_steps, mode,
                                                    qw0, k0, p.band, g, t, lane);
+            if (offband_some<false>(p, qw0, 16 * MT, k0, BCQ)) mask_pairs<false>(s, qw0, k0, p.offband, -INFINITY, g, t);
             float dp[MT][NK][4];
             zero(dp);
             mma_rows_nk<MT, NK, DV / 16>(dp, sO, C::SV, wrow0, v_s, C::SV, 0, DV / 16, lane);
@@ -430,7 +432,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
             dispatch_probs(probs, k0 + BCQ - 1 > qw0, p.dropout > 0.f);
             mma_regs_kn<MT, DQK / 8, NK>(dq, dp, k_s, C::SQ, 0, split_steps, lane);
             if (mode != kBandNone && split_steps < DQK / 16) {
-                if (mode == kBandMixed) band_mask<false>(dp, qw0, k0, p.band, g, t);
+                if (mode == kBandMixed) mask_pairs<false>(dp, qw0, k0, p.band + 1, 0.f, g, t);
                 mma_regs_kn<MT, DQK / 8, NK>(dq, dp, k_s, C::SQ, split_steps, DQK / 16, lane);
             }
         }
@@ -444,10 +446,12 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
             const int i = qw0 + mt * 16 + g + 8 * r;
             if (i >= p.T) continue;
             __nv_bfloat16* dqr = p.dq + (size_t(b) * p.T + i) * p.q_stride + size_t(h) * DQK;
+            // Queries from offband on have cuDNN's gradient in the plain dims: add to it.
+            const bool add = p.offband > 0 && i >= p.offband;
 #pragma unroll
             for (int nt = 0; nt < DQK / 8; ++nt)
-                *reinterpret_cast<__nv_bfloat162*>(dqr + nt * 8 + 2 * t) = __floats2bfloat162_rn(
-                    dq[mt][nt][2 * r] * p.scale, dq[mt][nt][2 * r + 1] * p.scale);
+                store_or_add(dqr + nt * 8 + 2 * t, dq[mt][nt][2 * r] * p.scale, dq[mt][nt][2 * r + 1] * p.scale,
+                             add && nt * 8 < p.band_split);
         }
 }
 
@@ -489,8 +493,10 @@ void launch_bwd(const Params& p, cudaStream_t s) {
 void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                    const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                    const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
-                   const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s) {
+                   const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s, int offband) {
     attention_check(d);
+    GPT_CHECK(offband >= 0 && (offband == 0 || offband > d.band),
+              "cuda-bf16 attention_bwd: offband must be 0 or past the band");
     for (const void* ptr : {static_cast<const void*>(dq), static_cast<const void*>(dk),
                             static_cast<const void*>(dv), static_cast<const void*>(dout),
                             static_cast<const void*>(out), static_cast<const void*>(q),
@@ -514,6 +520,7 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
     p.dv = dv;
     p.lse = const_cast<float*>(lse);
     p.delta = delta;
+    p.offband = offband;
     if (d.Dqk == 144) attn::launch_bwd<144, 64>(p, s);
     else if (d.Dqk == 80) attn::launch_bwd<80, 64>(p, s);
     else if (d.Dqk == 64 && d.Dv == 128) attn::launch_bwd<64, 128>(p, s);

@@ -27,6 +27,10 @@ struct Params {
     float dropout, keep_scale;
     uint64_t seed;
     int band, band_split;      // band > 0: dims [band_split, Dqk) count only where i - j <= band
+    // offband > 0: this call covers only the pairs with i - j < offband; cuDNN did the rest (plain
+    // attention on dims [0, band_split), attention_band_split.cu) and out/lse hold its rows
+    // i >= offband (merged here), dq/dk/dv its gradients (added to here).
+    int offband;
 };
 
 Params make_params(const AttnDims& d);   // sizes, scale, dropout, band
@@ -161,6 +165,36 @@ __device__ __forceinline__ int band_mode(const Params& p, int q0, int q_rows, in
     if (max_diff <= p.band) return kBandAll;
     if (min_diff > p.band) return kBandNone;
     return kBandMixed;
+}
+
+// With offband > 0: whether the pairs (rows [r0, r0 + rows), columns [c0, c0 + cols)) of queries
+// i and keys j (transposed when KEY_ROWS) are all cuDNN's (i - j >= offband: skip them), and
+// whether some are (mask those).
+template <bool KEY_ROWS>
+__device__ __forceinline__ bool offband_all(const Params& p, int r0, int rows, int c0, int cols) {
+    const int min_diff = KEY_ROWS ? c0 - (r0 + rows - 1) : r0 - (c0 + cols - 1);
+    return p.offband > 0 && min_diff >= p.offband;
+}
+template <bool KEY_ROWS>
+__device__ __forceinline__ bool offband_some(const Params& p, int r0, int rows, int c0, int cols) {
+    const int max_diff = KEY_ROWS ? c0 + cols - 1 - r0 : r0 + rows - 1 - c0;
+    return p.offband > 0 && max_diff >= p.offband;
+}
+// Set the entries of a [rows x cols] accumulator whose pair is at least min_diff apart
+// (i - j >= min_diff, i the query and j the key; rows are keys when KEY_ROWS) to `value`: 0 for
+// the reciprocal dims outside RA's band (min_diff = band + 1), -inf for cuDNN's pairs (offband).
+template <bool KEY_ROWS, int MT, int NT>
+__device__ __forceinline__ void mask_pairs(float (&x)[MT][NT][4], int row0, int col0, int min_diff, float value,
+                                           int g, int t) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = row0 + mt * 16 + g + 8 * (e / 2), c = col0 + nt * 8 + 2 * t + (e & 1);
+                if ((KEY_ROWS ? c - r : r - c) >= min_diff) x[mt][nt][e] = value;
+            }
 }
 
 }  // namespace gpt::cuda::attn

@@ -6,6 +6,7 @@
 // cached per shape (building one takes milliseconds; the runtime-compiled engines much longer).
 #include "cuda/attention_cudnn.cuh"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
@@ -72,20 +73,20 @@ struct CudnnAttention::Impl {
 };
 CudnnAttention::CudnnAttention() : impl_(std::make_unique<Impl>()) {}
 CudnnAttention::~CudnnAttention() = default;
-bool CudnnAttention::prepare_fwd(const AttnDims&) { return false; }
-bool CudnnAttention::prepare_bwd(const AttnDims&, bool) { return false; }
+bool CudnnAttention::prepare_fwd(const AttnDims&, const CudnnView&) { return false; }
+bool CudnnAttention::prepare_bwd(const AttnDims&, bool, const CudnnView&) { return false; }
 const std::string& CudnnAttention::last_error() const { return impl_->error; }
-size_t CudnnAttention::fwd_workspace_bytes(const AttnDims&) { fail(impl_->error); }
-size_t CudnnAttention::bwd_workspace_bytes(const AttnDims&, bool) { fail(impl_->error); }
+size_t CudnnAttention::fwd_workspace_bytes(const AttnDims&, const CudnnView&) { fail(impl_->error); }
+size_t CudnnAttention::bwd_workspace_bytes(const AttnDims&, bool, const CudnnView&) { fail(impl_->error); }
 bool CudnnAttention::bwd_engine_nondeterministic(const AttnDims&, bool) { fail(impl_->error); }
 std::string CudnnAttention::describe(const AttnDims&, bool, bool) { return impl_->error; }
 void CudnnAttention::fwd(__nv_bfloat16*, float*, const __nv_bfloat16*, const __nv_bfloat16*,
-                         const __nv_bfloat16*, const AttnDims&, void*, cudaStream_t) {
+                         const __nv_bfloat16*, const AttnDims&, void*, cudaStream_t, const CudnnView&) {
     fail(impl_->error);
 }
 void CudnnAttention::bwd(__nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, const __nv_bfloat16*,
                          const __nv_bfloat16*, const float*, const __nv_bfloat16*, const __nv_bfloat16*,
-                         const __nv_bfloat16*, const AttnDims&, bool, void*, cudaStream_t) {
+                         const __nv_bfloat16*, const AttnDims&, bool, void*, cudaStream_t, const CudnnView&) {
     fail(impl_->error);
 }
 
@@ -266,7 +267,8 @@ public:
 
     // Finalize the operation graph, ask the heuristics, and keep the first config that finalizes.
     // Fills plan, workspace, engine description and the nondeterministic note.
-    void build_plan(DescPtr& plan, int64_t& workspace, std::string& engine, bool& nondeterministic) {
+    void build_plan(DescPtr& plan, int64_t& workspace, std::string& engine, bool& nondeterministic,
+                    int skip = 0) {
         graph_ = std::make_shared<Desc>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
         std::vector<cudnnBackendDescriptor_t> raw;
         for (auto& op : ops_) raw.push_back(op->get());
@@ -303,6 +305,7 @@ public:
                                            count, &got, cfg_raw.data()),
                   "heuristics results");
             for (int64_t i = 0; i < got; ++i) {
+                if (mode == CUDNN_HEUR_MODE_A && i < skip) continue;
                 try {
                     auto p = std::make_shared<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
                     p->set(kPlanHandle, CUDNN_TYPE_HANDLE, 1, &handle_, "plan handle");
@@ -374,6 +377,13 @@ public:
     }
 };
 
+// GPT_CUDNN_FWD_CONFIG / GPT_CUDNN_BWD_CONFIG = n: start from the n-th config of heuristics mode A
+// instead of the first (for measuring the alternatives; docs/performance.md). 0 when unset.
+int config_skip(const char* env) {
+    const char* e = std::getenv(env);
+    return e ? std::max(0, std::atoi(e)) : 0;
+}
+
 // Variant-pack uids.
 enum Uid : int64_t {
     kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kLowest, kKeepProb, kSoftmaxSum, kDQAccum,
@@ -405,22 +415,26 @@ struct Plan {
     }
 };
 
-// Layout of our tensors as cuDNN's [B, H, T, D] views.
+// Layout of our tensors as cuDNN's [B, H, T, D] views (of buffers with view.T_buf rows per batch
+// and q/k heads view.head_stride apart, when the call is a window of larger tensors).
 struct Layout {
     int64_t B, H, T, Dk, Dv;  // Dk: q/k head width, Dv: v/out head width
     Dims q, k, v, o;          // strides of q, k, v (token rows with strides) and out [B,T,H,Dv]
     Dims kt, vt;              // strides of K^T [B, H, Dk, T], V^T [B, H, Dv, T]
+    Dims stats;               // strides of lse [B, H, T, 1]
     Dims dims_qk() const { return {B, H, T, Dk}; }
     Dims dims_v() const { return {B, H, T, Dv}; }
     Dims dims_kt() const { return {B, H, Dk, T}; }
     Dims dims_vt() const { return {B, H, Dv, T}; }
     Dims dims_s() const { return {B, H, T, T}; }
     Dims dims_row() const { return {B, H, T, 1}; }
-    explicit Layout(const AttnDims& d) : B(d.B), H(d.Hq), T(d.T), Dk(d.Dqk), Dv(d.Dv) {
-        q = {T * d.q_stride, Dk, d.q_stride, 1};
-        k = {T * d.k_stride, Dk, d.k_stride, 1};
-        v = {T * d.v_stride, Dv, d.v_stride, 1};
-        o = {T * H * Dv, Dv, H * Dv, 1};
+    Layout(const AttnDims& d, const CudnnView& view) : B(d.B), H(d.Hq), T(d.T), Dk(d.Dqk), Dv(d.Dv) {
+        const int64_t Tb = view.T_buf > 0 ? view.T_buf : T, hs = view.head_stride > 0 ? view.head_stride : Dk;
+        q = {Tb * d.q_stride, hs, d.q_stride, 1};
+        k = {Tb * d.k_stride, hs, d.k_stride, 1};
+        v = {Tb * d.v_stride, Dv, d.v_stride, 1};
+        o = {Tb * H * Dv, Dv, H * Dv, 1};
+        stats = {H * Tb, Tb, 1, 1};
         kt = {k[0], k[1], 1, k[2]};
         vt = {v[0], v[1], 1, v[2]};
     }
@@ -436,13 +450,13 @@ DescPtr dropout_mask(Graph& g, const Layout& L, float dropout, Plan& plan) {
     return mask;
 }
 
-void build_forward(Graph& g, const AttnDims& d, Plan& plan) {
-    const Layout L(d);
+void build_forward(Graph& g, const AttnDims& d, const CudnnView& view, Plan& plan) {
+    const Layout L(d, view);
     auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
     auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_kt(), L.kt);
     auto V = g.tensor(kV, CUDNN_DATA_BFLOAT16, L.dims_v(), L.v);
     auto O = g.tensor(kO, CUDNN_DATA_BFLOAT16, L.dims_v(), L.o);
-    auto stats = g.tensor(kStats, CUDNN_DATA_FLOAT, L.dims_row(), packed(L.dims_row()));
+    auto stats = g.tensor(kStats, CUDNN_DATA_FLOAT, L.dims_row(), L.stats);
     auto scale = g.scalar(kScale), lowest = g.scalar(kLowest);
 
     auto s = g.virt(L.dims_s());
@@ -478,14 +492,14 @@ void build_forward(Graph& g, const AttnDims& d, Plan& plan) {
     g.matmul(p, V, O);
 }
 
-void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan) {
-    const Layout L(d);
+void build_backward(Graph& g, const AttnDims& d, const CudnnView& view, bool deterministic, Plan& plan) {
+    const Layout L(d, view);
     auto Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
     auto KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, L.dims_kt(), L.kt);
     auto VT = g.tensor(kV, CUDNN_DATA_BFLOAT16, L.dims_vt(), L.vt);
     auto O = g.tensor(kO, CUDNN_DATA_BFLOAT16, L.dims_v(), L.o);
     auto dO = g.tensor(kDO, CUDNN_DATA_BFLOAT16, L.dims_v(), L.o);
-    auto stats = g.tensor(kStats, CUDNN_DATA_FLOAT, L.dims_row(), packed(L.dims_row()));
+    auto stats = g.tensor(kStats, CUDNN_DATA_FLOAT, L.dims_row(), L.stats);
     auto dQ = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.q);
     auto dK = g.tensor(kDK, CUDNN_DATA_BFLOAT16, L.dims_qk(), L.k);
     auto dV = g.tensor(kDV, CUDNN_DATA_BFLOAT16, L.dims_v(), L.v);
@@ -570,9 +584,10 @@ void build_backward(Graph& g, const AttnDims& d, bool deterministic, Plan& plan)
 
 // Cache key: everything that fixes the graph (the scale, the dropout scale and the seed are passed
 // at execution; the keep probability is part of the graph).
-using Key = std::tuple<int, int, int, int, int, int, int, int, int, float>;   // kind, B, T, H, Dqk, strides q/k/v, Dv, dropout
-Key key_of(const AttnDims& d, int kind) {
-    return Key{kind, d.B, d.T, d.Hq, d.Dqk, d.q_stride, d.k_stride, d.v_stride, d.Dv, d.dropout};
+// kind, B, T, H, Dqk, strides q/k/v, Dv, dropout, the view's buffer rows and head stride
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, float, int, int>;
+Key key_of(const AttnDims& d, const CudnnView& v, int kind) {
+    return Key{kind, d.B, d.T, d.Hq, d.Dqk, d.q_stride, d.k_stride, d.v_stride, d.Dv, d.dropout, v.T_buf, v.head_stride};
 }
 constexpr int kFwd = 0, kBwdDet = 1, kBwdFast = 2;
 
@@ -589,8 +604,8 @@ struct CudnnAttention::Impl {
         if (handle) cudnnDestroy(handle);
     }
 
-    Plan& get(const AttnDims& d, int kind) {
-        const Key key = key_of(d, kind);
+    Plan& get(const AttnDims& d, const CudnnView& view, int kind) {
+        const Key key = key_of(d, view, kind);
         auto it = plans.find(key);
         if (it != plans.end()) return it->second;
         Plan& plan = plans[key];
@@ -610,11 +625,15 @@ struct CudnnAttention::Impl {
                 }
             }
             Graph g(handle);
-            if (kind == kFwd) build_forward(g, d, plan);
-            else build_backward(g, d, kind == kBwdDet, plan);
-            g.build_plan(plan.plan, plan.plan_workspace, plan.engine, plan.nondeterministic);
+            if (kind == kFwd) build_forward(g, d, view, plan);
+            else build_backward(g, d, view, kind == kBwdDet, plan);
+            g.build_plan(plan.plan, plan.plan_workspace, plan.engine, plan.nondeterministic,
+                         config_skip(kind == kFwd ? "GPT_CUDNN_FWD_CONFIG" : "GPT_CUDNN_BWD_CONFIG"));
             plan.keep = g.release();
             plan.ok = true;
+            if (std::getenv("GPT_CUDNN_FWD_CONFIG") || std::getenv("GPT_CUDNN_BWD_CONFIG"))
+                spdlog::info("cuDNN attention {} plan (T={} Dqk={} dropout={}): {}", kind == kFwd ? "forward" : "backward",
+                             d.T, d.Dqk, d.dropout, plan.engine);
         } catch (const Failure& f) {
             plan.error = std::string("cuDNN attention (") + (kind == kFwd ? "forward" : "backward") +
                          ", cuDNN " + std::to_string(cudnnGetVersion()) + "): " + f.what;
@@ -623,8 +642,8 @@ struct CudnnAttention::Impl {
         return plan;
     }
 
-    Plan& ready(const AttnDims& d, int kind) {
-        Plan& p = get(d, kind);
+    Plan& ready(const AttnDims& d, const CudnnView& view, int kind) {
+        Plan& p = get(d, view, kind);
         if (!p.ok) fail(p.error);
         return p;
     }
@@ -666,33 +685,36 @@ void add_rng_state(std::vector<int64_t>& uids, std::vector<void*>& ptrs, char* w
 }
 }  // namespace
 
-bool CudnnAttention::prepare_fwd(const AttnDims& d) {
-    Plan& p = impl_->get(d, kFwd);
+bool CudnnAttention::prepare_fwd(const AttnDims& d, const CudnnView& view) {
+    Plan& p = impl_->get(d, view, kFwd);
     if (!p.ok) impl_->error = p.error;
     return p.ok;
 }
-bool CudnnAttention::prepare_bwd(const AttnDims& d, bool deterministic) {
-    Plan& p = impl_->get(d, deterministic ? kBwdDet : kBwdFast);
+bool CudnnAttention::prepare_bwd(const AttnDims& d, bool deterministic, const CudnnView& view) {
+    Plan& p = impl_->get(d, view, deterministic ? kBwdDet : kBwdFast);
     if (!p.ok) impl_->error = p.error;
     return p.ok;
 }
 const std::string& CudnnAttention::last_error() const { return impl_->error; }
 
-size_t CudnnAttention::fwd_workspace_bytes(const AttnDims& d) { return impl_->ready(d, kFwd).workspace_bytes(); }
-size_t CudnnAttention::bwd_workspace_bytes(const AttnDims& d, bool det) {
-    return impl_->ready(d, det ? kBwdDet : kBwdFast).workspace_bytes();
+size_t CudnnAttention::fwd_workspace_bytes(const AttnDims& d, const CudnnView& view) {
+    return impl_->ready(d, view, kFwd).workspace_bytes();
+}
+size_t CudnnAttention::bwd_workspace_bytes(const AttnDims& d, bool det, const CudnnView& view) {
+    return impl_->ready(d, view, det ? kBwdDet : kBwdFast).workspace_bytes();
 }
 bool CudnnAttention::bwd_engine_nondeterministic(const AttnDims& d, bool det) {
-    return impl_->ready(d, det ? kBwdDet : kBwdFast).nondeterministic;
+    return impl_->ready(d, {}, det ? kBwdDet : kBwdFast).nondeterministic;
 }
 std::string CudnnAttention::describe(const AttnDims& d, bool backward, bool det) {
-    Plan& p = impl_->get(d, backward ? (det ? kBwdDet : kBwdFast) : kFwd);
+    Plan& p = impl_->get(d, {}, backward ? (det ? kBwdDet : kBwdFast) : kFwd);
     return p.ok ? p.engine + ", workspace " + std::to_string(p.workspace_bytes()) + " bytes" : p.error;
 }
 
 void CudnnAttention::fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                         const __nv_bfloat16* v, const AttnDims& d, void* workspace, cudaStream_t s) {
-    Plan& p = impl_->ready(d, kFwd);
+                         const __nv_bfloat16* v, const AttnDims& d, void* workspace, cudaStream_t s,
+                         const CudnnView& view) {
+    Plan& p = impl_->ready(d, view, kFwd);
     float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), drop_scale = 1.f / (1.f - d.dropout);
     std::vector<int64_t> uids = {kQ, kK, kV, kO, kStats, kScale, kLowest};
     std::vector<void*> ptrs = {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
@@ -710,8 +732,8 @@ void CudnnAttention::fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
 void CudnnAttention::bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, const __nv_bfloat16* dout,
                          const __nv_bfloat16* out, const float* lse, const __nv_bfloat16* q,
                          const __nv_bfloat16* k, const __nv_bfloat16* v, const AttnDims& d, bool det,
-                         void* workspace, cudaStream_t s) {
-    Plan& p = impl_->ready(d, det ? kBwdDet : kBwdFast);
+                         void* workspace, cudaStream_t s, const CudnnView& view) {
+    Plan& p = impl_->ready(d, view, det ? kBwdDet : kBwdFast);
     GPT_CHECK(workspace != nullptr, "cuDNN attention backward: a workspace is required");
     float scale = d.scale, lowest = std::numeric_limits<float>::lowest(), keep_prob = 1.f - d.dropout,
           drop_scale = 1.f / (1.f - d.dropout);

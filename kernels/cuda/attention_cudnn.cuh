@@ -43,6 +43,13 @@ bool cudnn_attention_supports(const AttnDims& d, std::string* why = nullptr);
 // faster one for the shapes cuDNN covers, docs/performance.md "cuDNN SDPA").
 bool cudnn_attention_wanted(const AttnDims& d);
 
+// A call on a window of larger tensors (the banded split, attention_band_split.cu): each batch's
+// rows sit T_buf rows apart (0: AttnDims::T), q/k heads head_stride elements apart (0: Dqk);
+// out [B, T_buf, Hq, Dv] and lse [B, Hq, T_buf] likewise. Pointers go to the window's first row.
+struct CudnnView {
+    int T_buf = 0, head_stride = 0;
+};
+
 class CudnnAttention {
 public:
     CudnnAttention();
@@ -53,13 +60,13 @@ public:
     // Build (or find in the cache) the plan for this shape; false when cuDNN refuses it (no
     // handle, no engine, a status error): then last_error() says which call and status, and the
     // caller uses our kernels. A failure is remembered per shape (tried once).
-    bool prepare_fwd(const AttnDims& d);
-    bool prepare_bwd(const AttnDims& d, bool deterministic);
+    bool prepare_fwd(const AttnDims& d, const CudnnView& view = {});
+    bool prepare_bwd(const AttnDims& d, bool deterministic, const CudnnView& view = {});
     const std::string& last_error() const;
 
     // Device workspace of a prepared plan (bytes, 256-aligned pieces inside).
-    size_t fwd_workspace_bytes(const AttnDims& d);
-    size_t bwd_workspace_bytes(const AttnDims& d, bool deterministic);
+    size_t fwd_workspace_bytes(const AttnDims& d, const CudnnView& view = {});
+    size_t bwd_workspace_bytes(const AttnDims& d, bool deterministic, const CudnnView& view = {});
     // Whether the engine cuDNN picked carries CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC.
     bool bwd_engine_nondeterministic(const AttnDims& d, bool deterministic);
     // The chosen engines, for reports ("engine 8 (knobs ...)").
@@ -68,11 +75,12 @@ public:
     // Layouts as our kernels (ops.h): q/k/v rows with strides, out/dout [B,T,Hq,Dv], lse [B,Hq,T].
     // Call prepare_* first (these throw gpt::Error on an unprepared shape or a status error).
     void fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
-             const __nv_bfloat16* v, const AttnDims& d, void* workspace, cudaStream_t s);
+             const __nv_bfloat16* v, const AttnDims& d, void* workspace, cudaStream_t s,
+             const CudnnView& view = {});
     void bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, const __nv_bfloat16* dout,
              const __nv_bfloat16* out, const float* lse, const __nv_bfloat16* q,
              const __nv_bfloat16* k, const __nv_bfloat16* v, const AttnDims& d, bool deterministic,
-             void* workspace, cudaStream_t s);
+             void* workspace, cudaStream_t s, const CudnnView& view = {});
 
 private:
     struct Impl;

@@ -75,10 +75,12 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
 
     const int last_row = min(q0 + BR, p.T) - 1;
     const int n_tiles = last_row / kBC + 1;
+    // With offband, keys at or before q0 - offband are cuDNN's for every row of the block.
+    const int kt_begin = p.offband > 0 ? max(0, q0 - p.offband + 1) / kBC : 0;
 
     load_tile<BR, DQK, kThreads>(sQ, qg, p.q_stride, q0, p.T);
-    load_tile<kBC, DQK, kThreads>(sK, kg, p.k_stride, 0, p.T);
-    load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, 0, p.T);
+    load_tile<kBC, DQK, kThreads>(sK, kg, p.k_stride, kt_begin * kBC, p.T);
+    load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, kt_begin * kBC, p.T);
     cp_async_commit();
 
     float o[MT][DV / 8][4];
@@ -98,8 +100,8 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
         }
     const int split_steps = p.band > 0 ? p.band_split / 16 : DQK / 16;
 
-    for (int kt = 0; kt < n_tiles; ++kt) {
-        const int buf = kt & 1;
+    for (int kt = kt_begin; kt < n_tiles; ++kt) {
+        const int buf = (kt - kt_begin) & 1;
         if (kt + 1 < n_tiles) {
             load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
             load_tile<kBC, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * kBC, p.T);
@@ -112,6 +114,10 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
         const __nv_bfloat16* k_s = sK + buf * C::kK;
         const __nv_bfloat16* v_s = sV + buf * C::kV;
         const int k0 = kt * kBC;
+        if (offband_all<false>(p, q0 + wrow0, 16 * MT, k0, kBC)) {   // all of this warp's pairs are cuDNN's
+            __syncthreads();
+            continue;
+        }
 
         float s[MT][kBC / 8][4];
 #pragma unroll
@@ -144,6 +150,7 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
                     for (int e = 0; e < 4; ++e)
                         if (k0 + nt * 8 + 2 * t + (e & 1) > row[mt][e / 2]) s[mt][nt][e] = -INFINITY;
         }
+        if (offband_some<false>(p, q0 + wrow0, 16 * MT, k0, kBC)) mask_pairs<false>(s, q0 + wrow0, k0, p.offband, -INFINITY, g, t);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
             float mx[2] = {-INFINITY, -INFINITY};
@@ -224,14 +231,36 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
             float lr = l[mt][r];
             lr += __shfl_xor_sync(0xffffffffu, lr, 1);
             lr += __shfl_xor_sync(0xffffffffu, lr, 2);
-            if (row[mt][r] >= p.T) continue;
-            const float inv = 1.f / lr;
+            const bool valid = row[mt][r] < p.T;
+            // cuDNN's part of this row (offband): merged by the two log-sum-exps. Every lane of the
+            // quad reads the old lse before lane 0 overwrites it.
+            const bool merge = valid && p.offband > 0 && row[mt][r] >= p.offband;
+            float* lse_row = p.lse + (size_t(b) * p.Hq + h) * p.T + row[mt][r];
+            const float old2 = merge ? *lse_row * kLog2e : 0.f;
+            __syncwarp();
+            if (!valid) continue;
             __nv_bfloat16* orow = p.out + (size_t(b) * p.T + row[mt][r]) * out_stride + size_t(h) * DV;
+            float lse2 = m[mt][r] + log2f(lr);   // log2 units
+            float inv = 1.f / lr, w_old = 0.f;
+            if (merge) {
+                const float mx = fmaxf(old2, lse2);
+                const float new2 = mx + log2f(exp2f(old2 - mx) + exp2f(lse2 - mx));
+                w_old = exp2f(old2 - new2);
+                inv = exp2f(lse2 - new2) / lr;
+                lse2 = new2;
+            }
 #pragma unroll
-            for (int nt = 0; nt < DV / 8; ++nt)
-                *reinterpret_cast<__nv_bfloat162*>(orow + nt * 8 + 2 * t) =
-                    __floats2bfloat162_rn(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
-            if (t == 0) p.lse[(size_t(b) * p.Hq + h) * p.T + row[mt][r]] = (m[mt][r] + log2f(lr)) / kLog2e;
+            for (int nt = 0; nt < DV / 8; ++nt) {
+                float2 x = make_float2(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
+                auto* dst = reinterpret_cast<__nv_bfloat162*>(orow + nt * 8 + 2 * t);
+                if (merge) {
+                    const float2 y = __bfloat1622float2(*dst);
+                    x.x += w_old * y.x;
+                    x.y += w_old * y.y;
+                }
+                *dst = __floats2bfloat162_rn(x.x, x.y);
+            }
+            if (t == 0) *lse_row = lse2 / kLog2e;
         }
 }
 
@@ -286,6 +315,7 @@ Params make_params(const AttnDims& d) {
     p.seed = d.seed;
     p.band = d.band;
     p.band_split = d.band > 0 ? d.band_split : d.Dqk;
+    p.offband = 0;
     return p;
 }
 
@@ -321,8 +351,10 @@ void attention_check(const AttnDims& d) {
 }
 
 void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                   const __nv_bfloat16* v, const AttnDims& d, cudaStream_t s) {
+                   const __nv_bfloat16* v, const AttnDims& d, cudaStream_t s, int offband) {
     attention_check(d);
+    GPT_CHECK(offband >= 0 && (offband == 0 || offband > d.band),
+              "cuda-bf16 attention_fwd: offband must be 0 or past the band");
     for (const void* ptr : {static_cast<const void*>(out), static_cast<const void*>(q),
                             static_cast<const void*>(k), static_cast<const void*>(v)})
         GPT_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0,
@@ -334,6 +366,7 @@ void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const
     p.v = v;
     p.out = out;
     p.lse = lse;
+    p.offband = offband;
     if (d.Dqk == 144) attn::launch_fwd<144, 64>(p, s);
     else if (d.Dqk == 80) attn::launch_fwd<80, 64>(p, s);
     else if (d.Dqk == 64 && d.Dv == 128) attn::launch_fwd<64, 128>(p, s);

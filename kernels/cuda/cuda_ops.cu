@@ -14,6 +14,7 @@
 #include "cuda/device_memory.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/attention_band_split.cuh"
 #include "cuda/attention_cudnn.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/step_pipeline.cuh"
@@ -408,6 +409,7 @@ public:
     void attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d) override {
         attention_check(d);
         if (cudnn_attention_wanted(d) && cudnn_attention_fwd(out, lse, q, k, v, d)) return;
+        if (const BandSplit sp = band_split_of(d); sp.s > 0 && band_split_fwd(out, lse, q, k, v, d, sp)) return;
         const auto ext = extents(d);
         cuda::attention_fwd(act(out, ext.o, "attention_fwd", "out"), stat(lse, ext.l, "attention_fwd", "lse"),
                             act(q, ext.q, "attention_fwd", "q"), act(k, ext.k, "attention_fwd", "k"),
@@ -417,6 +419,9 @@ public:
                        const AttnDims& d, Ten delta_shift) override {
         attention_check(d);
         if (cudnn_attention_wanted(d) && cudnn_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, d, delta_shift))
+            return;
+        if (const BandSplit sp = band_split_of(d);
+            sp.s > 0 && band_split_bwd(dq, dk, dv, dout, out, lse, q, k, v, d, delta_shift, sp))
             return;
         const auto ext = extents(d);
         float* delta = static_cast<float*>(scratch(ext.l * 4));
@@ -548,6 +553,59 @@ private:
                              o, stat(lse, ext.l, "attention_bwd", "lse"),
                              act(q, ext.q, "attention_bwd", "q"), act(k, ext.k, "attention_bwd", "k"),
                              act(v, ext.v, "attention_bwd", "v"), d, det, ws, stream_);
+        return true;
+    }
+    // The banded split (attention_band_split.cuh): cuDNN on the off-band windows, then our kernels
+    // on the band, merging. Taken only when both cuDNN plans build (forward and backward must split
+    // alike: with dropout each part's mask is its own); otherwise our kernels do the whole call.
+    bool band_split_ready(const BandSplit& sp) {
+        return cudnn_attention_.prepare_fwd(sp.off, sp.view) &&
+               cudnn_attention_.prepare_bwd(sp.off, sp.off.impl != AttentionImpl::cudnn_nondeterministic, sp.view);
+    }
+    bool band_split_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d, const BandSplit& sp) {
+        if (!band_split_ready(sp)) return false;
+        const auto ext = extents(d);
+        __nv_bfloat16* o = act(out, ext.o, "attention_fwd", "out");
+        float* l = stat(lse, ext.l, "attention_fwd", "lse");
+        const __nv_bfloat16 *qp = act(q, ext.q, "attention_fwd", "q"), *kp = act(k, ext.k, "attention_fwd", "k"),
+                            *vp = act(v, ext.v, "attention_fwd", "v");
+        void* ws = scratch(std::max<size_t>(cudnn_attention_.fwd_workspace_bytes(sp.off, sp.view), 256));
+        cudnn_attention_.fwd(o + size_t(sp.s) * d.Hq * d.Dv, l + sp.s, qp + size_t(sp.s) * d.q_stride, kp, vp, sp.off,
+                             ws, stream_, sp.view);
+        cuda::attention_fwd(o, l, qp, kp, vp, d, stream_, sp.s);
+        return true;
+    }
+    bool band_split_bwd(Ten dq, Ten dk, Ten dv, Ten dout, Ten out, Ten lse, Ten q, Ten k, Ten v, const AttnDims& d,
+                        Ten delta_shift, const BandSplit& sp) {
+        if (!band_split_ready(sp)) {
+            GPT_CHECK(d.dropout == 0.f, "RA band split: the cuDNN plans failed between forward and backward: " +
+                                            cudnn_attention_.last_error());
+            return false;
+        }
+        const bool det = d.impl != AttentionImpl::cudnn_nondeterministic;
+        const auto ext = extents(d);
+        const size_t ws_bytes = (cudnn_attention_.bwd_workspace_bytes(sp.off, det, sp.view) + 255) / 256 * 256;
+        const size_t adj_bytes = delta_shift.present() ? (ext.o * 2 + 255) / 256 * 256 : 0;
+        char* ws = static_cast<char*>(scratch(ws_bytes + adj_bytes + ext.l * 4));
+        float* delta = reinterpret_cast<float*>(ws + ws_bytes + adj_bytes);
+        const __nv_bfloat16* o = act(out, ext.o, "attention_bwd", "out");
+        const __nv_bfloat16* g = act(dout, ext.o, "attention_bwd", "dout");
+        const float* l = stat(lse, ext.l, "attention_bwd", "lse");
+        const float* shift = delta_shift.present() ? stat(delta_shift, ext.l, "attention_bwd", "delta_shift") : nullptr;
+        const __nv_bfloat16* o_cudnn = o;   // cuDNN forms D from the O it gets: shift it there
+        if (shift) {
+            auto* adj = reinterpret_cast<__nv_bfloat16*>(ws + ws_bytes);
+            cuda::attention_shift_out(adj, o, g, shift, d, stream_);
+            o_cudnn = adj;
+        }
+        __nv_bfloat16 *dqp = act(dq, ext.q, "attention_bwd", "dq"), *dkp = act(dk, ext.k, "attention_bwd", "dk"),
+                      *dvp = act(dv, ext.v, "attention_bwd", "dv");
+        const __nv_bfloat16 *qp = act(q, ext.q, "attention_bwd", "q"), *kp = act(k, ext.k, "attention_bwd", "k"),
+                            *vp = act(v, ext.v, "attention_bwd", "v");
+        const size_t q_off = size_t(sp.s) * d.q_stride, o_off = size_t(sp.s) * d.Hq * d.Dv;
+        cudnn_attention_.bwd(dqp + q_off, dkp, dvp, g + o_off, o_cudnn + o_off, l + sp.s, qp + q_off, kp, vp, sp.off,
+                             det, ws, stream_, sp.view);
+        cuda::attention_bwd(dqp, dkp, dvp, g, o, l, qp, kp, vp, d, delta, shift, stream_, sp.s);
         return true;
     }
     struct AttnExtents { size_t q, k, v, o, l; };

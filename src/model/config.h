@@ -13,7 +13,8 @@ enum class AttentionKind { baseline, ra, ra_lowrank, mla, ra_mla };
 // ignores it): ours (kernels/cuda/attention_*.cu) or cuDNN's fused SDPA (attention_cudnn.cu) with
 // its deterministic backward, or with its faster atomic-dQ backward (not bit-reproducible).
 // auto: the one measured faster (docs/performance.md, "cuDNN SDPA"). With attention dropout cuDNN
-// draws its own mask (not the CPU's; ours does).
+// draws its own mask (not the CPU's; ours does). With RA's band, cuDNN takes the pairs far from the
+// diagonal and ours the band (kernels/cuda/attention_band_split.cuh).
 enum class AttentionImpl { auto_select, ours, cudnn, cudnn_nondeterministic };
 enum class RactStat { topk, max, entropy, rms };
 enum class RactApply { output, weights };
