@@ -394,15 +394,18 @@ TEST_CASE("cuda variants: RA-CT selection gradient in split form (coefficients, 
     GPT_REQUIRE_GPU();
     // Modes 1 and 2 (first case, topk only): T = 1100, so ract_select_dk_kernel walks a key's rows
     // in five passes of 256; and GPT_RACT_MASK_MIB=0, one batch item per mask pass, so the mask
-    // is built by ract_select_mask_kernel pass by pass instead of by the dQ kernel.
-    for (int mode = 0; mode < 3; ++mode)
+    // is built by ract_select_mask_kernel pass by pass instead of by the dQ kernel. Mode 3 (the band
+    // cases, cuDNN): T = 256, so the band split runs (attention_band_split.cuh), with the D shift
+    // through cuDNN's window (the adjusted out) and our band kernels (their delta pass).
+    for (int mode = 0; mode < 4; ++mode)
     for (const StatCase& c : kStatCases)
         for (RactStat stat : {RactStat::topk, RactStat::max})
             for (bool avg : {false, true})
                 for (AttentionImpl impl : {AttentionImpl::ours, AttentionImpl::cudnn}) {
-                    if (impl == AttentionImpl::cudnn && c.band) continue;   // cuDNN has no band
-                    if (mode > 0 && (&c != kStatCases || stat != RactStat::topk)) continue;
-                    const int T = mode == 1 ? 1100 : 150;
+                    const bool split = impl == AttentionImpl::cudnn && c.band;   // needs T % 128 == 0
+                    if (split != (mode == 3)) continue;
+                    if ((mode == 1 || mode == 2) && (&c != kStatCases || stat != RactStat::topk)) continue;
+                    const int T = mode == 1 ? 1100 : mode == 3 ? 256 : 150;
                     const EnvGuard mask_budget("GPT_RACT_MASK_MIB", mode == 2 ? "0" : nullptr);
                     CAPTURE(mode);
                     CAPTURE(c.Hkv);
