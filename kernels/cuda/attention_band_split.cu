@@ -21,9 +21,11 @@ BandSplit band_split_of(const AttnDims& d, std::string* why) {
     sp.off.band_split = 0;
     sp.view.T_buf = d.T;
     sp.view.head_stride = d.Dqk;
-    std::string reason;
-    if (!cudnn_attention_supports(sp.off, &reason)) return no("cuDNN does not cover the off-band part: " + reason);
-    if (!cudnn_attention_wanted(sp.off)) return no("cuDNN not selected for the off-band part");
+    if (!cudnn_attention_wanted(sp.off)) {   // impl is auto or cudnn*: only the shape can refuse
+        std::string reason;
+        cudnn_attention_supports(sp.off, &reason);
+        return no("cuDNN does not cover the off-band part: " + reason);
+    }
     return sp;
 }
 

@@ -128,15 +128,7 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
         const int mode = band_mode(p, q0 + wrow0, 16 * MT, k0, kBC);
         if (mode != kBandNone)
             qk_steps<DQK, MT>(s, sQ, wrow0, k_s, split_steps, DQK / 16, lane);
-        if (mode == kBandMixed) {
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                for (int nt = 0; nt < kBC / 8; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        if (row[mt][e / 2] - (k0 + nt * 8 + 2 * t + (e & 1)) > p.band) s[mt][nt][e] = 0.f;
-        }
+        if (mode == kBandMixed) mask_pairs<false>(s, q0 + wrow0, k0, p.band + 1, 0.f, g, t);
         qk_steps<DQK, MT>(s, sQ, wrow0, k_s, 0, split_steps, lane);
 
         // Causal mask (only tiles that cross the diagonal), then the online softmax in log2 units

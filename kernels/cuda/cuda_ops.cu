@@ -537,23 +537,26 @@ private:
             return false;
         }
         const auto ext = extents(d);
-        // The graph forms D = rowsum(dO O) from the O it is given (attention_cudnn.cu): a delta
-        // shift goes in as an adjusted copy of out, in scratch after cuDNN's workspace.
         const size_t ws_bytes = (cudnn_attention_.bwd_workspace_bytes(d, det) + 255) / 256 * 256;
         char* ws = static_cast<char*>(scratch(ws_bytes + (delta_shift.present() ? ext.o * 2 : 0)));
-        const __nv_bfloat16* o = act(out, ext.o, "attention_bwd", "out");
-        if (delta_shift.present()) {
-            auto* adj = reinterpret_cast<__nv_bfloat16*>(ws + ws_bytes);
-            cuda::attention_shift_out(adj, o, act(dout, ext.o, "attention_bwd", "dout"),
-                                      stat(delta_shift, ext.l, "attention_bwd", "delta_shift"), d, stream_);
-            o = adj;
-        }
+        const __nv_bfloat16* o = out_seen_by_cudnn(out, dout, delta_shift, d, ws + ws_bytes);
         cudnn_attention_.bwd(act(dq, ext.q, "attention_bwd", "dq"), act(dk, ext.k, "attention_bwd", "dk"),
                              act(dv, ext.v, "attention_bwd", "dv"), act(dout, ext.o, "attention_bwd", "dout"),
                              o, stat(lse, ext.l, "attention_bwd", "lse"),
                              act(q, ext.q, "attention_bwd", "q"), act(k, ext.k, "attention_bwd", "k"),
                              act(v, ext.v, "attention_bwd", "v"), d, det, ws, stream_);
         return true;
+    }
+    // cuDNN's backward forms D = rowsum(dO O) from the O it is given (attention_cudnn.cu): a delta
+    // shift goes in as an adjusted copy of out, written at `spare` (ext.o bf16 of scratch).
+    const __nv_bfloat16* out_seen_by_cudnn(Ten out, Ten dout, Ten delta_shift, const AttnDims& d, char* spare) {
+        const auto ext = extents(d);
+        const __nv_bfloat16* o = act(out, ext.o, "attention_bwd", "out");
+        if (!delta_shift.present()) return o;
+        auto* adj = reinterpret_cast<__nv_bfloat16*>(spare);
+        cuda::attention_shift_out(adj, o, act(dout, ext.o, "attention_bwd", "dout"),
+                                  stat(delta_shift, ext.l, "attention_bwd", "delta_shift"), d, stream_);
+        return adj;
     }
     // The banded split (attention_band_split.cuh): cuDNN on the off-band windows, then our kernels
     // on the band, merging. Taken only when both cuDNN plans build (forward and backward must split
@@ -592,12 +595,7 @@ private:
         const __nv_bfloat16* g = act(dout, ext.o, "attention_bwd", "dout");
         const float* l = stat(lse, ext.l, "attention_bwd", "lse");
         const float* shift = delta_shift.present() ? stat(delta_shift, ext.l, "attention_bwd", "delta_shift") : nullptr;
-        const __nv_bfloat16* o_cudnn = o;   // cuDNN forms D from the O it gets: shift it there
-        if (shift) {
-            auto* adj = reinterpret_cast<__nv_bfloat16*>(ws + ws_bytes);
-            cuda::attention_shift_out(adj, o, g, shift, d, stream_);
-            o_cudnn = adj;
-        }
+        const __nv_bfloat16* o_cudnn = out_seen_by_cudnn(out, dout, delta_shift, d, ws + ws_bytes);
         __nv_bfloat16 *dqp = act(dq, ext.q, "attention_bwd", "dq"), *dkp = act(dk, ext.k, "attention_bwd", "dk"),
                       *dvp = act(dv, ext.v, "attention_bwd", "dv");
         const __nv_bfloat16 *qp = act(q, ext.q, "attention_bwd", "q"), *kp = act(k, ext.k, "attention_bwd", "k"),
