@@ -71,6 +71,7 @@ KEYS = [
     ("model.ra.g_rec", Sym("RA_G_REC", "number")),
     ("model.ra.rank", Sym("RA_RANK", "int")),
     ("model.ra.lowrank_form", choice("RA_LOWRANK_FORM_", ["auto", "rows", "weights"])),
+    ("model.ra.fold", choice("RA_FOLD_", ["auto", "materialized", "kernel"])),
     ("model.ra.route_threshold", Sym("RA_ROUTE_THRESHOLD", "number")),
     ("model.ra.discoverability", Sym("RA_DISCOVERABILITY", "bool")),
     ("model.mla.latent", Sym("MLA_LATENT", "int")),

@@ -69,6 +69,10 @@ private:
     // model-variants work on top of the gpt::ref reference math; keep this block at the end. ----
 public:
     void ra_fold_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten g_std, Ten g_rec, const RaFoldDims& d) override;
+    void ra_attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f,
+                          const AttnDims& a) override;
+    void ra_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dg_std, Ten dg_rec, Ten dout, Ten out, Ten lse, Ten q, Ten k,
+                          Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f, const AttnDims& a) override;
     void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k, Ten g_std,
                      Ten g_rec, const RaFoldDims& d, Ten dbias = {}, Ten dv = {}) override;
     void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,

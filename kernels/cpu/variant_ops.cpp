@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "cpu/cpu_kernels.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/variant_attention.h"
 #include "cpu/variant_head_gate.h"
@@ -115,6 +116,70 @@ void CpuOps::ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dk
         if (dvp)
             for (int c = 0; c < HD; ++c) db[HD + HkD + c] += dvp[size_t(n) * d.q_stride + c];
     }
+}
+
+// The fold inside the attention: the CPU twin is the composition the CUDA kernel computes in one go,
+// the fold into temporaries, then the attention on them (backward: q̃, k̃ rebuilt from q, k as the
+// kernel does, the attention's backward into dq̃, dk̃, the fold's backward).
+namespace {
+void check_fused_fold(const RaFoldDims& f, const AttnDims& a, const char* op) {
+    check_positive(op, {f.N, f.H, f.D, a.B, a.T, a.Dv});
+    check_gate_count(f.n_gates, f.H, op);
+    GPT_CHECK(f.Hk == f.H, fmt::format("cpu backend: {}: the fold inside the attention needs Hk = H", op));
+    GPT_CHECK(a.Hq == f.H && a.Hkv == f.H && a.Dqk == 2 * f.D && size_t(a.B) * a.T == size_t(f.N) &&
+                  (a.band == 0 || a.band_split == f.D),
+              fmt::format("cpu backend: {}: attention dims (Hq {}, Hkv {}, Dqk {}, B*T {}, band_split {}) do not "
+                          "match the fold (H {}, 2D {}, N {}, D {})",
+                          op, a.Hq, a.Hkv, a.Dqk, a.B * a.T, a.band_split, f.H, 2 * f.D, f.N, f.D));
+}
+AttnDims on_fold(const AttnDims& a, const RaFoldDims& f) {
+    AttnDims d = a;
+    d.q_stride = d.k_stride = f.H * 2 * f.D;   // the temporaries' layout
+    return d;
+}
+}  // namespace
+
+void CpuOps::ra_attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f,
+                              const AttnDims& a) {
+    check_fused_fold(f, a, "ra_attention_fwd");
+    GPT_GATES(gs, g_std, f.g_std_fixed, f.n_gates);
+    GPT_GATES(gr, g_rec, f.g_rec_fixed, f.n_gates);
+    const size_t nt = size_t(f.N) * f.H * 2 * f.D, nh = size_t(f.N) * f.H;
+    std::vector<float> qt(nt), kt(nt);
+    ref::ra_fold_fwd(qt.data(), kt.data(),
+                     f32_extent(q, strided_extent(f.N, f.q_stride, f.H * f.D), "ra_attention_fwd q"),
+                     f32_extent(k, strided_extent(f.N, f.k_stride, f.H * f.D), "ra_attention_fwd k"), gs, gr,
+                     to_ref(f));
+    const AttnDims d = on_fold(a, f);
+    cpu::attention_fwd(f32(out, nh * d.Dv, "ra_attention_fwd out"), f32(lse, nh, "ra_attention_fwd lse"), qt.data(),
+                       kt.data(), f32_extent(v, strided_extent(f.N, d.v_stride, f.H * d.Dv), "ra_attention_fwd v"),
+                       d);
+}
+
+void CpuOps::ra_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dg_std, Ten dg_rec, Ten dout, Ten out, Ten lse, Ten q,
+                              Ten k, Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f, const AttnDims& a) {
+    (void)out;   // the CPU forms D from the recomputed rows (attention_bwd)
+    check_fused_fold(f, a, "ra_attention_bwd");
+    GPT_GATES(gs, g_std, f.g_std_fixed, f.n_gates);
+    GPT_GATES(gr, g_rec, f.g_rec_fixed, f.n_gates);
+    const size_t nt = size_t(f.N) * f.H * 2 * f.D, nh = size_t(f.N) * f.H;
+    const size_t q_ext = strided_extent(f.N, f.q_stride, f.H * f.D), k_ext = strided_extent(f.N, f.k_stride, f.H * f.D);
+    const float* qp = f32_extent(q, q_ext, "ra_attention_bwd q");
+    const float* kp = f32_extent(k, k_ext, "ra_attention_bwd k");
+    std::vector<float> qt(nt), kt(nt), dqt(nt), dkt(nt);
+    ref::ra_fold_fwd(qt.data(), kt.data(), qp, kp, gs, gr, to_ref(f));
+    const AttnDims d = on_fold(a, f);
+    const size_t v_ext = strided_extent(f.N, d.v_stride, f.H * d.Dv);
+    cpu::attention_bwd(dqt.data(), dkt.data(), f32_extent(dv, v_ext, "ra_attention_bwd dv"),
+                       f32(dout, nh * d.Dv, "ra_attention_bwd dout"), f32(lse, nh, "ra_attention_bwd lse"), qt.data(),
+                       kt.data(), f32_extent(v, v_ext, "ra_attention_bwd v"), d);
+    float* dqp = f32_extent(dq, q_ext, "ra_attention_bwd dq");
+    float* dkp = f32_extent(dk, k_ext, "ra_attention_bwd dk");
+    zero_rows(dqp, f.N, f.q_stride, f.H * f.D);
+    zero_rows(dkp, f.N, f.k_stride, f.H * f.D);
+    ref::ra_fold_bwd(dqp, dkp, f32_optional(dg_std, f.n_gates, "ra_attention_bwd dg_std"),
+                     f32_optional(dg_rec, f.n_gates, "ra_attention_bwd dg_rec"), dqt.data(), dkt.data(), qp, kp, gs,
+                     gr, to_ref(f));
 }
 
 void CpuOps::ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec, const RaLowRankDims& d) {

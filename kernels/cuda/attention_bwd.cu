@@ -224,15 +224,12 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
     const int qt0 = kv0 / BRB, nqt = last_q / BRB + 1 - qt0, iters = G * nqt;
     const int dout_stride = p.Hq * DV;
 
-    load_tile<C::BCK, DQK, kThreads>(sK, p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK,
-                                     p.k_stride, kv0, p.T);
+    load_halves<C::BCK, DQK, kThreads>(sK, key_rows<DQK>(p, b, hk), p.k_stride, kv0, p.T);
     load_tile<C::BCK, DV, kThreads>(sV, p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV,
                                     p.v_stride, kv0, p.T);
     auto prefetch = [&](int it, int buf) {
         const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
-        load_tile<BRB, DQK, kThreads>(sQ + buf * C::kQ,
-                                      p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
-                                      p.q_stride, q0, p.T);
+        load_halves<BRB, DQK, kThreads>(sQ + buf * C::kQ, query_rows<DQK>(p, b, h), p.q_stride, q0, p.T);
         load_tile<BRB, DV, kThreads>(sO + buf * C::kO,
                                      p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
                                      dout_stride, q0, p.T);
@@ -260,6 +257,8 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
         } else {
             cp_async_wait<0>();
         }
+        if (p.fold_d > 0 && it == 0)   // the fold's gates on k̃, loaded once
+            scale_halves<C::BCK, DQK, kThreads>(sK, fold_gates(p, hk).x, fold_gates(p, hk).y);
         __syncthreads();
         const int h = hk * G + it / nqt, q0 = (qt0 + it % nqt) * BRB;
         // Queries of this step all precede this warp's keys, or are all cuDNN's: nothing to add.
@@ -319,14 +318,28 @@ __global__ void __launch_bounds__(kThreads, MINB) attn_bwd_kv_kernel(Params p) {
         for (int r = 0; r < 2; ++r) {
             const int j = kw0 + mt * 16 + g + 8 * r;
             if (j >= p.T) continue;
-            __nv_bfloat16* dkr = p.dk + (size_t(b) * p.T + j) * p.k_stride + size_t(hk) * DQK;
             __nv_bfloat16* dvr = p.dv + (size_t(b) * p.T + j) * p.v_stride + size_t(hk) * DV;
             // Keys before T - offband have cuDNN's gradients (plain dims of dk, all of dv): add to them.
             const bool add = p.offband > 0 && j < p.T - p.offband;
+            if (p.fold_d > 0) {
+                // dk̃ = [C, E] with k̃ = [g_std k, g_rec q]: dk_j = g_std C_j, dq_j = g_rec E_j (written
+                // here, the dQ pass adds the queries' parts).
+                const float2 gf = fold_gates(p, hk, p.scale);
+                const size_t o = (size_t(b) * p.T + j) * p.k_stride + size_t(hk) * p.fold_d;
 #pragma unroll
-            for (int nt = 0; nt < DQK / 8; ++nt)
-                store_or_add(dkr + nt * 8 + 2 * t, dk[mt][nt][2 * r] * p.scale, dk[mt][nt][2 * r + 1] * p.scale,
-                             add && nt * 8 < p.band_split);
+                for (int nt = 0; nt < DQK / 8; ++nt) {
+                    const bool first = nt < DQK / 16;
+                    __nv_bfloat16* dst = first ? p.dk + o + nt * 8 + 2 * t : p.dq + o + (nt - DQK / 16) * 8 + 2 * t;
+                    const float f = first ? gf.x : gf.y;
+                    store_or_add(dst, dk[mt][nt][2 * r] * f, dk[mt][nt][2 * r + 1] * f, false);
+                }
+            } else {
+                __nv_bfloat16* dkr = p.dk + (size_t(b) * p.T + j) * p.k_stride + size_t(hk) * DQK;
+#pragma unroll
+                for (int nt = 0; nt < DQK / 8; ++nt)
+                    store_or_add(dkr + nt * 8 + 2 * t, dk[mt][nt][2 * r] * p.scale, dk[mt][nt][2 * r + 1] * p.scale,
+                                 add && nt * 8 < p.band_split);
+            }
 #pragma unroll
             for (int nt = 0; nt < DV / 8; ++nt)
                 store_or_add(dvr + nt * 8 + 2 * t, dv[mt][nt][2 * r], dv[mt][nt][2 * r + 1], add);
@@ -344,6 +357,54 @@ struct QCfg {
     static constexpr size_t bytes = size_t(kQ + kO + 2 * kK + 2 * kV) * sizeof(__nv_bfloat16);
 };
 
+// The dQ pass's end with the fold inside the kernel: dq̃ = [A, B] with q̃ = [g_std q, g_rec k] adds
+// g_std A_i to dq_i and g_rec B_i to dk_i (the dK/dV pass wrote the keys' parts), and the block's
+// partial sums of the gates' gradients, scale sum_i q_i.A_i and scale sum_i k_i.B_i, go to
+// gate_part[block] (fold_gate_finish sums them in a fixed order).
+template <int MT, int DQK>
+__device__ __forceinline__ void fold_q_epilogue(const Params& p, const float (&dq)[MT][DQK / 8][4], int b, int h,
+                                                int qw0, int g, int t) {
+    const float2 gf = fold_gates(p, h, p.scale);
+    float part_s = 0.f, part_r = 0.f;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int i = qw0 + mt * 16 + g + 8 * r;
+            if (i >= p.T) continue;
+            const size_t o = (size_t(b) * p.T + i) * p.q_stride + size_t(h) * p.fold_d;
+#pragma unroll
+            for (int nt = 0; nt < DQK / 8; ++nt) {
+                const bool first = nt < DQK / 16;
+                const int c = (first ? nt : nt - DQK / 16) * 8 + 2 * t;
+                const float x = dq[mt][nt][2 * r], y = dq[mt][nt][2 * r + 1];
+                // q_i (first half) or k_i (second): the operand the half's gate multiplies.
+                const float2 in = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>((first ? p.q : p.k) + o + c));
+                if (first) part_s += x * in.x + y * in.y;
+                else part_r += x * in.x + y * in.y;
+                const float f = first ? gf.x : gf.y;
+                store_or_add((first ? p.dq : p.dk) + o + c, x * f, y * f, true);
+            }
+        }
+    if (!p.gate_part) return;
+    __shared__ float red[2][kWarps];
+    for (int o = 16; o > 0; o >>= 1) {
+        part_s += __shfl_xor_sync(0xffffffffu, part_s, o);
+        part_r += __shfl_xor_sync(0xffffffffu, part_r, o);
+    }
+    const int warp = threadIdx.x / 32;
+    if (threadIdx.x % 32 == 0) {
+        red[0][warp] = part_s;
+        red[1][warp] = part_r;
+    }
+    __syncthreads();
+    if (threadIdx.x < 2) {
+        float s = 0.f;
+        for (int w = 0; w < kWarps; ++w) s += red[threadIdx.x][w];
+        p.gate_part[(size_t(blockIdx.y) * gridDim.x + blockIdx.x) * 2 + threadIdx.x] = s * p.scale;
+    }
+}
+
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     using C = QCfg<DQK, DV>;
@@ -359,17 +420,16 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int q0 = q_tile * C::BRQ, wrow0 = warp * 16 * MT, qw0 = q0 + wrow0;
     const int dout_stride = p.Hq * DV;
-    const __nv_bfloat16* kg = p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK;
+    const HalfRows kg = key_rows<DQK>(p, b, hk);
     const __nv_bfloat16* vg = p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV;
     const int n_tiles = (min(q0 + C::BRQ, p.T) - 1) / BCQ + 1;
     // With offband, keys at or before q0 - offband are cuDNN's for every row of the block.
     const int kt_begin = p.offband > 0 ? max(0, q0 - p.offband + 1) / BCQ : 0;
 
-    load_tile<C::BRQ, DQK, kThreads>(sQ, p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK,
-                                     p.q_stride, q0, p.T);
+    load_halves<C::BRQ, DQK, kThreads>(sQ, query_rows<DQK>(p, b, h), p.q_stride, q0, p.T);
     load_tile<C::BRQ, DV, kThreads>(sO, p.dout + size_t(b) * p.T * dout_stride + size_t(h) * DV,
                                     dout_stride, q0, p.T);
-    load_tile<BCQ, DQK, kThreads>(sK, kg, p.k_stride, kt_begin * BCQ, p.T);
+    load_halves<BCQ, DQK, kThreads>(sK, kg, p.k_stride, kt_begin * BCQ, p.T);
     load_tile<BCQ, DV, kThreads>(sV, vg, p.v_stride, kt_begin * BCQ, p.T);
     cp_async_commit();
 
@@ -390,13 +450,15 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     for (int kt = kt_begin; kt < n_tiles; ++kt) {
         const int buf = (kt - kt_begin) & 1;
         if (kt + 1 < n_tiles) {
-            load_tile<BCQ, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * BCQ, p.T);
+            load_halves<BCQ, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * BCQ, p.T);
             load_tile<BCQ, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * BCQ, p.T);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
+        if (p.fold_d > 0 && kt == kt_begin)   // the fold's gates on q̃, loaded once
+            scale_halves<C::BRQ, DQK, kThreads>(sQ, fold_gates(p, h).x, fold_gates(p, h).y);
         __syncthreads();
         const int k0 = kt * BCQ;
         // Keys of this step all follow this warp's queries, or are all cuDNN's: nothing to add.
@@ -439,6 +501,10 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
         __syncthreads();
     }
 
+    if (p.fold_d > 0) {
+        fold_q_epilogue<MT, DQK>(p, dq, b, h, qw0, g, t);
+        return;
+    }
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -487,13 +553,36 @@ void launch_bwd(const Params& p, cudaStream_t s) {
     launch_bwd<DQK, DV, kMinB>(p, s);
 }
 
+// The fold's gate gradients from the dQ pass's block partials part[B * H][tiles][2], each gate's
+// in a fixed order (b, its heads, tiles); thread (which, gate). A gate at the floor gets none
+// (as the CPU's fold).
+__global__ void fold_gate_finish_kernel(float* dg_std, float* dg_rec, const float* part, const float* g_std,
+                                        const float* g_rec, int B, int H, int tiles, int n_gates) {
+    const int which = threadIdx.x / n_gates, gi = threadIdx.x % n_gates;
+    float* dg = which == 0 ? dg_std : dg_rec;
+    const float* gate = which == 0 ? g_std : g_rec;
+    if (!dg) return;
+    float s = 0.f;
+    for (int b = 0; b < B; ++b)
+        for (int h = n_gates == 1 ? 0 : gi; h < (n_gates == 1 ? H : gi + 1); ++h)
+            for (int x = 0; x < tiles; ++x) s += part[((size_t(b) * H + h) * tiles + x) * 2 + which];
+    if (!gate || gate[gi] > kFoldGateFloor) dg[gi] += s;
+}
+
 }  // namespace
+
+// Query rows per dQ block of the instantiation these dims run (the dQ grid's x extent).
+int q_block_rows(const AttnDims& d) {
+    if (d.Dqk == 64) return QCfg<64, 64>::BRQ;
+    return QCfg<128, 64>::BRQ;
+}
 }  // namespace attn
 
 void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                    const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                    const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
-                   const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s, int offband) {
+                   const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s, int offband,
+                   const FusedFold* fold) {
     attention_check(d);
     GPT_CHECK(offband >= 0 && (offband == 0 || offband > d.band),
               "cuda-bf16 attention_bwd: offband must be 0 or past the band");
@@ -521,12 +610,29 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
     p.lse = const_cast<float*>(lse);
     p.delta = delta;
     p.offband = offband;
+    attn::apply_fold(p, d, fold, offband);
+    const bool gate_grads = fold && fold->D > 0 && (fold->dg_std || fold->dg_rec);
+    if (gate_grads) {
+        GPT_CHECK(fold->scratch != nullptr, "cuda-bf16 attention_bwd: the fold's gate gradients need its scratch");
+        p.gate_part = fold->scratch;
+    }
     if (d.Dqk == 144) attn::launch_bwd<144, 64>(p, s);
     else if (d.Dqk == 80) attn::launch_bwd<80, 64>(p, s);
     else if (d.Dqk == 64 && d.Dv == 128) attn::launch_bwd<64, 128>(p, s);
     else if (d.Dqk == 64) attn::launch_bwd<64, 64>(p, s);
     else if (d.Dv == 128) attn::launch_bwd<128, 128>(p, s);
     else attn::launch_bwd<128, 64>(p, s);
+    if (gate_grads) {
+        const int tiles = (d.T + attn::q_block_rows(d) - 1) / attn::q_block_rows(d);
+        attn::fold_gate_finish_kernel<<<1, 2 * fold->n_gates, 0, s>>>(fold->dg_std, fold->dg_rec, fold->scratch,
+                                                                     fold->g_std, fold->g_rec, d.B, d.Hq, tiles,
+                                                                     fold->n_gates);
+        GPT_CUDA_LAUNCHED("fold_gate_finish_kernel");
+    }
+}
+
+size_t fused_fold_scratch_floats(const AttnDims& d) {
+    return size_t(d.B) * d.Hq * ((d.T + attn::q_block_rows(d) - 1) / attn::q_block_rows(d)) * 2;
 }
 
 void attention_shift_out(__nv_bfloat16* out_adj, const __nv_bfloat16* out, const __nv_bfloat16* dout,

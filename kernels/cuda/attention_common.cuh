@@ -16,6 +16,10 @@
 #include "cuda/cuda_common.cuh"
 #include "model/ops.h"
 
+namespace gpt::cuda {
+struct FusedFold;   // cuda_kernels.cuh
+}
+
 namespace gpt::cuda::attn {
 
 struct Params {
@@ -31,9 +35,34 @@ struct Params {
     // attention on dims [0, band_split), attention_band_split.cu) and out/lse hold its rows
     // i >= offband (merged here), dq/dk/dv its gradients (added to here).
     int offband;
+    // The RA fold inside the kernel (fold_d > 0, Dqk = 2 fold_d; ops.h ra_attention_*): q, k are the
+    // plain operands (heads fold_d apart, q_stride == k_stride) and every q̃/k̃ tile is built from
+    // them in shared memory, [q, k] on the query side and [k, q] on the key side. The gates (g_std
+    // on the first half, g_rec on the second) go on the side a kernel loads once: q̃ = [g_std q, g_rec k]
+    // in the forward and the dQ pass, k̃ = [g_std k, g_rec q] in the dK/dV pass (the same logits,
+    // g_std q_i.k_j + g_rec k_i.q_j). The backward writes dq, dk, not dq̃, dk̃: the dK/dV pass
+    // overwrites the keys' rows, the dQ pass adds the queries' and the gates' partial sums.
+    int fold_d;
+    const float *g_std, *g_rec;   // [n_gates] or null: the fixed values
+    float g_std_fixed, g_rec_fixed;
+    int n_gates;
+    float* gate_part;             // dQ pass: 2 floats per block (the gates' gradient partials), or null
 };
 
+// A fold gate as the CPU's fold takes it: max(g, 1e-8) (kernels/cpu/variant_attention.cpp).
+constexpr float kFoldGateFloor = 1e-8f;
+__device__ __forceinline__ float fold_gate(const float* g, float fixed, int n_gates, int head) {
+    return fmaxf(g ? g[n_gates == 1 ? 0 : head] : fixed, kFoldGateFloor);
+}
+// Head `head`'s (g_std, g_rec), times f.
+__device__ __forceinline__ float2 fold_gates(const Params& p, int head, float f = 1.f) {
+    return make_float2(f * fold_gate(p.g_std, p.g_std_fixed, p.n_gates, head),
+                       f * fold_gate(p.g_rec, p.g_rec_fixed, p.n_gates, head));
+}
+
 Params make_params(const AttnDims& d);   // sizes, scale, dropout, band
+// The fold inside the kernel (fold null or D = 0: none), checked against d.
+void apply_fold(Params& p, const AttnDims& d, const FusedFold* fold, int offband);
 
 // 16-row m-tiles per warp. Measured on an H100 (docs/performance.md): one m-tile per warp is
 // faster for Dqk = 64 (fewer registers, more resident warps), two for the Dqk = 128 forwards.
@@ -125,6 +154,61 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16*
         const bool valid = row0 + r < T;
         const __nv_bfloat16* src = valid ? g + size_t(row0 + r) * stride + col : g;
         cp_async16(s + r * (D + kPad) + col, src, valid);
+    }
+}
+
+// A q̃ or k̃ operand: its rows' first half [0, D/2) starts at lo, the second at hi (lo + D/2 for a
+// materialised operand; q's and k's head slices with the fold inside the kernel).
+struct HalfRows {
+    const __nv_bfloat16 *lo, *hi;
+};
+// Head `head` of batch row b: `own`'s rows (DQK wide), or with the fold `own`'s then `other`'s
+// fold_d-wide head slices.
+template <int DQK>
+__device__ __forceinline__ HalfRows half_rows(const Params& p, const __nv_bfloat16* own, const __nv_bfloat16* other,
+                                              int stride, int b, int head) {
+    const size_t row0 = size_t(b) * p.T * stride;
+    if (p.fold_d > 0) return {own + row0 + size_t(head) * p.fold_d, other + row0 + size_t(head) * p.fold_d};
+    const __nv_bfloat16* lo = own + row0 + size_t(head) * DQK;
+    return {lo, lo + DQK / 2};
+}
+template <int DQK>
+__device__ __forceinline__ HalfRows query_rows(const Params& p, int b, int h) {   // q̃ = [q, k]
+    return half_rows<DQK>(p, p.q, p.k, p.q_stride, b, h);
+}
+template <int DQK>
+__device__ __forceinline__ HalfRows key_rows(const Params& p, int b, int hk) {    // k̃ = [k, q]
+    return half_rows<DQK>(p, p.k, p.q, p.k_stride, b, hk);
+}
+// load_tile of a HalfRows operand (D / 2 a multiple of 8: no 16-byte chunk straddles the halves).
+template <int ROWS, int D, int THREADS>
+__device__ __forceinline__ void load_halves(__nv_bfloat16* s, const HalfRows& g, int stride, int row0, int T) {
+    static_assert(D % 16 == 0, "halves of whole 16-byte chunks");
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < ROWS * kChunks; c += THREADS) {
+        const int r = c / kChunks, col = (c % kChunks) * 8;
+        const bool valid = row0 + r < T;
+        const __nv_bfloat16* base = col < D / 2 ? g.lo + col : g.hi + (col - D / 2);
+        cp_async16(s + r * (D + kPad) + col, valid ? base + size_t(row0 + r) * stride : g.lo, valid);
+    }
+}
+// Scales the halves of a tile this thread loaded with load_halves (the same chunks: call after its
+// cp.async wait, before the barrier that publishes the tile): the fold's gates.
+template <int ROWS, int D, int THREADS>
+__device__ __forceinline__ void scale_halves(__nv_bfloat16* s, float lo, float hi) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < ROWS * kChunks; c += THREADS) {
+        const int r = c / kChunks, col = (c % kChunks) * 8;
+        const float f = col < D / 2 ? lo : hi;
+        uint4* ptr = reinterpret_cast<uint4*>(s + r * (D + kPad) + col);
+        uint4 v = *ptr;
+        __nv_bfloat162* h2 = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const float2 x = __bfloat1622float2(h2[k]);
+            h2[k] = __floats2bfloat162_rn(x.x * f, x.y * f);
+        }
+        *ptr = v;
     }
 }
 

@@ -69,8 +69,7 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
     const int bh = blockIdx.y, b = bh / p.Hq, h = bh % p.Hq, hk = h / (p.Hq / p.Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int q0 = q_tile * BR, wrow0 = warp * 16 * MT;   // warp's first row within the tile
-    const __nv_bfloat16* qg = p.q + size_t(b) * p.T * p.q_stride + size_t(h) * DQK;
-    const __nv_bfloat16* kg = p.k + size_t(b) * p.T * p.k_stride + size_t(hk) * DQK;
+    const HalfRows qg = query_rows<DQK>(p, b, h), kg = key_rows<DQK>(p, b, hk);
     const __nv_bfloat16* vg = p.v + size_t(b) * p.T * p.v_stride + size_t(hk) * DV;
 
     const int last_row = min(q0 + BR, p.T) - 1;
@@ -78,8 +77,8 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
     // With offband, keys at or before q0 - offband are cuDNN's for every row of the block.
     const int kt_begin = p.offband > 0 ? max(0, q0 - p.offband + 1) / kBC : 0;
 
-    load_tile<BR, DQK, kThreads>(sQ, qg, p.q_stride, q0, p.T);
-    load_tile<kBC, DQK, kThreads>(sK, kg, p.k_stride, kt_begin * kBC, p.T);
+    load_halves<BR, DQK, kThreads>(sQ, qg, p.q_stride, q0, p.T);
+    load_halves<kBC, DQK, kThreads>(sK, kg, p.k_stride, kt_begin * kBC, p.T);
     load_tile<kBC, DV, kThreads>(sV, vg, p.v_stride, kt_begin * kBC, p.T);
     cp_async_commit();
 
@@ -103,13 +102,15 @@ __global__ void __launch_bounds__(32 * NW) attn_fwd_kernel(Params p) {
     for (int kt = kt_begin; kt < n_tiles; ++kt) {
         const int buf = (kt - kt_begin) & 1;
         if (kt + 1 < n_tiles) {
-            load_tile<kBC, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
+            load_halves<kBC, DQK, kThreads>(sK + (buf ^ 1) * C::kK, kg, p.k_stride, (kt + 1) * kBC, p.T);
             load_tile<kBC, DV, kThreads>(sV + (buf ^ 1) * C::kV, vg, p.v_stride, (kt + 1) * kBC, p.T);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
+        if (p.fold_d > 0 && kt == kt_begin)   // the fold's gates on q̃, loaded once
+            scale_halves<BR, DQK, kThreads>(sQ, fold_gates(p, h).x, fold_gates(p, h).y);
         __syncthreads();
         const __nv_bfloat16* k_s = sK + buf * C::kK;
         const __nv_bfloat16* v_s = sV + buf * C::kV;
@@ -308,7 +309,24 @@ Params make_params(const AttnDims& d) {
     p.band = d.band;
     p.band_split = d.band > 0 ? d.band_split : d.Dqk;
     p.offband = 0;
+    p.fold_d = 0;
+    p.n_gates = 1;
+    p.g_std_fixed = p.g_rec_fixed = 1.f;
     return p;
+}
+
+void apply_fold(Params& p, const AttnDims& d, const FusedFold* fold, int offband) {
+    if (!fold || fold->D == 0) return;
+    GPT_CHECK(d.Dqk == 2 * fold->D && fold->D % 8 == 0 && d.Hq == d.Hkv && d.q_stride == d.k_stride && offband == 0 &&
+                  (d.band == 0 || d.band_split == fold->D) && (fold->n_gates == 1 || fold->n_gates == d.Hq),
+              "cuda-bf16 attention: the fold inside the kernel needs Dqk = 2 D (D a multiple of 8), Hq = Hkv, q and k "
+              "rows at one stride, the band on the second half, 1 or Hq gates and no off-band split");
+    p.fold_d = fold->D;
+    p.g_std = fold->g_std;
+    p.g_rec = fold->g_rec;
+    p.g_std_fixed = fold->g_std_fixed;
+    p.g_rec_fixed = fold->g_rec_fixed;
+    p.n_gates = fold->n_gates;
 }
 
 }  // namespace attn
@@ -343,7 +361,8 @@ void attention_check(const AttnDims& d) {
 }
 
 void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                   const __nv_bfloat16* v, const AttnDims& d, cudaStream_t s, int offband) {
+                   const __nv_bfloat16* v, const AttnDims& d, cudaStream_t s, int offband,
+                   const FusedFold* fold) {
     attention_check(d);
     GPT_CHECK(offband >= 0 && (offband == 0 || offband > d.band),
               "cuda-bf16 attention_fwd: offband must be 0 or past the band");
@@ -359,6 +378,7 @@ void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const
     p.out = out;
     p.lse = lse;
     p.offband = offband;
+    attn::apply_fold(p, d, fold, offband);
     if (d.Dqk == 144) attn::launch_fwd<144, 64>(p, s);
     else if (d.Dqk == 80) attn::launch_fwd<80, 64>(p, s);
     else if (d.Dqk == 64 && d.Dv == 128) attn::launch_fwd<64, 128>(p, s);

@@ -72,17 +72,31 @@ void sum_squares(TView x, size_t n, double* partial /* kSumSquaresBlocks + 1 */,
 
 // attention_fwd.cu / attention_bwd.cu: bf16 flash attention (AttnDims in ops.h).
 void attention_check(const AttnDims& d);   // throws gpt::Error for unsupported shapes
+
+// The RA fold inside the attention kernels (ops.h ra_attention_*; attn::Params::fold_d): q, k are
+// the plain operands (Hq = Hkv heads of D = Dqk / 2 at one row stride), gates device pointers
+// [n_gates] or null (the fixed values). Backward: dq, dk are written on the heads' columns (not
+// dq̃, dk̃), dg_std/dg_rec (null: not wanted) accumulated through `scratch` (fused_fold_scratch_floats).
+struct FusedFold {
+    int D = 0;
+    const float *g_std = nullptr, *g_rec = nullptr;
+    float g_std_fixed = 1.f, g_rec_fixed = 1.f;
+    int n_gates = 1;
+    float *dg_std = nullptr, *dg_rec = nullptr;
+    float* scratch = nullptr;
+};
+size_t fused_fold_scratch_floats(const AttnDims& d);
 // offband > 0 (past the band): only the pairs with i - j < offband; cuDNN has written the others'
 // out/lse (rows >= offband, merged here) and gradients (added to here): attention_band_split.cu.
 void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
                    const __nv_bfloat16* k, const __nv_bfloat16* v, const AttnDims& d,
-                   cudaStream_t s, int offband = 0);
+                   cudaStream_t s, int offband = 0, const FusedFold* fold = nullptr);
 // `delta` is fp32 scratch [B, Hq, T]; delta_shift (null or [B, Hq, T]) is added to it (ops.h).
 void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                    const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                    const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                    const AttnDims& d, float* delta, const float* delta_shift, cudaStream_t s,
-                   int offband = 0);
+                   int offband = 0, const FusedFold* fold = nullptr);
 // out_adj [B*T, Hq, Dv] = out moved along dout so that dout . out_adj = dout . out + delta_shift per
 // row: how a backward that forms D from out (cuDNN's graph) gets attention_bwd's delta_shift.
 void attention_shift_out(__nv_bfloat16* out_adj, const __nv_bfloat16* out, const __nv_bfloat16* dout,

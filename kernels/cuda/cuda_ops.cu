@@ -433,6 +433,58 @@ public:
                             act(v, ext.v, "attention_bwd", "v"), d, delta, shift, stream_);
     }
 
+    // RA with the fold inside our attention kernels (no q̃, k̃ in memory; cuDNN cannot take it).
+    void ra_attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f,
+                          const AttnDims& a) override {
+        const char* op = "ra_attention_fwd";
+        const AttnDims d = fused_fold_dims(f, a, op);
+        const FusedFold fold = fused_fold(f, g_std, g_rec, {}, {}, op);
+        const auto ext = extents(d);
+        const size_t qk = fold_extent(f);
+        cuda::attention_fwd(act(out, ext.o, op, "out"), stat(lse, ext.l, op, "lse"), act(q, qk, op, "q"),
+                            act(k, qk, op, "k"), act(v, ext.v, op, "v"), d, stream_, 0, &fold);
+    }
+    void ra_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dg_std, Ten dg_rec, Ten dout, Ten out, Ten lse, Ten q, Ten k,
+                          Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f, const AttnDims& a) override {
+        const char* op = "ra_attention_bwd";
+        const AttnDims d = fused_fold_dims(f, a, op);
+        FusedFold fold = fused_fold(f, g_std, g_rec, dg_std, dg_rec, op);
+        const auto ext = extents(d);
+        const size_t qk = fold_extent(f), delta_bytes = (ext.l * 4 + 255) / 256 * 256;
+        char* ws = static_cast<char*>(scratch(delta_bytes + fused_fold_scratch_floats(d) * 4));
+        fold.scratch = reinterpret_cast<float*>(ws + delta_bytes);
+        cuda::attention_bwd(act(dq, qk, op, "dq"), act(dk, qk, op, "dk"), act(dv, ext.v, op, "dv"),
+                            act(dout, ext.o, op, "dout"), act(out, ext.o, op, "out"), stat(lse, ext.l, op, "lse"),
+                            act(q, qk, op, "q"), act(k, qk, op, "k"), act(v, ext.v, op, "v"), d,
+                            reinterpret_cast<float*>(ws), nullptr, stream_, 0, &fold);
+    }
+    // The attention's dims on the plain operands: q, k rows at the fold's stride (one for both).
+    static AttnDims fused_fold_dims(const RaFoldDims& f, const AttnDims& a, const char* op) {
+        GPT_CHECK(f.Hk == f.H && f.q_stride == f.k_stride && a.Hq == f.H && a.Hkv == f.H && a.Dqk == 2 * f.D &&
+                      size_t(a.B) * a.T == size_t(f.N),
+                  std::string("cuda-bf16 ") + op + ": the fold inside the kernel needs Hk = H, q and k rows at one "
+                      "stride and attention dims on the fold (Hq = Hkv = H, Dqk = 2 D, B T = N)");
+        AttnDims d = a;
+        d.q_stride = d.k_stride = f.q_stride;
+        attention_check(d);
+        return d;
+    }
+    FusedFold fused_fold(const RaFoldDims& f, Ten g_std, Ten g_rec, Ten dg_std, Ten dg_rec, const char* op) const {
+        GPT_CHECK(f.n_gates == 1 || f.n_gates == f.H,
+                  std::string("cuda-bf16 ") + op + ": n_gates must be 1 or H");
+        FusedFold fold;
+        fold.D = f.D;
+        fold.n_gates = f.n_gates;
+        fold.g_std_fixed = f.g_std_fixed;
+        fold.g_rec_fixed = f.g_rec_fixed;
+        fold.g_std = g_std.present() ? stat(g_std, size_t(f.n_gates), op, "g_std") : nullptr;
+        fold.g_rec = g_rec.present() ? stat(g_rec, size_t(f.n_gates), op, "g_rec") : nullptr;
+        fold.dg_std = dg_std.present() ? stat(dg_std, size_t(f.n_gates), op, "dg_std") : nullptr;
+        fold.dg_rec = dg_rec.present() ? stat(dg_rec, size_t(f.n_gates), op, "dg_rec") : nullptr;
+        return fold;
+    }
+    static size_t fold_extent(const RaFoldDims& f) { return size_t(f.N - 1) * f.q_stride + size_t(f.H) * f.D; }
+
     void classifier(Ten losses, Ten logits, Ten targets, int N, int V, int Vp, float dloss) override {
         GPT_CHECK(V <= Vp, "cuda-bf16 classifier: V > Vp");
         cuda::classifier(stat(losses, N, "classifier", "losses"),

@@ -187,7 +187,7 @@ void AttentionBase::forward(const StepContext& c, Ten in, Ten out) {
         pack_value_key(c, a);
         ops.attention_fwd(y_, lse_, a.q, a.k, vk_, augmented_dims(a.d));
     } else {
-        ops.attention_fwd(y_, lse_, a.q, a.k, a.v, a.d);
+        attend_fwd(c, y_, lse_, a);
     }
     Ten cur = y_;
     // RA-CT and M2 read the attention's probabilities through q, k and the log-sum-exp, never
@@ -267,7 +267,7 @@ void AttentionBase::backward(const StepContext& c, Ten in, Ten dout, Ten din, Te
         ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d, ract_beta_);
         ops.ract_select_bwd(g.q, g.k, ract_alpha_, ract_sel_, a.q, a.k, lse_, a.d, rd);
     } else {
-        ops.attention_bwd(g.q, g.k, g.v, dcur, y_, lse_, a.q, a.k, a.v, a.d);
+        attend_bwd(c, g, dcur, y_, lse_, a);
     }
     if (cfg_.ract.enabled && !ract_split_gradient(cfg_)) {   // after attention_bwd: adds to dq, dk
         const bool through = !cfg_.ract.detach;

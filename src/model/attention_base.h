@@ -47,6 +47,15 @@ protected:
     virtual AttentionOperands operand_grads(const StepContext& c, Ten scratch) const = 0;
     // From the gradients in operand_grads(scratch) to din (overwritten) and the parameters.
     virtual void inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) = 0;
+    // The attention op on the operands (RA's fold inside the kernel runs its own op instead).
+    virtual void attend_fwd(const StepContext& c, Ten out, Ten lse, const AttentionOperands& a) {
+        c.ops->attention_fwd(out, lse, a.q, a.k, a.v, a.d);
+    }
+    // g: where operand_grads() puts the gradients.
+    virtual void attend_bwd(const StepContext& c, const AttentionOperands& g, Ten dout, Ten out, Ten lse,
+                            const AttentionOperands& a) {
+        c.ops->attention_bwd(g.q, g.k, g.v, dout, out, lse, a.q, a.k, a.v, a.d);
+    }
     // The output projection: c_proj on y [N, H*Dv] (H*Dv must be E) unless a variant maps first.
     virtual void plan_output(ActivationPlan& a, int B, int T) { (void)a, (void)B, (void)T; }
     virtual size_t output_scratch_elems(int B, int T) const { (void)B, (void)T; return 0; }

@@ -18,11 +18,22 @@ bool ra_lowrank_weights_form(const ModelConfig& cfg) {
     return !cfg.ra.discoverability;
 }
 
+bool ra_fold_in_kernel(const ModelConfig& cfg) {
+    if (cfg.attention != AttentionKind::ra) return false;
+    switch (cfg.ra.fold) {
+        case RaFold::materialized: return false;
+        case RaFold::kernel: return true;   // validated with the config (config_io.cpp)
+        case RaFold::auto_select: break;
+    }
+    return cfg.attention_impl == AttentionImpl::ours && !cfg.ra.discoverability && !cfg.ract.enabled && !cfg.m2;
+}
+
 RaAttention::RaAttention(const ModelConfig& cfg, int layer)
     : AttentionBase(cfg, layer),
       lowrank_(cfg.attention == AttentionKind::ra_lowrank),
       disc_(cfg.ra.discoverability),
-      weights_form_(ra_lowrank_weights_form(cfg)) {
+      weights_form_(ra_lowrank_weights_form(cfg)),
+      in_kernel_(ra_fold_in_kernel(cfg)) {
     GPT_CHECK(!(weights_form_ && disc_), "model.ra.lowrank_form: the weights form cannot add the discoverability "
                                          "bias; set model.ra.lowrank_form to rows or auto");
 }
@@ -45,6 +56,7 @@ void RaAttention::declare_extras(ParamTable& p) {
 
 void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
     packed_.plan(a, cfg_, layer_, B, T);
+    if (in_kernel_) return;   // the kernel builds q̃, k̃ tiles from the packed q, k
     if (weights_form_) {
         const size_t E3 = size_t(3) * cfg_.n_embd, nw = E3 * cfg_.n_embd;
         w_eff_ = a.add(Space::Act, nw, "attention", fmt::format("h.{}.ra_w_eff", layer_));
@@ -65,7 +77,7 @@ void RaAttention::plan_inputs(ActivationPlan& a, int B, int T) {
 
 size_t RaAttention::inputs_scratch_elems(int B, int T) const {
     const size_t N = size_t(B) * T;
-    if (weights_form_) return N * 3 * cfg_.n_embd;   // dqkv (= d[q̃ | k̃ | v])
+    if (weights_form_ || in_kernel_) return N * 3 * cfg_.n_embd;   // dqkv (weights form: d[q̃ | k̃ | v])
     const size_t disc = disc_ ? 2 * N * cfg_.n_head * operand_width() : 0;
     return N * 3 * cfg_.n_embd + 2 * N * cfg_.n_head * folded_width() + disc;   // dqkv, dq̃, dk̃ (+ disc)
 }
@@ -129,6 +141,7 @@ void RaAttention::inputs_fwd(const StepContext& c, Ten in) {
         return;
     }
     packed_.forward(c, cfg_, in);
+    if (in_kernel_) return;
     const Ten q = PackedQkv::part(packed_.qkv, 0, cfg_, c), k = PackedQkv::part(packed_.qkv, 1, cfg_, c);
     if (lowrank_)
         c.ops->ra_lowrank_fwd(qt_, kt_, q, k, w_lowrank_, g_std_, g_rec_, lowrank_dims(c));
@@ -153,8 +166,11 @@ AttentionOperands RaAttention::folded(Ten qt, Ten kt, Ten v, const StepContext& 
     return {qt, kt, v, d};
 }
 
+// With the fold inside the kernel the operands are the packed q, k (rows 3E apart) under the folded
+// attention's dims (Dqk = 2D): ra_attention_fwd/bwd take them with fold_dims().
 AttentionOperands RaAttention::operands(const StepContext& c) const {
     if (weights_form_) return PackedQkv::operands(packed_.qkv, cfg_, c, base_dims(c));   // q̃ | k̃ | v, width D
+    if (in_kernel_) return in_kernel_operands(packed_.qkv, c);
     return folded(disc_ ? qd_ : qt_, disc_ ? kd_ : kt_, PackedQkv::part(packed_.qkv, 2, cfg_, c), c);
 }
 
@@ -170,8 +186,16 @@ RaAttention::FoldGrads RaAttention::fold_grads(const StepContext& c, Ten scratch
     return g;
 }
 
+AttentionOperands RaAttention::in_kernel_operands(Ten packed, const StepContext& c) const {
+    AttentionOperands a = folded(PackedQkv::part(packed, 0, cfg_, c), PackedQkv::part(packed, 1, cfg_, c),
+                                 PackedQkv::part(packed, 2, cfg_, c), c);
+    a.d.q_stride = a.d.k_stride = 3 * cfg_.n_embd;
+    return a;
+}
+
 AttentionOperands RaAttention::operand_grads(const StepContext& c, Ten scratch) const {
     if (weights_form_) return PackedQkv::operands(scratch, cfg_, c, base_dims(c));
+    if (in_kernel_) return in_kernel_operands(scratch, c);
     const FoldGrads g = fold_grads(c, scratch);
     return folded(disc_ ? g.dqd : g.dqt, disc_ ? g.dkd : g.dkt, PackedQkv::part(scratch, 2, cfg_, c), c);
 }
@@ -188,6 +212,10 @@ void RaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch)
         c.ops->ra_lowrank_weights_bwd(packed_.w.as(Space::Grad), packed_.b.as(Space::Grad), w_lowrank_.as(Space::Grad),
                                       dg_std, dg_rec, dw_eff_, db_eff_, packed_.w, packed_.b, w_lowrank_, g_std_,
                                       g_rec_, weights_dims());
+        return;
+    }
+    if (in_kernel_) {   // ra_attention_bwd wrote dq, dk, dv and the gates' gradients
+        packed_.backward(c, cfg_, in, scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd), din);
         return;
     }
     const FoldGrads g = fold_grads(c, scratch);
@@ -211,6 +239,20 @@ void RaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch)
     packed_.backward(c, cfg_, in, scratch.sub(0, size_t(c.B) * c.T * 3 * cfg_.n_embd), din, !fold_bias);
 }
 
+void RaAttention::attend_fwd(const StepContext& c, Ten out, Ten lse, const AttentionOperands& a) {
+    if (!in_kernel_) return AttentionBase::attend_fwd(c, out, lse, a);
+    c.ops->ra_attention_fwd(out, lse, a.q, a.k, a.v, g_std_, g_rec_, fold_dims(c), a.d);
+}
+
+void RaAttention::attend_bwd(const StepContext& c, const AttentionOperands& g, Ten dout, Ten out, Ten lse,
+                             const AttentionOperands& a) {
+    if (!in_kernel_) return AttentionBase::attend_bwd(c, g, dout, out, lse, a);
+    const Ten dg_std = g_std_.present() ? g_std_.as(Space::Grad) : Ten{};
+    const Ten dg_rec = g_rec_.present() ? g_rec_.as(Space::Grad) : Ten{};
+    c.ops->ra_attention_bwd(g.q, g.k, g.v, dg_std, dg_rec, dout, out, lse, a.q, a.k, a.v, g_std_, g_rec_,
+                            fold_dims(c), a.d);
+}
+
 std::string RaAttention::describe_kind() const {
     const std::string gates = fmt::format("{} {} gates g_std={} g_rec={}", cfg_.ra.learnable ? "learnable" : "fixed",
                                           cfg_.ra.gates == GateScope::per_head ? "per-head" : "per-layer",
@@ -220,8 +262,8 @@ std::string RaAttention::describe_kind() const {
     if (lowrank_)
         return fmt::format("same-FLOP low-rank RA (H={}, D={}, R={}, {}, {}, {} form)", cfg_.n_head, cfg_.head_dim(),
                            cfg_.ra.rank, band, gates, weights_form_ ? "weights" : "rows");
-    return fmt::format("exact RA via the fold (H={}, D={}, Dqk={}, {}, {})", cfg_.n_head, cfg_.head_dim(),
-                       2 * cfg_.head_dim(), band, gates);
+    return fmt::format("exact RA via the fold{} (H={}, D={}, Dqk={}, {}, {})", in_kernel_ ? " inside the kernel" : "",
+                       cfg_.n_head, cfg_.head_dim(), 2 * cfg_.head_dim(), band, gates);
 }
 
 }  // namespace gpt

@@ -15,6 +15,9 @@ namespace gpt {
 // Whether cfg's same-FLOP RA runs in the weights form (model.ra.lowrank_form; auto: yes unless the
 // discoverability bias needs the real keys).
 bool ra_lowrank_weights_form(const ModelConfig& cfg);
+// Whether cfg's exact RA folds inside the attention kernel (model.ra.fold; auto: when our kernels
+// run the attention, model.attention_impl = ours, and nothing else reads q̃, k̃).
+bool ra_fold_in_kernel(const ModelConfig& cfg);
 
 class RaAttention final : public AttentionBase {
 public:
@@ -30,6 +33,9 @@ protected:
     AttentionOperands operands(const StepContext& c) const override;
     AttentionOperands operand_grads(const StepContext& c, Ten scratch) const override;
     void inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) override;
+    void attend_fwd(const StepContext& c, Ten out, Ten lse, const AttentionOperands& a) override;
+    void attend_bwd(const StepContext& c, const AttentionOperands& g, Ten dout, Ten out, Ten lse,
+                    const AttentionOperands& a) override;
     std::string describe_kind() const override;
 
 private:
@@ -44,6 +50,7 @@ private:
     RaFoldDims fold_dims(const StepContext& c) const;
     RaLowRankDims lowrank_dims(const StepContext& c) const;
     AttentionOperands folded(Ten qt, Ten kt, Ten v, const StepContext& c) const;
+    AttentionOperands in_kernel_operands(Ten packed, const StepContext& c) const;   // q, k, v of packed rows
     struct FoldGrads {
         Ten dqt, dkt, dqd, dkd;   // gradients of q̃, k̃ and (disc) of the widened operands
     };
@@ -51,6 +58,7 @@ private:
 
     bool lowrank_, disc_;
     bool weights_form_;               // same-FLOP RA folded on c_attn's weights (no q̃, k̃ buffers)
+    bool in_kernel_;                  // exact RA folded inside the attention kernel (no q̃, k̃ buffers)
     PackedQkv packed_;
     Ten g_std_, g_rec_, w_lowrank_;   // parameters (gates absent when fixed)
     Ten disc_u_, g_disc_;             // discoverability bias (model.ra.discoverability)

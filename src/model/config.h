@@ -24,6 +24,9 @@ enum class MlaForm { auto_select, latent, expanded };
 // Where same-FLOP RA's fold happens (docs/variants.md): on each token's q, k rows, or once per step
 // on c_attn's weights (q̃, k̃ are linear in the block input). The same model either way.
 enum class RaLowRankForm { auto_select, rows, weights };
+// Where exact RA's fold happens (docs/variants.md): q̃, k̃ written to memory by a pass (what cuDNN
+// needs), or built tile by tile inside our attention kernels. The same model either way.
+enum class RaFold { auto_select, materialized, kernel };
 
 struct RaConfig {                 // reciprocal attention, SPEC §2.2
     int band = 0;                 // W: 0 = full transpose, else only i-j <= W gets the reciprocal term
@@ -33,6 +36,7 @@ struct RaConfig {                 // reciprocal attention, SPEC §2.2
     float g_rec = 0.3f;           // init of the reciprocal-score gate
     int rank = 8;                 // R for ra_lowrank
     RaLowRankForm lowrank_form = RaLowRankForm::auto_select;   // auto: weights unless discoverability
+    RaFold fold = RaFold::auto_select;   // exact RA; auto: inside the kernel when attention_impl = ours
     float route_threshold = -1.f; // head-selective routing: heads with g_rec <= tau run baseline; <0 off
     bool discoverability = false; // optional per-key column bias
 };

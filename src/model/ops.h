@@ -290,6 +290,16 @@ public:
     // whole bias gradient, taken while the pass has the rows in hand (no separate column sum).
     virtual void ra_fold_bwd(Ten dq, Ten dk, Ten dg_std, Ten dg_rec, Ten dqt, Ten dkt, Ten q, Ten k,
                              Ten g_std, Ten g_rec, const RaFoldDims& d, Ten dbias = {}, Ten dv = {});
+    // RA with the fold inside the attention (model.ra.fold = kernel): exactly ra_fold_fwd into q̃, k̃
+    // then attention_fwd(out, lse, q̃, k̃, v, a), but q̃, k̃ never exist in memory (the kernel builds
+    // their tiles from q, k). f: the fold (Hk == H); a: the attention on the fold (Dqk = 2 f.D, Dv,
+    // scale, band with band_split = f.D, dropout, impl; its q_stride/k_stride are f's strides).
+    virtual void ra_attention_fwd(Ten out, Ten lse, Ten q, Ten k, Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f,
+                                  const AttnDims& a);
+    // Its backward, attention_bwd then ra_fold_bwd in one: dq, dk overwritten on the heads' columns
+    // (as ra_fold_bwd), dv overwritten, dg_std/dg_rec accumulated (absent = no gradient).
+    virtual void ra_attention_bwd(Ten dq, Ten dk, Ten dv, Ten dg_std, Ten dg_rec, Ten dout, Ten out, Ten lse, Ten q,
+                                  Ten k, Ten v, Ten g_std, Ten g_rec, const RaFoldDims& f, const AttnDims& a);
     // Low-rank RA fold. qt, kt: Act [N,H,D] overwritten; W: Param [D,R]. Attention on them with
     // Dqk = D, scale 1/sqrt(D) (band_split = D-R if banded) is same-FLOP RA.
     virtual void ra_lowrank_fwd(Ten qt, Ten kt, Ten q, Ten k, Ten W, Ten g_std, Ten g_rec,

@@ -16,6 +16,13 @@ namespace {
 }  // namespace
 
 void Ops::ra_fold_fwd(Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&) { missing(*this, "ra_fold_fwd"); }
+void Ops::ra_attention_fwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&, const AttnDims&) {
+    missing(*this, "ra_attention_fwd");
+}
+void Ops::ra_attention_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&,
+                           const AttnDims&) {
+    missing(*this, "ra_attention_bwd");
+}
 void Ops::ra_fold_bwd(Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, Ten, const RaFoldDims&, Ten, Ten) {
     missing(*this, "ra_fold_bwd");
 }

@@ -317,6 +317,8 @@ std::vector<Key> build_keys() {
     keys.push_back(int_key("model.ra.rank", FIELD(model.ra.rank), closed(1, 1024)));
     keys.push_back(enum_key<RaLowRankForm>("model.ra.lowrank_form", FIELD(model.ra.lowrank_form),
         {{"auto", RaLowRankForm::auto_select}, {"rows", RaLowRankForm::rows}, {"weights", RaLowRankForm::weights}}));
+    keys.push_back(enum_key<RaFold>("model.ra.fold", FIELD(model.ra.fold),
+        {{"auto", RaFold::auto_select}, {"materialized", RaFold::materialized}, {"kernel", RaFold::kernel}}));
     keys.push_back(number_key("model.ra.route_threshold", FIELD(model.ra.route_threshold), closed(-kInf, kInf)));
     keys.push_back(bool_key("model.ra.discoverability", FIELD(model.ra.discoverability)));
 
@@ -636,6 +638,18 @@ void validate(const RunConfig& c) {
             fail("model.ra.lowrank_form: the weights form cannot add the discoverability bias (it reads the "
                  "real keys, which that form never computes); set model.ra.lowrank_form to rows or auto, or "
                  "model.ra.discoverability to false");
+    }
+    if (m.ra.fold == RaFold::kernel) {
+        const char* why = m.attention != AttentionKind::ra ? "model.attention is not ra (the exact fold)"
+                          : m.ra.discoverability       ? "model.ra.discoverability adds a channel to q~, k~"
+                          : m.ract.enabled              ? "RA-CT reads the attention's probabilities from q~, k~"
+                          : m.m2                        ? "M2 reads the attention's probabilities from q~, k~"
+                          : m.attention_impl != AttentionImpl::ours && m.attention_impl != AttentionImpl::auto_select
+                              ? "cuDNN (model.attention_impl) needs q~, k~ in memory"
+                              : nullptr;
+        if (why)
+            fail(std::string("model.ra.fold: kernel (the fold inside our attention kernels) cannot be used here: ") +
+                 why + "; set model.ra.fold to auto or materialized");
     }
     if (m.m3 && !is_mla(m.attention))
         fail("model.m3: latent reciprocity (M3) needs MLA attention; set model.attention to mla or ra_mla, "

@@ -796,6 +796,26 @@ TEST_CASE("cuda variants model: RA fold with band (ablation step 5)") {
     compare_step(5);
 }
 
+// The fold inside our attention kernels (model.ra.fold = kernel): no q̃, k̃ buffers; the CPU model
+// runs the same composition as the materialised fold. Step 5's band, the full transpose, per-layer
+// fixed gates, and dropout (the CPU's mask).
+TEST_CASE("cuda variants model: RA exact with the fold inside the attention kernel") {
+    GPT_REQUIRE_GPU();
+    ModelConfig m = ratio_ablation_steps(small_base(), OptimConfig{})[5].model;
+    m.ra.fold = RaFold::kernel;
+    m.attention_impl = AttentionImpl::ours;
+    compare_model(m, "RA band 64, fold in the kernel");
+    m.ra.band = 0;
+    compare_model(m, "RA full transpose, fold in the kernel");
+    m.ra.gates = GateScope::per_layer;
+    m.ra.learnable = false;
+    compare_model(m, "RA per-layer fixed gates, fold in the kernel");
+    m.ra.learnable = true;
+    m.dropout = 0.1f;
+    m.ra.band = 64;
+    compare_model(m, "RA band 64, dropout 0.1, fold in the kernel");
+}
+
 TEST_CASE("cuda variants model: RA low-rank (same-FLOP RA, rank 16, rows and weights forms)") {
     GPT_REQUIRE_GPU();
     ModelConfig m = small_base();
