@@ -360,12 +360,14 @@ struct QCfg {
 // The dQ pass's end with the fold inside the kernel: dq̃ = [A, B] with q̃ = [g_std q, g_rec k] adds
 // g_std A_i to dq_i and g_rec B_i to dk_i (the dK/dV pass wrote the keys' parts), and the block's
 // partial sums of the gates' gradients, scale sum_i q_i.A_i and scale sum_i k_i.B_i, go to
-// gate_part[block] (fold_gate_finish sums them in a fixed order).
+// gate_part[block] (fold_gate_finish sums them in a fixed order). q_i, k_i come from the block's
+// q̃ tile in shared memory (g_std q_i, g_rec k_i as bf16; the gate is divided out of the sum).
 template <int MT, int DQK>
-__device__ __forceinline__ void fold_q_epilogue(const Params& p, const float (&dq)[MT][DQK / 8][4], int b, int h,
-                                                int qw0, int g, int t) {
+__device__ __forceinline__ void fold_q_epilogue(const Params& p, const float (&dq)[MT][DQK / 8][4],
+                                                const __nv_bfloat16* sQ, int b, int h, int qw0, int wrow0, int g,
+                                                int t) {
     const float2 gf = fold_gates(p, h, p.scale);
-    float part_s = 0.f, part_r = 0.f;
+    float part_s = 0.f, part_r = 0.f;   // sum A.(g_std q) and B.(g_rec k): the block's q̃ tile in smem
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -373,15 +375,17 @@ __device__ __forceinline__ void fold_q_epilogue(const Params& p, const float (&d
             const int i = qw0 + mt * 16 + g + 8 * r;
             if (i >= p.T) continue;
             const size_t o = (size_t(b) * p.T + i) * p.q_stride + size_t(h) * p.fold_d;
+            const __nv_bfloat16* qt_row = sQ + (wrow0 + mt * 16 + g + 8 * r) * (DQK + kPad);
 #pragma unroll
             for (int nt = 0; nt < DQK / 8; ++nt) {
                 const bool first = nt < DQK / 16;
                 const int c = (first ? nt : nt - DQK / 16) * 8 + 2 * t;
                 const float x = dq[mt][nt][2 * r], y = dq[mt][nt][2 * r + 1];
-                // q_i (first half) or k_i (second): the operand the half's gate multiplies.
-                const float2 in = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>((first ? p.q : p.k) + o + c));
-                if (first) part_s += x * in.x + y * in.y;
-                else part_r += x * in.x + y * in.y;
+                if (p.gate_part) {   // q̃_i at this column: g_std q_i (first half) or g_rec k_i
+                    const float2 in = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(qt_row + nt * 8 + 2 * t));
+                    if (first) part_s += x * in.x + y * in.y;
+                    else part_r += x * in.x + y * in.y;
+                }
                 const float f = first ? gf.x : gf.y;
                 store_or_add((first ? p.dq : p.dk) + o + c, x * f, y * f, true);
             }
@@ -398,10 +402,12 @@ __device__ __forceinline__ void fold_q_epilogue(const Params& p, const float (&d
         red[1][warp] = part_r;
     }
     __syncthreads();
-    if (threadIdx.x < 2) {
+    if (threadIdx.x < 2) {   // the smem tile held the gates: divide them out (each >= the floor)
         float s = 0.f;
         for (int w = 0; w < kWarps; ++w) s += red[threadIdx.x][w];
-        p.gate_part[(size_t(blockIdx.y) * gridDim.x + blockIdx.x) * 2 + threadIdx.x] = s * p.scale;
+        const float2 gates = fold_gates(p, h);
+        p.gate_part[(size_t(blockIdx.y) * gridDim.x + blockIdx.x) * 2 + threadIdx.x] =
+            s * p.scale / (threadIdx.x == 0 ? gates.x : gates.y);
     }
 }
 
@@ -502,7 +508,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_q_kernel(Params p) {
     }
 
     if (p.fold_d > 0) {
-        fold_q_epilogue<MT, DQK>(p, dq, b, h, qw0, g, t);
+        fold_q_epilogue<MT, DQK>(p, dq, sQ, b, h, qw0, wrow0, g, t);
         return;
     }
 #pragma unroll
@@ -553,20 +559,35 @@ void launch_bwd(const Params& p, cudaStream_t s) {
     launch_bwd<DQK, DV, kMinB>(p, s);
 }
 
-// The fold's gate gradients from the dQ pass's block partials part[B * H][tiles][2], each gate's
-// in a fixed order (b, its heads, tiles); thread (which, gate). A gate at the floor gets none
-// (as the CPU's fold).
-__global__ void fold_gate_finish_kernel(float* dg_std, float* dg_rec, const float* part, const float* g_std,
-                                        const float* g_rec, int B, int H, int tiles, int n_gates) {
-    const int which = threadIdx.x / n_gates, gi = threadIdx.x % n_gates;
+// The fold's gate gradients from the dQ pass's block partials part[B * H][tiles][2]: block
+// (gate, which) sums its gate's partials (per head: that head's; per layer: all), each thread a
+// fixed stride of them, then a fixed-order tree (deterministic). A gate at the floor gets none (as
+// the CPU's fold).
+constexpr int kFinishThreads = 256;
+__global__ void __launch_bounds__(kFinishThreads) fold_gate_finish_kernel(float* dg_std, float* dg_rec,
+                                                                          const float* part, const float* g_std,
+                                                                          const float* g_rec, int B, int H,
+                                                                          int tiles, int n_gates) {
+    const int gi = blockIdx.x, which = blockIdx.y;
     float* dg = which == 0 ? dg_std : dg_rec;
     const float* gate = which == 0 ? g_std : g_rec;
     if (!dg) return;
+    const bool per_layer = n_gates == 1;
+    const size_t items = size_t(B) * (per_layer ? H : 1) * tiles;
     float s = 0.f;
-    for (int b = 0; b < B; ++b)
-        for (int h = n_gates == 1 ? 0 : gi; h < (n_gates == 1 ? H : gi + 1); ++h)
-            for (int x = 0; x < tiles; ++x) s += part[((size_t(b) * H + h) * tiles + x) * 2 + which];
-    if (!gate || gate[gi] > kFoldGateFloor) dg[gi] += s;
+    for (size_t i = threadIdx.x; i < items; i += kFinishThreads) {
+        // (b, h, tile) in part's order; per head: only head gi of each b
+        const size_t idx = per_layer ? i : (i / tiles * H + gi) * tiles + i % tiles;
+        s += part[idx * 2 + which];
+    }
+    __shared__ float red[kFinishThreads];
+    red[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = kFinishThreads / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0 && (!gate || gate[gi] > kFoldGateFloor)) dg[gi] += red[0];
 }
 
 }  // namespace
@@ -624,9 +645,8 @@ void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
     else attn::launch_bwd<128, 64>(p, s);
     if (gate_grads) {
         const int tiles = (d.T + attn::q_block_rows(d) - 1) / attn::q_block_rows(d);
-        attn::fold_gate_finish_kernel<<<1, 2 * fold->n_gates, 0, s>>>(fold->dg_std, fold->dg_rec, fold->scratch,
-                                                                     fold->g_std, fold->g_rec, d.B, d.Hq, tiles,
-                                                                     fold->n_gates);
+        attn::fold_gate_finish_kernel<<<dim3(fold->n_gates, 2), attn::kFinishThreads, 0, s>>>(
+            fold->dg_std, fold->dg_rec, fold->scratch, fold->g_std, fold->g_rec, d.B, d.Hq, tiles, fold->n_gates);
         GPT_CUDA_LAUNCHED("fold_gate_finish_kernel");
     }
 }
