@@ -31,8 +31,10 @@ struct RaCase {
 void check_ra_in_kernel(const RaCase& c, uint64_t seed) {
     const int D = 64, E = c.H * D;
     const size_t N = size_t(c.B) * c.T, rows3 = N * 3 * E;
-    INFO("B=" << c.B << " T=" << c.T << " H=" << c.H << " band=" << c.band << " dropout=" << c.dropout
-              << " gates=" << c.n_gates << (c.learnable ? " learnable" : " fixed"));
+    const std::string desc = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+                             " band=" + std::to_string(c.band) + " dropout=" + std::to_string(c.dropout) +
+                             " gates=" + std::to_string(c.n_gates) + (c.learnable ? " learnable" : " fixed");
+    INFO(desc);
     Pair p;
     const Ten qkv = p.reserve(Space::Act, rows3), dqkv = p.reserve(Space::Act, rows3);
     const Ten out = p.reserve(Space::Act, N * E), dout = p.reserve(Space::Act, N * E);
@@ -106,6 +108,7 @@ void check_ra_in_kernel(const RaCase& c, uint64_t seed) {
 }  // namespace
 
 TEST_CASE("cuda: RA with the fold inside the attention kernel matches the CPU (gates, band, dropout)") {
+    GPT_REQUIRE_GPU();
     uint64_t seed = 3100;
     for (int n_gates : {3, 1})
         for (bool learnable : {true, false}) check_ra_in_kernel({2, 256, 3, 0, 0.f, n_gates, learnable}, seed++);
@@ -116,6 +119,7 @@ TEST_CASE("cuda: RA with the fold inside the attention kernel matches the CPU (g
 }
 
 TEST_CASE("cuda: RA fold inside the kernel refuses dims it does not cover, naming them") {
+    GPT_REQUIRE_GPU();
     Pair p;
     const Ten t = p.reserve(Space::Act, 64 * 3 * 128), s = p.reserve(Space::Stat, 64);
     p.allocate();
