@@ -14,6 +14,19 @@
 
 namespace gpt::test {
 
+// The tiny GPT the CPU model tests start from: n_layer layers of width 32 (2 heads of D = 16), a
+// 61-token vocabulary padded to 64, blocks of 16; each test sets its variant on top.
+inline ModelConfig tiny_model(int n_layer = 2) {
+    ModelConfig m;
+    m.n_layer = n_layer;
+    m.n_embd = 32;
+    m.n_head = 2;
+    m.vocab_size = 61;
+    m.padded_vocab = 64;
+    m.block_size = 16;
+    return m;
+}
+
 struct Harness {
     GPT model;
     std::unique_ptr<Ops> ops;

@@ -25,13 +25,7 @@ namespace {
 
 // D = 16 < L = 24 (auto picks the expanded form), W = 4 < T so the RA+MLA band cuts rows.
 ModelConfig tiny_mla(AttentionKind kind) {
-    ModelConfig m;
-    m.n_layer = 2;
-    m.n_embd = 32;
-    m.n_head = 2;
-    m.vocab_size = 61;
-    m.padded_vocab = 64;
-    m.block_size = 16;
+    ModelConfig m = gpt::test::tiny_model();
     m.attention = kind;
     m.mla.latent = 24;
     m.mla.ra_band = 4;

@@ -25,13 +25,7 @@ namespace {
 // The tiny base every step is derived from (widths scale with n_embd as in ablation.cpp:
 // 3072 -> 128, 2560 -> 107, ...). L = 16 and W = 4 < T so that the RA+MLA band cuts rows.
 ModelConfig tiny_base() {
-    ModelConfig m;
-    m.n_layer = 2;
-    m.n_embd = 32;
-    m.n_head = 2;
-    m.vocab_size = 61;   // padded to 64
-    m.padded_vocab = 64;
-    m.block_size = 16;
+    ModelConfig m = gpt::test::tiny_model();
     m.mla.latent = 16;
     m.mla.ra_band = 4;
     m.m2_rank = 8;

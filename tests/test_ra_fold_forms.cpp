@@ -26,13 +26,7 @@ using gpt::test::check_same_parameters;
 namespace {
 
 ModelConfig tiny_ra(RaFold fold) {
-    ModelConfig m;
-    m.n_layer = 2;
-    m.n_embd = 32;
-    m.n_head = 2;   // D = 16
-    m.vocab_size = 61;
-    m.padded_vocab = 64;
-    m.block_size = 16;
+    ModelConfig m = gpt::test::tiny_model();   // D = 16
     m.attention = AttentionKind::ra;
     m.ra.fold = fold;
     return m;

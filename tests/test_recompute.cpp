@@ -17,6 +17,7 @@
 #include "model/gpt.h"
 #include "train/ablation.h"
 #include "train/config_io.h"
+#include "model_harness.h"
 
 using namespace gpt;
 
@@ -25,13 +26,7 @@ namespace {
 constexpr Recompute kModes[] = {Recompute::gelu, Recompute::layernorm, Recompute::both};
 
 ModelConfig tiny(int layers = 3) {
-    ModelConfig m;
-    m.n_layer = layers;
-    m.n_embd = 32;
-    m.n_head = 2;
-    m.vocab_size = 61;
-    m.padded_vocab = 64;
-    m.block_size = 16;
+    ModelConfig m = gpt::test::tiny_model(layers);
     m.mla.latent = 16;
     m.mla.ra_band = 4;
     m.m2_rank = 8;

@@ -587,7 +587,7 @@ __global__ void __launch_bounds__(kFinishThreads) fold_gate_finish_kernel(float*
         if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0 && (!gate || gate[gi] > kFoldGateFloor)) dg[gi] += red[0];
+    if (threadIdx.x == 0 && (!gate || dfloored_gate(gate[gi]) > 0.f)) dg[gi] += red[0];
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "common/rng.h"
 #include "cuda/cuda_common.cuh"
+#include "cuda/ra_gates.cuh"
 #include "model/ops.h"
 
 namespace gpt::cuda {
@@ -49,15 +50,11 @@ struct Params {
     float* gate_part;             // dQ pass: 2 floats per block (the gates' gradient partials), or null
 };
 
-// A fold gate as the CPU's fold takes it: max(g, 1e-8) (kernels/cpu/variant_attention.cpp).
-constexpr float kFoldGateFloor = 1e-8f;
-__device__ __forceinline__ float fold_gate(const float* g, float fixed, int n_gates, int head) {
-    return fmaxf(g ? g[n_gates == 1 ? 0 : head] : fixed, kFoldGateFloor);
-}
-// Head `head`'s (g_std, g_rec), times f.
+// Head `head`'s fold gates (g_std, g_rec) as the exact fold takes them (floored_gate), times f.
 __device__ __forceinline__ float2 fold_gates(const Params& p, int head, float f = 1.f) {
-    return make_float2(f * fold_gate(p.g_std, p.g_std_fixed, p.n_gates, head),
-                       f * fold_gate(p.g_rec, p.g_rec_fixed, p.n_gates, head));
+    const int i = p.n_gates == 1 ? 0 : head;
+    return make_float2(f * floored_gate(gate_value(p.g_std, i, p.g_std_fixed)),
+                       f * floored_gate(gate_value(p.g_rec, i, p.g_rec_fixed)));
 }
 
 Params make_params(const AttnDims& d);   // sizes, scale, dropout, band

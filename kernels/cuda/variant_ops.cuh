@@ -16,6 +16,7 @@
 #include "cuda/batched_gemm.cuh"
 #include "cuda/cuda_common.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/ra_gates.cuh"
 #include "model/ops.h"
 
 namespace gpt::cuda {
@@ -125,14 +126,5 @@ constexpr int kDotPartials = 256;
 void dot_add(float* out, const bf16* a, const bf16* b, size_t n, float* partial, cudaStream_t s);
 
 }  // namespace variant
-
-// Gates enter the low-rank folds as sqrt(max(g, 1e-8)) on both sides and the exact fold as max(g, 1e-8)
-// on one side; below the floor a gate gets no gradient (ops.h, RaFoldDims).
-__device__ __forceinline__ float sqrt_gate(float g) { return sqrtf(fmaxf(g, 1e-8f)); }
-__device__ __forceinline__ float dsqrt_gate(float g) { return g > 1e-8f ? 0.5f / sqrtf(g) : 0.f; }
-__device__ __forceinline__ float floored_gate(float g) { return fmaxf(g, 1e-8f); }
-__device__ __forceinline__ float dfloored_gate(float g) { return g > 1e-8f ? 1.f : 0.f; }
-// A gate's value: the tensor's entry, or the fixed value when the tensor is absent (null).
-__device__ __forceinline__ float gate_value(const float* g, int i, float fixed) { return g ? g[i] : fixed; }
 
 }  // namespace gpt::cuda

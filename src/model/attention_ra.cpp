@@ -18,6 +18,16 @@ bool ra_lowrank_weights_form(const ModelConfig& cfg) {
     return !cfg.ra.discoverability;
 }
 
+const char* ra_fold_in_kernel_blocker(const ModelConfig& cfg) {
+    if (cfg.attention != AttentionKind::ra) return "model.attention is not ra (the exact fold)";
+    if (cfg.ra.discoverability) return "model.ra.discoverability adds a channel to q~, k~";
+    if (cfg.ract.enabled) return "RA-CT reads the attention's probabilities from q~, k~";
+    if (cfg.m2) return "M2 reads the attention's probabilities from q~, k~";
+    if (cfg.attention_impl != AttentionImpl::ours && cfg.attention_impl != AttentionImpl::auto_select)
+        return "cuDNN (model.attention_impl) needs q~, k~ in memory";
+    return nullptr;
+}
+
 bool ra_fold_in_kernel(const ModelConfig& cfg) {
     if (cfg.attention != AttentionKind::ra) return false;
     switch (cfg.ra.fold) {
@@ -25,7 +35,7 @@ bool ra_fold_in_kernel(const ModelConfig& cfg) {
         case RaFold::kernel: return true;   // validated with the config (config_io.cpp)
         case RaFold::auto_select: break;
     }
-    return cfg.attention_impl == AttentionImpl::ours && !cfg.ra.discoverability && !cfg.ract.enabled && !cfg.m2;
+    return cfg.attention_impl == AttentionImpl::ours && !ra_fold_in_kernel_blocker(cfg);
 }
 
 RaAttention::RaAttention(const ModelConfig& cfg, int layer)

@@ -15,8 +15,11 @@ namespace gpt {
 // Whether cfg's same-FLOP RA runs in the weights form (model.ra.lowrank_form; auto: yes unless the
 // discoverability bias needs the real keys).
 bool ra_lowrank_weights_form(const ModelConfig& cfg);
-// Whether cfg's exact RA folds inside the attention kernel (model.ra.fold; auto: when our kernels
-// run the attention, model.attention_impl = ours, and nothing else reads q̃, k̃).
+// Why cfg cannot fold inside the attention kernel (nullptr: it can): not exact RA, something else
+// reads q̃, k̃ (RA-CT, M2, the discoverability channel), or cuDNN runs the attention.
+const char* ra_fold_in_kernel_blocker(const ModelConfig& cfg);
+// Whether cfg's exact RA folds inside the attention kernel (model.ra.fold; auto: when nothing blocks
+// it and our kernels run the attention, model.attention_impl = ours).
 bool ra_fold_in_kernel(const ModelConfig& cfg);
 
 class RaAttention final : public AttentionBase {

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "model/attention_ra.h"
 #include "train/quality.h"
 
 namespace gpt {
@@ -640,14 +641,7 @@ void validate(const RunConfig& c) {
                  "model.ra.discoverability to false");
     }
     if (m.ra.fold == RaFold::kernel) {
-        const char* why = m.attention != AttentionKind::ra ? "model.attention is not ra (the exact fold)"
-                          : m.ra.discoverability       ? "model.ra.discoverability adds a channel to q~, k~"
-                          : m.ract.enabled              ? "RA-CT reads the attention's probabilities from q~, k~"
-                          : m.m2                        ? "M2 reads the attention's probabilities from q~, k~"
-                          : m.attention_impl != AttentionImpl::ours && m.attention_impl != AttentionImpl::auto_select
-                              ? "cuDNN (model.attention_impl) needs q~, k~ in memory"
-                              : nullptr;
-        if (why)
+        if (const char* why = ra_fold_in_kernel_blocker(m))
             fail(std::string("model.ra.fold: kernel (the fold inside our attention kernels) cannot be used here: ") +
                  why + "; set model.ra.fold to auto or materialized");
     }
