@@ -85,7 +85,7 @@ if [[ -n "$SANITIZER" ]]; then
     # Small subset: memcheck over the non-attention ops and one attention case, racecheck (shared
     # memory hazards) over the attention cases only.
     run_step sanitize sanitize.log "$SANITIZER" --tool memcheck --error-exitcode 9 \
-        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: embedding*,cuda: fused classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention 64x64*,cuda: attention 128x64*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*,cuda mla: head maps*,cuda variants: low-rank*,cuda: column sums*,cuda variants: RA fold*,cuda: RA band split*,cuda: RA with the fold inside*"
+        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: residual dropout*,cuda: embedding*,cuda: fused classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention 64x64*,cuda: attention 128x64*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*,cuda mla: head maps*,cuda variants: low-rank*,cuda: column sums*,cuda variants: RA fold*,cuda: RA band split*,cuda: RA with the fold inside*"
     run_step racecheck sanitize.log "$SANITIZER" --tool racecheck --error-exitcode 9 \
         "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: attention 64x64*,cuda: attention with dropout*,cuda: attention with the reciprocal band*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*,cuda: RA with the fold inside*"
     # The banded split runs cuDNN's wgmma/TMA kernels too, whose asynchronous shared-memory traffic

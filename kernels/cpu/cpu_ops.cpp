@@ -184,9 +184,10 @@ void CpuOps::layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, in
 }
 
 void CpuOps::residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias,
-                                    int N, int C) {
+                                    int N, int C, const ResidualDropout& drop) {
     check_positive("residual_layernorm_fwd", {N, C});
     const size_t nc = size_t(N) * C;
+    if (drop.on()) dropout(b, nc, drop.p, drop.seed);   // b is the branch's scratch output (ops.h)
     cpu::residual_layernorm_fwd(
         f32(out_sum, nc, "residual_layernorm_fwd out_sum"), f32(out, nc, "residual_layernorm_fwd out"),
         f32(mean, N, "residual_layernorm_fwd mean"), f32(rstd, N, "residual_layernorm_fwd rstd"),
@@ -195,14 +196,25 @@ void CpuOps::residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Te
 }
 
 void CpuOps::layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd,
-                           int N, int C, Ten dsum) {
+                           int N, int C, Ten dsum, Ten branch, const ResidualDropout& drop) {
     check_positive("layernorm_bwd", {N, C});
     const size_t nc = size_t(N) * C;
+    const bool to_branch = branch.present();
+    GPT_CHECK(!to_branch || din.present(), "cpu backend: layernorm_bwd: branch is din through dropout, so din is required");
+    float* const sum = f32_optional(dsum, C, "layernorm_bwd dsum");
     cpu::layernorm_bwd(f32(din, nc, "layernorm_bwd din"), f32(dw, C, "layernorm_bwd dw"),
                        f32_optional(db, C, "layernorm_bwd db"), f32(dout, nc, "layernorm_bwd dout"),
                        f32(in, nc, "layernorm_bwd in"), f32(w, C, "layernorm_bwd w"),
                        f32(mean, N, "layernorm_bwd mean"), f32(rstd, N, "layernorm_bwd rstd"), N,
-                       C, f32_optional(dsum, C, "layernorm_bwd dsum"));
+                       C, to_branch ? nullptr : sum);
+    if (!to_branch) return;
+    // The branch's gradient: copy + dropout (ops.h), then its column sums into dsum.
+    copy(branch.sub(0, nc), din.sub(0, nc));
+    if (drop.on()) dropout(branch, nc, drop.p, drop.seed);
+    if (!sum) return;
+    const float* g = f32(branch, nc, "layernorm_bwd branch");
+    for (int r = 0; r < N; ++r)   // row order, as cpu::layernorm_bwd adds din's columns
+        for (int c = 0; c < C; ++c) sum[c] += g[size_t(r) * C + c];
 }
 
 void CpuOps::matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) {

@@ -29,9 +29,9 @@ public:
     void embedding_bwd(Ten dwte, Ten dwpe, Ten dout, Ten tokens, int B, int T, int E) override;
     void layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, int N, int C) override;
     void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias, int N,
-                                int C) override;
+                                int C, const ResidualDropout& drop = {}) override;
     void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
-                       int C, Ten dsum = {}) override;
+                       int C, Ten dsum = {}, Ten branch = {}, const ResidualDropout& drop = {}) override;
     void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N,
                     Ten gelu_out = {}) override;
     void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,

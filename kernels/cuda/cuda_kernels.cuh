@@ -33,15 +33,17 @@ void embedding_bwd(TView dwte, TView dwpe, TView dout, const int32_t* tokens, in
 // layernorm.cu. `partial` is fp32 scratch of layernorm_bwd_scratch(N, C) floats.
 void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView b, int N, int C,
                    cudaStream_t s);
-// out_sum = a + b, then layernorm_fwd of out_sum, bit for bit, in one kernel where the row fits in
-// registers (bf16 rows, C % 8 == 0, C <= 2048); otherwise add and layernorm_fwd themselves.
+// out_sum = a + dropout(b) (drop_p > 0: dropout's keep decisions and bf16 rounding; b is left as
+// it is), then layernorm_fwd of out_sum, bit for bit, in one kernel where the row fits in registers
+// (bf16 rows, C % 8 == 0, C <= 2048); otherwise dropout, add and layernorm_fwd themselves.
 void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
-                            TView bias, int N, int C, cudaStream_t s);
+                            TView bias, int N, int C, cudaStream_t s, float drop_p = 0.f, uint64_t drop_seed = 0);
 size_t layernorm_bwd_scratch(int N, int C);
-// dsum (optional): += the column sums of din after the update (ops.h layernorm_bwd).
+// dsum (optional): += the column sums of din after the update; branch (optional): = din after the
+// update through dropout(drop_p, drop_seed), and dsum then sums branch (ops.h layernorm_bwd).
 void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    const float* mean, const float* rstd, int N, int C, float* partial,
-                   cudaStream_t s, TView dsum = {});
+                   cudaStream_t s, TView dsum = {}, TView branch = {}, float drop_p = 0.f, uint64_t drop_seed = 0);
 
 // classifier.cu
 void classifier(float* losses, TView logits, const int32_t* targets, int N, int V, int Vp,

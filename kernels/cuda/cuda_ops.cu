@@ -266,27 +266,32 @@ public:
     }
 
     void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias, int N,
-                                int C) override {
+                                int C, const ResidualDropout& drop) override {
         const size_t NC = size_t(N) * C;
+        GPT_CHECK(drop.p >= 0.f && drop.p < 1.f,
+                  "cuda-bf16 residual_layernorm_fwd: dropout p must be in [0, 1), got " + std::to_string(drop.p));
         cuda::residual_layernorm_fwd(
             view(out_sum, NC, "residual_layernorm_fwd", "out_sum"), view(out, NC, "residual_layernorm_fwd", "out"),
             stat(mean, N, "residual_layernorm_fwd", "mean"), stat(rstd, N, "residual_layernorm_fwd", "rstd"),
             view(a, NC, "residual_layernorm_fwd", "a"), view(b, NC, "residual_layernorm_fwd", "b"),
             view(w, C, "residual_layernorm_fwd", "w"), view_opt(bias, C, "residual_layernorm_fwd", "bias"), N, C,
-            stream_);
+            stream_, drop.p, drop.seed);
         param_touched(out_sum.sub(0, NC));   // as add: a Param sum refreshes its bf16 copy
     }
 
     void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean, Ten rstd, int N,
-                       int C, Ten dsum = {}) override {
+                       int C, Ten dsum, Ten branch, const ResidualDropout& drop) override {
         const size_t NC = size_t(N) * C;
+        GPT_CHECK(drop.p >= 0.f && drop.p < 1.f,
+                  "cuda-bf16 layernorm_bwd: dropout p must be in [0, 1), got " + std::to_string(drop.p));
         float* partial = static_cast<float*>(scratch(layernorm_bwd_scratch(N, C) * 4));
         cuda::layernorm_bwd(view_opt(din, NC, "layernorm_bwd", "din"),
                             view_opt(dw, C, "layernorm_bwd", "dw"), view_opt(db, C, "layernorm_bwd", "db"),
                             view(dout, NC, "layernorm_bwd", "dout"), view(in, NC, "layernorm_bwd", "in"),
                             view(w, C, "layernorm_bwd", "w"), stat(mean, N, "layernorm_bwd", "mean"),
                             stat(rstd, N, "layernorm_bwd", "rstd"), N, C, partial, stream_,
-                            view_opt(dsum, C, "layernorm_bwd", "dsum"));
+                            view_opt(dsum, C, "layernorm_bwd", "dsum"), view_opt(branch, NC, "layernorm_bwd", "branch"),
+                            drop.p, drop.seed);
     }
 
     void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) override {

@@ -4,6 +4,7 @@
 
 #include "common/rng.h"
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/dropout_vec8.cuh"
 #include "cuda/vec8.cuh"
 
 namespace gpt::cuda {
@@ -44,13 +45,10 @@ __global__ void gelu_bwd_bf16x8_kernel(__nv_bfloat16* din, const __nv_bfloat16* 
 }
 // Dropout over bf16, eight elements (two draws of four decisions) per thread: dropout_kernel's
 // decisions and values, one 16-byte load and store.
-__global__ void dropout_bf16x8_kernel(__nv_bfloat16* x, size_t n8, float keep_scale, uint32_t threshold,
-                                      uint64_t seed) {
+__global__ void dropout_bf16x8_kernel(__nv_bfloat16* x, size_t n8, DropoutArgs d) {
     GPT_GRID_STRIDE(i, n8) {
         F8 v = load_bf16x8(x + 8 * i);
-        const uint64_t draws[2] = {dropout_draw(seed, 2 * i), dropout_draw(seed, 2 * i + 1)};
-#pragma unroll
-        for (int j = 0; j < 8; ++j) v.v[j] = dropout_lane_keeps(draws[j >> 2], j & 3, threshold) ? v.v[j] * keep_scale : 0.f;
+        dropout_f8(v, i, d);
         store_bf16x8(x + 8 * i, v);
     }
 }
@@ -200,8 +198,8 @@ void add(TView out, TView a, TView b, size_t n, cudaStream_t s) {
 void dropout(TView x, size_t n, float p, uint64_t seed, cudaStream_t s) {
     if (n == 0 || p <= 0.f) return;   // p = 0 keeps everything: skip the hashing (as the CPU)
     if (n % 8 == 0 && is_bf16x8(x)) {
-        dropout_bf16x8_kernel<<<elementwise_blocks(n / 8), kThreads, 0, s>>>(bf16_ptr(x), n / 8, 1.f / (1.f - p),
-                                                                            dropout_threshold(p), seed);
+        dropout_bf16x8_kernel<<<elementwise_blocks(n / 8), kThreads, 0, s>>>(bf16_ptr(x), n / 8,
+                                                                            dropout_args(p, seed));
         GPT_CUDA_LAUNCHED("dropout_bf16x8_kernel");
         return;
     }

@@ -3,10 +3,12 @@
 // as column sums over fixed row chunks (on the bf16 path in the same kernel as din), followed by a
 // fixed-order reduction of the chunks, so the result does not depend on scheduling (deterministic).
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/dropout_vec8.cuh"
 #include "cuda/vec8.cuh"
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace gpt::cuda {
 namespace {
@@ -189,10 +191,13 @@ __device__ __forceinline__ F8 store_rounded_bf16x8(__nv_bfloat16* p, const F8& s
     return r;
 }
 
+// With drop.on, b's eight values go through dropout_f8 and are rounded to bf16 first: what the
+// dropout kernel would have stored into b for add to read.
 template <int kVecs>
 __global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __nv_bfloat16* out, float* mean,
                                                      float* rstd, const __nv_bfloat16* a, const __nv_bfloat16* b,
-                                                     const float* w, const float* bias, int N, int C) {
+                                                     const float* w, const float* bias, int N, int C,
+                                                     DropoutArgs drop) {
     const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const size_t base = size_t(row) * C;
@@ -202,7 +207,12 @@ __global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __n
     for (int k = 0; k < kVecs; ++k) {
         const int c = 8 * lane + 8 * 32 * k;
         if (c >= C) continue;
-        const F8 u = load_bf16x8(a + base + c), v = load_bf16x8(b + base + c);
+        const F8 u = load_bf16x8(a + base + c);
+        F8 v = load_bf16x8(b + base + c);
+        if (drop.on) {
+            dropout_f8(v, (base + c) / 8, drop);
+            v = bf16x8_to_f8(pack_bf16x8(v));
+        }
         F8 s;
 #pragma unroll
         for (int j = 0; j < 8; ++j) s.v[j] = u.v[j] + v.v[j];
@@ -230,15 +240,15 @@ __global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __n
 template <int kVecs>
 void launch_residual_layernorm_fwd(int vecs, __nv_bfloat16* out_sum, __nv_bfloat16* out, float* mean, float* rstd,
                                    const __nv_bfloat16* a, const __nv_bfloat16* b, const float* w, const float* bias,
-                                   int N, int C, cudaStream_t s) {
+                                   int N, int C, const DropoutArgs& drop, cudaStream_t s) {
     if constexpr (kVecs < kResidualMaxVecs) {
         if (vecs > kVecs) {
-            launch_residual_layernorm_fwd<kVecs + 1>(vecs, out_sum, out, mean, rstd, a, b, w, bias, N, C, s);
+            launch_residual_layernorm_fwd<kVecs + 1>(vecs, out_sum, out, mean, rstd, a, b, w, bias, N, C, drop, s);
             return;
         }
     }
     residual_layernorm_fwd_bf16x8_kernel<kVecs><<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
-        out_sum, out, mean, rstd, a, b, w, bias, N, C);
+        out_sum, out, mean, rstd, a, b, w, bias, N, C, drop);
     GPT_CUDA_LAUNCHED("residual_layernorm_fwd_bf16x8_kernel");
 }
 
@@ -324,10 +334,12 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
 // wave on an H100's 132 SMs.
 constexpr int bwd_fused_min_blocks(int vecs) { return vecs == 1 ? 3 : vecs <= 3 ? 4 : 2; }
 // kSum: also the column sums of din's new rows (as stored, bf16), as a third partial section.
-template <int kVecs, bool kSum>
+// kBranch: also branch = din's new rows (as stored) through dropout_f8 with `drop`, rounded as the
+// dropout kernel stores them; the third section then sums branch instead of din.
+template <int kVecs, bool kSum, bool kBranch>
 __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) layernorm_bwd_fused_bf16x8_kernel(
     __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
-    const float* mean, const float* rstd, int N, int C, int chunks) {
+    const float* mean, const float* rstd, int N, int C, int chunks, __nv_bfloat16* branch, DropoutArgs drop) {
     constexpr int kWidth = 8 * 32 * kVecs;
     __shared__ __align__(16) __nv_bfloat16 tile_g[kWarps][kWidth];   // the tile's rows of dout
     __shared__ __align__(16) __nv_bfloat16 tile_x[kWarps][kWidth];   // and of in
@@ -380,7 +392,15 @@ __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) laye
                 ln_din_add(dv, bf16x8_to_f8(g[k]), bf16x8_to_f8(x[k]), load_f32x8(ws + c), m, r, mean_dn, mean_dnn);
                 const uint4 packed = pack_bf16x8(dv);
                 *reinterpret_cast<uint4*>(din + base + c) = packed;
-                if constexpr (kSum) *reinterpret_cast<uint4*>(&tile_d[warp][c]) = packed;
+                if constexpr (kBranch) {
+                    F8 bv = bf16x8_to_f8(packed);
+                    if (drop.on) dropout_f8(bv, (base + c) / 8, drop);
+                    const uint4 bpacked = pack_bf16x8(bv);
+                    *reinterpret_cast<uint4*>(branch + base + c) = bpacked;
+                    if constexpr (kSum) *reinterpret_cast<uint4*>(&tile_d[warp][c]) = bpacked;
+                } else if constexpr (kSum) {
+                    *reinterpret_cast<uint4*>(&tile_d[warp][c]) = packed;
+                }
             }
         }
         __syncthreads();
@@ -414,18 +434,19 @@ __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) laye
 constexpr int kBwdFusedMaxVecs = 5, kBwdFusedSumMaxVecs = 3;
 
 // The smallest instantiation whose tiles hold vecs vectors per lane.
-template <int kVecs, bool kSum>
+template <int kVecs, bool kSum, bool kBranch>
 void launch_layernorm_bwd_fused(int vecs, __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout,
                                 const __nv_bfloat16* in, const float* w, const float* mean, const float* rstd, int N,
-                                int C, int chunks, cudaStream_t s) {
+                                int C, int chunks, __nv_bfloat16* branch, const DropoutArgs& drop, cudaStream_t s) {
     if constexpr (kVecs < (kSum ? kBwdFusedSumMaxVecs : kBwdFusedMaxVecs)) {
         if (vecs > kVecs) {
-            launch_layernorm_bwd_fused<kVecs + 1, kSum>(vecs, din, partial, dout, in, w, mean, rstd, N, C, chunks, s);
+            launch_layernorm_bwd_fused<kVecs + 1, kSum, kBranch>(vecs, din, partial, dout, in, w, mean, rstd, N, C,
+                                                                 chunks, branch, drop, s);
             return;
         }
     }
-    layernorm_bwd_fused_bf16x8_kernel<kVecs, kSum><<<chunks, 32 * kWarps, 0, s>>>(din, partial, dout, in, w, mean,
-                                                                                  rstd, N, C, chunks);
+    layernorm_bwd_fused_bf16x8_kernel<kVecs, kSum, kBranch><<<chunks, 32 * kWarps, 0, s>>>(
+        din, partial, dout, in, w, mean, rstd, N, C, chunks, branch, drop);
     GPT_CUDA_LAUNCHED("layernorm_bwd_fused_bf16x8_kernel");
 }
 
@@ -457,16 +478,18 @@ void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView
 }
 
 void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
-                            TView bias, int N, int C, cudaStream_t s) {
+                            TView bias, int N, int C, cudaStream_t s, float drop_p, uint64_t drop_seed) {
     if (N == 0) return;
     const int vecs = (C + 8 * 32 - 1) / (8 * 32);
     if (C % 8 == 0 && vecs <= kResidualMaxVecs && is_bf16x8(out_sum) && is_bf16x8(out) && is_bf16x8(a) &&
         is_bf16x8(b) && is_f32x8(w) && (!bias.p || is_f32x8(bias))) {
         launch_residual_layernorm_fwd<1>(vecs, bf16_ptr(out_sum), bf16_ptr(out), mean, rstd, bf16_ptr(a),
-                                         bf16_ptr(b), f32_ptr(w), bias.p ? f32_ptr(bias) : nullptr, N, C, s);
+                                         bf16_ptr(b), f32_ptr(w), bias.p ? f32_ptr(bias) : nullptr, N, C,
+                                         dropout_args(drop_p, drop_seed), s);
         return;
     }
-    // Other types, shapes and alignments: the two calls themselves (same results, one more pass).
+    // Other types, shapes and alignments: the calls themselves (same results, more passes).
+    dropout(b, size_t(N) * C, drop_p, drop_seed, s);
     add(out_sum, a, b, size_t(N) * C, s);
     layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C, s);
 }
@@ -511,25 +534,38 @@ void layernorm_bwd_two_pass(TView din, TView dw, TView db, TView dout, TView in,
 
 void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    const float* mean, const float* rstd, int N, int C, float* partial,
-                   cudaStream_t s, TView dsum) {
+                   cudaStream_t s, TView dsum, TView branch, float drop_p, uint64_t drop_seed) {
     if (N == 0) return;
-    GPT_CHECK(!dsum.p || din.p, "cuda-bf16 layernorm_bwd: dsum sums din's columns, so din is required");
-    const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din));
+    GPT_CHECK((!dsum.p && !branch.p) || din.p,
+              "cuda-bf16 layernorm_bwd: dsum and branch are taken from din, so din is required");
+    const bool fast = C % 8 == 0 && is_bf16x8(dout) && is_bf16x8(in) && is_f32x8(w) && (!din.p || is_bf16x8(din)) &&
+                      (!branch.p || is_bf16x8(branch));
     const int chunks = chunk_count(N), vecs = (C + 8 * 32 - 1) / (8 * 32);
+    const DropoutArgs drop = dropout_args(drop_p, drop_seed);
+    // The gradient dsum sums: the branch's when there is one (ops.h).
+    const TView summed = branch.p ? branch : din;
     if (fast && din.p && dw.p && vecs <= kBwdFusedMaxVecs && !bwd_split()) {   // one pass over dout and in
         const bool sum_fused = dsum.p && vecs <= kBwdFusedSumMaxVecs;
-        if (sum_fused)
-            launch_layernorm_bwd_fused<1, true>(vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in),
-                                                f32_ptr(w), mean, rstd, N, C, chunks, s);
-        else
-            launch_layernorm_bwd_fused<1, false>(vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in),
-                                                 f32_ptr(w), mean, rstd, N, C, chunks, s);
+        __nv_bfloat16* const br = branch.p ? bf16_ptr(branch) : nullptr;
+        auto launch = [&](auto sum, auto to_branch) {
+            launch_layernorm_bwd_fused<1, decltype(sum)::value, decltype(to_branch)::value>(
+                vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in), f32_ptr(w), mean, rstd, N, C, chunks, br,
+                drop, s);
+        };
+        using Yes = std::true_type;
+        using No = std::false_type;
+        if (sum_fused) br ? launch(Yes{}, Yes{}) : launch(Yes{}, No{});
+        else br ? launch(No{}, Yes{}) : launch(No{}, No{});
         launch_dwdb_finish(dw, db, partial, C, chunks, s, sum_fused ? dsum : TView{});
         if (sum_fused) return;
     } else {
         layernorm_bwd_two_pass(din, dw, db, dout, in, w, mean, rstd, N, C, partial, fast, s);
+        if (branch.p) {   // copy + dropout, as ops.h composes them
+            convert(branch, din, size_t(N) * C, s);
+            dropout(branch, size_t(N) * C, drop_p, drop_seed, s);
+        }
     }
-    if (dsum.p) colsum_add(dsum, din, N, C, partial, s);   // one more pass over din
+    if (dsum.p) colsum_add(dsum, summed, N, C, partial, s);   // one more pass
 }
 
 }  // namespace gpt::cuda

@@ -43,16 +43,14 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
         L.mlp->connect(&links_[l], &shared_);
         L.mlp->declare(params_);
     }
-    // Without residual dropout, the gradient of a block's output projection is the gradient of the
-    // residual stream where it adds in, which the LayerNorm backward that finishes it can sum by
-    // columns in the same pass: the projections' bias gradients come from there (backward()), and
-    // the units skip their own pass over the same rows.
-    proj_bias_from_layernorm_ = cfg.dropout == 0.f;
-    if (proj_bias_from_layernorm_)
-        for (Layer& L : layers_) {
-            L.attn->take_output_bias_grad();
-            L.mlp->take_output_bias_grad();
-        }
+    // The gradient of a block's output projection is the gradient of the residual stream where it
+    // adds in (through the residual dropout's mask, when on), which the LayerNorm backward that
+    // finishes that gradient writes and sums by columns in the same pass: the projections' bias
+    // gradients come from there (backward()), and the units skip their own pass over the same rows.
+    for (Layer& L : layers_) {
+        L.attn->take_output_bias_grad();
+        L.mlp->take_output_bias_grad();
+    }
     lnf_w_ = params_.add("ln_f.weight", {E}, Init::ones, 0.f, false);
     lnf_b_ = params_.add("ln_f.bias", {E}, Init::zeros, 0.f, false);
 
@@ -90,7 +88,8 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
     losses_ = acts_.add(Space::Stat, BT, "head", "losses");
     branch_ = acts_.add(Space::Act, BTE, "residual", "branch_out");
     d_resid_ = acts_.add(Space::Act, BTE, "activation grads", "d_residual");
-    d_branch_ = acts_.add(Space::Act, BTE, "activation grads", "d_branch");
+    // The residual branches' gradient through their dropout masks (backward()): only with dropout.
+    if (cfg.dropout > 0.f) d_branch_ = acts_.add(Space::Act, BTE, "activation grads", "d_branch");
     d_ln_ = acts_.add(Space::Act, BTE, "activation grads", "d_ln");
     d_lnf_ = acts_.add(Space::Act, BTE, "activation grads", "d_ln_f");
     scratch_ = acts_.add(Space::Act, scratch, "activation grads", "unit_scratch");
@@ -135,6 +134,10 @@ void GPT::forward_body(const StepContext& c) {
     const int BT = c.B * c.T, E = cfg_.n_embd;
     const size_t n = size_t(BT) * E;
     const bool drop = c.training && cfg_.dropout > 0.f;
+    // A branch's dropout runs inside the residual add + LayerNorm that reads the branch.
+    auto branch_dropout = [&](int l, int site) {
+        return drop ? ResidualDropout{cfg_.dropout, c.site_seed(l, site)} : ResidualDropout{};
+    };
 
     // The LayerNorm that reads block l's input: its ln_1, or ln_f for l == n_layer. Each residual
     // add runs fused with the LayerNorm after it (residual_layernorm_fwd, bit-identical to add +
@@ -152,16 +155,14 @@ void GPT::forward_body(const StepContext& c) {
     for (int l = 0; l < cfg_.n_layer; ++l) {
         Layer& L = layers_[l];
         L.attn->forward(c, L.ln1_out, branch_);
-        if (drop) ops.dropout(branch_, n, cfg_.dropout, c.site_seed(l, kSiteAttnOut));
-        // resid_mid = x + branch, ln_2 of it
+        // resid_mid = x + dropout(branch), ln_2 of it
         ops.residual_layernorm_fwd(L.resid_mid, L.ln2_out, L.ln2_mean, L.ln2_rstd, layer_input(l), branch_, L.ln2_w,
-                                   L.ln2_b, BT, E);
+                                   L.ln2_b, BT, E, branch_dropout(l, kSiteAttnOut));
         L.mlp->forward(c, L.ln2_out, branch_);
-        if (drop) ops.dropout(branch_, n, cfg_.dropout, c.site_seed(l, kSiteMlpOut));
-        // resid_out = resid_mid + branch, and the next block's ln_1 (or ln_f) of it
+        // resid_out = resid_mid + dropout(branch), and the next block's ln_1 (or ln_f) of it
         const NormSite next = input_norm(l + 1);
         ops.residual_layernorm_fwd(L.resid_out, next.out, next.mean, next.rstd, L.resid_mid, branch_, next.w, next.b,
-                                   BT, E);
+                                   BT, E, branch_dropout(l, kSiteMlpOut));
     }
 }
 
@@ -196,24 +197,22 @@ void GPT::backward(const StepContext& c) {
     const int BT = c.B * c.T, E = cfg_.n_embd;
     const size_t n = size_t(BT) * E;
     const bool drop = c.training && cfg_.dropout > 0.f;
-    Ten dres = d_resid_.sub(0, n), dbranch = d_branch_.sub(0, n), dln = d_ln_.sub(0, n);
-    // The gradient a residual branch sees: dres through the branch's dropout mask. Units only read
-    // it, so without dropout they read dres itself (no copy).
-    auto branch_grad = [&](int l, int site) {
-        if (!drop) return dres;
-        ops.copy(dbranch, dres);
-        ops.dropout(dbranch, n, cfg_.dropout, c.site_seed(l, site));
-        return dbranch;
+    Ten dres = d_resid_.sub(0, n), dln = d_ln_.sub(0, n);
+    // The gradient a residual branch sees is dres through the branch's dropout mask: the LayerNorm
+    // backward that finishes dres writes it into d_branch (ops.h layernorm_bwd's branch). Units only
+    // read it, so without dropout they read dres itself (no copy).
+    const Ten branch = drop ? d_branch_.sub(0, n) : Ten{}, seen = drop ? branch : dres;
+    auto branch_dropout = [&](int l, int site) {
+        return drop ? ResidualDropout{cfg_.dropout, c.site_seed(l, site)} : ResidualDropout{};
     };
 
     // The bias gradient of the projection that wrote into the residual stream point a LayerNorm
     // backward finishes (constructor): layer l's MLP after ln_1 of l + 1 (ln_f), its attention after ln_2.
-    auto proj_bias_grad = [&](const Ten& bias) {
-        return proj_bias_from_layernorm_ && bias.present() ? bias.as(Space::Grad) : Ten{};
-    };
+    auto proj_bias_grad = [&](const Ten& bias) { return bias.present() ? bias.as(Space::Grad) : Ten{}; };
     ops.zero(dres);
     ops.layernorm_bwd(dres, lnf_w_.as(Space::Grad), lnf_b_.as(Space::Grad), d_lnf_, layer_input(cfg_.n_layer),
-                      lnf_w_, lnf_mean_, lnf_rstd_, BT, E, proj_bias_grad(layers_.back().mlp->output_bias()));
+                      lnf_w_, lnf_mean_, lnf_rstd_, BT, E, proj_bias_grad(layers_.back().mlp->output_bias()), branch,
+                      branch_dropout(cfg_.n_layer - 1, kSiteMlpOut));
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
         Layer& L = layers_[l];
         // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
@@ -221,19 +220,21 @@ void GPT::backward(const StepContext& c) {
         // the mean/rstd it rewrites) are the forward's values bit for bit on a deterministic backend.
         if (ln_shared_.present())
             ops.layernorm_fwd(L.ln2_out, L.ln2_mean, L.ln2_rstd, L.resid_mid, L.ln2_w, L.ln2_b, BT, E);
-        L.mlp->backward(c, L.ln2_out, branch_grad(l, kSiteMlpOut), dln, scratch_);
+        L.mlp->backward(c, L.ln2_out, seen, dln, scratch_);
         ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
-                          L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E, proj_bias_grad(L.attn->output_bias()));
+                          L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E, proj_bias_grad(L.attn->output_bias()), branch,
+                          branch_dropout(l, kSiteAttnOut));
         // resid_mid = x + dropout(attn(ln1(x)))
         if (ln_shared_.present())
             ops.layernorm_fwd(L.ln1_out, L.ln1_mean, L.ln1_rstd, layer_input(l), L.ln1_w, L.ln1_b, BT, E);
-        L.attn->backward(c, L.ln1_out, branch_grad(l, kSiteAttnOut), dln, scratch_);
+        L.attn->backward(c, L.ln1_out, seen, dln, scratch_);
+        // Below layer 0: the previous block's MLP branch; at layer 0: the embeddings' dropout.
         ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
                           L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E,
-                          l > 0 ? proj_bias_grad(layers_[l - 1].mlp->output_bias()) : Ten{});
+                          l > 0 ? proj_bias_grad(layers_[l - 1].mlp->output_bias()) : Ten{}, branch,
+                          l > 0 ? branch_dropout(l - 1, kSiteMlpOut) : branch_dropout(cfg_.n_layer, 0));
     }
-    if (drop) ops.dropout(dres, n, cfg_.dropout, c.site_seed(cfg_.n_layer, 0));
-    ops.embedding_bwd(wte_.as(Space::Grad), wpe_.as(Space::Grad), dres, tokens_, c.B, c.T, E);
+    ops.embedding_bwd(wte_.as(Space::Grad), wpe_.as(Space::Grad), seen, tokens_, c.B, c.T, E);
 }
 
 std::vector<float> GPT::last_logits(const StepContext& c) {

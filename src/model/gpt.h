@@ -75,7 +75,6 @@ private:
     Ten wte_, wpe_, lnf_w_, lnf_b_;
     Ten tokens_, targets_, encoded_, lnf_out_, lnf_mean_, lnf_rstd_, logits_, losses_;
     Ten branch_, d_resid_, d_branch_, d_ln_, d_lnf_, scratch_;
-    bool proj_bias_from_layernorm_ = false;   // see the constructor
     Ten ln_shared_;   // train.recompute = layernorm/both: every block's ln1/ln2 output, one at a time
     int head_chunk_ = 0;   // rows of logits computed at once
 };

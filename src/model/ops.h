@@ -142,6 +142,14 @@ struct HeadCopyDims {
     int src_stride = 0, src_head_stride = 0;
 };
 
+// Residual dropout fused into the LayerNorm next to it (GPT::forward_body, GPT::backward): p = 0 is
+// none. Keep decisions are dropout()'s, dropout_keep(seed, i, p) over the flat [N, C] index i.
+struct ResidualDropout {
+    float p = 0.f;
+    uint64_t seed = 0;
+    bool on() const { return p > 0.f; }
+};
+
 class Ops {
 public:
     virtual ~Ops() = default;
@@ -212,17 +220,25 @@ public:
     virtual void layernorm_fwd(Ten out, Ten mean, Ten rstd, Ten in, Ten w, Ten b, int N, int C) = 0;
     // The pre-LN block's residual add and the next LayerNorm in one pass: out_sum = a + b (the
     // residual stream, kept for backward), then layernorm_fwd(out, mean, rstd, out_sum, w, bias).
-    // Bit-identical to those two calls, which are the default; CUDA fuses them (one read of a, b).
+    // With drop on, b (a branch's output) goes through dropout(b, N C, drop.p, drop.seed) first, and
+    // its contents afterwards are unspecified (the default drops it in place; CUDA leaves it).
+    // Bit-identical to those calls, which are the default; CUDA fuses them (one read of a, b).
     virtual void residual_layernorm_fwd(Ten out_sum, Ten out, Ten mean, Ten rstd, Ten a, Ten b, Ten w, Ten bias,
-                                        int N, int C) {
+                                        int N, int C, const ResidualDropout& drop = {}) {
+        if (drop.on()) dropout(b, size_t(N) * C, drop.p, drop.seed);
         add(out_sum, a, b, size_t(N) * C);
         layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C);
     }
     // din += ..., dw += ..., db += ...; if present, dsum[C] += the column sums of din after the add.
     // din is then the whole gradient of a residual stream point, so dsum is the bias gradient of the
     // output projection that wrote into that point (GPT::backward; no second pass over din).
+    // With branch present: branch = din after the add, through dropout(branch, N C, drop.p,
+    // drop.seed) (drop on): the gradient the dropped-out branch that wrote into this point sees; dsum
+    // then sums branch's columns (that branch's output bias gradient) instead of din's. Bit-identical
+    // to copy + dropout; CUDA writes branch from the same pass.
     virtual void layernorm_bwd(Ten din, Ten dw, Ten db, Ten dout, Ten in, Ten w, Ten mean,
-                               Ten rstd, int N, int C, Ten dsum = {}) = 0;
+                               Ten rstd, int N, int C, Ten dsum = {}, Ten branch = {},
+                               const ResidualDropout& drop = {}) = 0;
 
     // out[M,N] = in[M,K] . w[N,K]^T (+ bias[N]); if gelu_out is present, also
     // gelu_out = GELU(out) (fused epilogue; out keeps the pre-activation for backward).

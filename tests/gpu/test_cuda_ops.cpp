@@ -32,6 +32,30 @@ std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
 bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
+
+// A LayerNorm's rows on both backends: input (offset, so the mean matters), weight, bias and the
+// forward's statistics, plus the buffers a backward check needs. Seeds seed, seed + 1, seed + 2.
+struct LayerNormRows {
+    int N, C;
+    size_t NC = size_t(N) * C;
+    Pair p;
+    Ten in = p.reserve(Space::Act, NC), out = p.reserve(Space::Act, NC);
+    Ten din = p.reserve(Space::Act, NC), dout = p.reserve(Space::Act, NC);
+    Ten branch = p.reserve(Space::Act, NC), branch2 = p.reserve(Space::Act, NC);
+    Ten mean = p.reserve(Space::Stat, N), rstd = p.reserve(Space::Stat, N);
+    Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C), sum = p.reserve(Space::Param, C);
+    Ten dw = w.as(Space::Grad), dsum = sum.as(Space::Grad);
+
+    LayerNormRows(int n, int c, uint64_t seed) : N(n), C(c) {
+        p.allocate();
+        auto x = randn(NC, seed);
+        for (auto& v : x) v = gputest::round_bf16(v * 2.f + 0.5f);
+        p.set(in, x);
+        p.set(w, randn(C, seed + 1, 0.5f));
+        p.set(b, randn(C, seed + 2, 0.5f));
+        p.run([&](Ops& o) { o.layernorm_fwd(out, mean, rstd, in, w, b, N, C); });
+    }
+};
 }  // namespace
 
 TEST_CASE("cuda: embedding forward and deterministic backward match the CPU") {
@@ -133,21 +157,12 @@ TEST_CASE("cuda: layernorm backward, fused and two-kernel paths: CPU match, same
         CAPTURE(k.N);
         CAPTURE(k.C);
         CAPTURE(k.db);
-        const int N = k.N, C = k.C;
-        const size_t NC = size_t(N) * C;
-        Pair p;
-        Ten in = p.reserve(Space::Act, NC), out = p.reserve(Space::Act, NC);
-        Ten din = p.reserve(Space::Act, NC), dout = p.reserve(Space::Act, NC);
-        Ten mean = p.reserve(Space::Stat, N), rstd = p.reserve(Space::Stat, N);
-        Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C), sum = p.reserve(Space::Param, C);
-        p.allocate();
-        const Ten dw = w.as(Space::Grad), db = k.db ? b.as(Space::Grad) : Ten{}, dsum = sum.as(Space::Grad);
-        auto x = randn(NC, 40);
-        for (auto& v : x) v = gputest::round_bf16(v * 2.f + 0.5f);
-        p.set(in, x);
-        p.set(w, randn(C, 41, 0.5f));
-        p.set(b, randn(C, 42, 0.5f));
-        p.run([&](Ops& o) { o.layernorm_fwd(out, mean, rstd, in, w, b, N, C); });
+        LayerNormRows r(k.N, k.C, 40);
+        const int N = r.N, C = r.C;
+        const size_t NC = r.NC;
+        Pair& p = r.p;
+        const Ten in = r.in, din = r.din, dout = r.dout, mean = r.mean, rstd = r.rstd, w = r.w, b = r.b;
+        const Ten dw = r.dw, db = k.db ? b.as(Space::Grad) : Ten{}, dsum = r.dsum;
         CHECK(p.err(mean) <= 1e-5);
         CHECK(p.err(rstd) <= 1e-5);
 
@@ -206,14 +221,19 @@ TEST_CASE("cuda: layernorm backward, fused and two-kernel paths: CPU match, same
 TEST_CASE("cuda: residual add + layernorm (fused) matches the CPU and equals add + layernorm_fwd bit for bit") {
     GPT_REQUIRE_GPU();
     // C = 768, 1024: the fused kernel (three and four channel groups per lane in registers), with
-    // and without a bias; C = 100 (not a multiple of 8): the fallback to the two kernels.
+    // and without a bias; C = 100 (not a multiple of 8): the fallback to the two kernels. With the
+    // branch's residual dropout (p = 0.1, as the ablation): the same against dropout + add + layernorm.
     struct Case {
         int C;
         bool bias;
+        float p;
     };
-    for (const Case k : {Case{768, true}, Case{1024, true}, Case{768, false}, Case{100, true}}) {
+    for (const Case k : {Case{768, true, 0.f}, Case{1024, true, 0.f}, Case{768, false, 0.f}, Case{100, true, 0.f},
+                         Case{768, true, 0.1f}, Case{1024, true, 0.1f}, Case{100, true, 0.1f}}) {
         CAPTURE(k.C);
         CAPTURE(k.bias);
+        CAPTURE(k.p);
+        const ResidualDropout drop{k.p, 0x5eed1234abcdull};
         const int N = 67, C = k.C;
         const size_t NC = size_t(N) * C;
         Pair p;
@@ -227,12 +247,20 @@ TEST_CASE("cuda: residual add + layernorm (fused) matches the CPU and equals add
         // A residual stream with an offset (so the mean matters) plus a smaller branch.
         auto x = randn(NC, 30);
         for (auto& v : x) v = gputest::round_bf16(v * 2.f + 0.5f);
+        const auto b0 = randn(NC, 31, 0.5f);
         p.set(a, x);
-        p.set(b, randn(NC, 31, 0.5f));
+        p.set(b, b0);
         p.set(w, randn(C, 32, 0.5f));
         if (k.bias) p.set(bias, randn(C, 33, 0.5f));
         for (Ten t : {sum, out, mean, rstd}) p.poison(t);
-        p.run([&](Ops& o) { o.residual_layernorm_fwd(sum, out, mean, rstd, a, b, w, bias, N, C); });
+        p.run([&](Ops& o) { o.residual_layernorm_fwd(sum, out, mean, rstd, a, b, w, bias, N, C, drop); });
+        if (drop.on()) {   // the CPU dropped b in place: about p of it is zero (a mask was applied)
+            const auto dropped = Pair::get(*p.cpu, b);
+            const double zeros = double(std::count(dropped.begin(), dropped.end(), 0.f)) / double(NC);
+            CHECK(zeros > 0.06);
+            CHECK(zeros < 0.14);
+        }
+        // A mask other than the CPU's would be off by ~10% of the branch: far over the tolerance.
         CHECK(p.err(sum) <= kBf16Tol);
         CHECK(p.err(out) <= kBf16Tol);
         // The CPU normalises the fp32 sum, the GPU the bf16-rounded one (as add + layernorm_fwd):
@@ -240,7 +268,9 @@ TEST_CASE("cuda: residual add + layernorm (fused) matches the CPU and equals add
         CHECK(p.err(mean) <= 2e-3);
         CHECK(p.err(rstd) <= 2e-3);
 
-        // The two calls it replaces, on the GPU: the same bits in all four outputs.
+        // The calls it replaces, on the GPU from the same branch: the same bits in all four outputs.
+        p.set(b, b0);
+        if (drop.on()) p.gpu->dropout(b, NC, drop.p, drop.seed);
         p.gpu->add(sum2, a, b, NC);
         p.gpu->layernorm_fwd(out2, mean2, rstd2, sum2, w, bias, N, C);
         p.gpu->synchronize();
@@ -248,6 +278,91 @@ TEST_CASE("cuda: residual add + layernorm (fused) matches the CPU and equals add
         CHECK(bit_equal(Pair::get(*p.gpu, out), Pair::get(*p.gpu, out2)));
         CHECK(bit_equal(Pair::get(*p.gpu, mean), Pair::get(*p.gpu, mean2)));
         CHECK(bit_equal(Pair::get(*p.gpu, rstd), Pair::get(*p.gpu, rstd2)));
+    }
+}
+
+TEST_CASE("cuda: residual dropout inside the LayerNorm backward matches the CPU and equals copy + dropout bit for bit") {
+    GPT_REQUIRE_GPU();
+    // The block's residual dropout runs in the LayerNorm backward that finishes the residual gradient:
+    // the branch's gradient and its column sums (the output projection's bias gradient); its forward
+    // half is in the residual add + layernorm case above. p = 0.1 as the ablation.
+    const float P = 0.1f;
+    const uint64_t seed = 0x5eed1234abcdull;
+    const ResidualDropout drop{P, seed};
+
+    SUBCASE("backward: the branch's gradient and its column sums; C = 768 fused with the sums, 1024 fused "
+            "without them, 1536 the two-pass path") {
+        struct Case {
+            int N, C;
+        };
+        for (const Case k : {Case{203, 768}, Case{2113, 768}, Case{203, 1024}, Case{203, 1536}}) {
+            CAPTURE(k.N);
+            CAPTURE(k.C);
+            LayerNormRows r(k.N, k.C, 70);
+            Pair& p = r.p;
+            const int N = r.N, C = r.C;
+            const Ten dw = r.dw, db = r.b.as(Space::Grad);
+            const auto din0 = randn(r.NC, 73), dw0 = randn(C, 74), db0 = randn(C, 75), dsum0 = randn(C, 76);
+            p.set(r.dout, randn(r.NC, 77));
+            std::vector<float> first_branch;
+            for (int rep = 0; rep < 2; ++rep) {
+                p.set(r.din, din0);
+                p.set(dw, dw0);
+                p.set(db, db0);
+                p.set(r.dsum, dsum0);
+                p.poison(r.branch);
+                p.run([&](Ops& o) {
+                    o.layernorm_bwd(r.din, dw, db, r.dout, r.in, r.w, r.mean, r.rstd, N, C, r.dsum, r.branch, drop);
+                });
+                CHECK(p.err(r.din) <= kBf16Tol);
+                CHECK(p.err(dw) <= kBf16Tol);
+                CHECK(p.err(db) <= kBf16Tol);
+                CHECK(p.err(r.branch) <= kBf16Tol);
+                CHECK(p.err(r.dsum) <= kBf16Tol);
+                const auto gb = Pair::get(*p.gpu, r.branch);
+                if (rep == 0) first_branch = gb;
+                else CHECK(bit_equal(first_branch, gb));   // deterministic
+            }
+            const auto cpu_branch = Pair::get(*p.cpu, r.branch);
+            const double zeros = double(std::count(cpu_branch.begin(), cpu_branch.end(), 0.f)) / double(r.NC);
+            CHECK(zeros > 0.06);
+            CHECK(zeros < 0.14);
+            // dsum took the branch's columns, not din's: the difference is the dropped part's sums.
+            {
+                const auto gd = Pair::get(*p.gpu, r.dsum), gin = Pair::get(*p.gpu, r.din);
+                double off_branch = 0, off_din = 0, norm = 0;
+                for (int c = 0; c < C; ++c) {
+                    double sb = dsum0[c], sd = dsum0[c];
+                    for (int row = 0; row < N; ++row) {
+                        sb += first_branch[size_t(row) * C + c];
+                        sd += gin[size_t(row) * C + c];
+                    }
+                    off_branch += (gd[c] - sb) * (gd[c] - sb);
+                    off_din += (gd[c] - sd) * (gd[c] - sd);
+                    norm += sb * sb;
+                }
+                CHECK(std::sqrt(off_branch / norm) <= 1e-5);
+                CHECK(std::sqrt(off_din / norm) > 1e-2);
+            }
+            // copy + dropout on the GPU's din: the same bits as the fused branch; din, dw, db as without.
+            const auto fused_din = Pair::get(*p.gpu, r.din), fused_dw = Pair::get(*p.gpu, dw);
+            p.set(r.din, din0);
+            p.set(dw, dw0);
+            p.set(db, db0);
+            p.gpu->layernorm_bwd(r.din, dw, db, r.dout, r.in, r.w, r.mean, r.rstd, N, C);
+            p.gpu->copy(r.branch2, r.din);
+            p.gpu->dropout(r.branch2, r.NC, P, seed);
+            p.gpu->synchronize();
+            CHECK(bit_equal(fused_din, Pair::get(*p.gpu, r.din)));
+            CHECK(bit_equal(fused_dw, Pair::get(*p.gpu, dw)));
+            CHECK(bit_equal(first_branch, Pair::get(*p.gpu, r.branch2)));
+            // p = 0: the branch is din itself.
+            p.set(r.din, din0);
+            p.gpu->layernorm_bwd(r.din, dw, db, r.dout, r.in, r.w, r.mean, r.rstd, N, C, Ten{}, r.branch,
+                                 ResidualDropout{});
+            p.gpu->synchronize();
+            CHECK(bit_equal(Pair::get(*p.gpu, r.din), Pair::get(*p.gpu, r.branch)));
+        }
     }
 }
 
