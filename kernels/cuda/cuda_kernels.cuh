@@ -35,15 +35,19 @@ void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView
                    cudaStream_t s);
 // out_sum = a + dropout(b) (drop_p > 0: dropout's keep decisions and bf16 rounding; b is left as
 // it is), then layernorm_fwd of out_sum, bit for bit, in one kernel where the row fits in registers
-// (bf16 rows, C % 8 == 0, C <= 2048); otherwise dropout, add and layernorm_fwd themselves.
+// (bf16 rows, C % 8 == 0, C <= 2048); otherwise dropout, add and layernorm_fwd themselves. keep
+// (optional, ceil(N C / 8) bytes): the decisions, bit i % 8 of byte i / 8, for layernorm_bwd.
 void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
-                            TView bias, int N, int C, cudaStream_t s, float drop_p = 0.f, uint64_t drop_seed = 0);
+                            TView bias, int N, int C, cudaStream_t s, float drop_p = 0.f, uint64_t drop_seed = 0,
+                            uint8_t* keep = nullptr);
 size_t layernorm_bwd_scratch(int N, int C);
 // dsum (optional): += the column sums of din after the update; branch (optional): = din after the
-// update through dropout(drop_p, drop_seed), and dsum then sums branch (ops.h layernorm_bwd).
+// update through dropout(drop_p, drop_seed), and dsum then sums branch (ops.h layernorm_bwd); keep
+// (optional): the forward's record of those decisions, read instead of drawing them again.
 void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    const float* mean, const float* rstd, int N, int C, float* partial,
-                   cudaStream_t s, TView dsum = {}, TView branch = {}, float drop_p = 0.f, uint64_t drop_seed = 0);
+                   cudaStream_t s, TView dsum = {}, TView branch = {}, float drop_p = 0.f, uint64_t drop_seed = 0,
+                   const uint8_t* keep = nullptr);
 
 // classifier.cu
 void classifier(float* losses, TView logits, const int32_t* targets, int N, int V, int Vp,

@@ -275,7 +275,7 @@ public:
             stat(mean, N, "residual_layernorm_fwd", "mean"), stat(rstd, N, "residual_layernorm_fwd", "rstd"),
             view(a, NC, "residual_layernorm_fwd", "a"), view(b, NC, "residual_layernorm_fwd", "b"),
             view(w, C, "residual_layernorm_fwd", "w"), view_opt(bias, C, "residual_layernorm_fwd", "bias"), N, C,
-            stream_, drop.p, drop.seed);
+            stream_, drop.p, drop.seed, keep_bits(drop, NC, "residual_layernorm_fwd"));
         param_touched(out_sum.sub(0, NC));   // as add: a Param sum refreshes its bf16 copy
     }
 
@@ -291,7 +291,14 @@ public:
                             view(w, C, "layernorm_bwd", "w"), stat(mean, N, "layernorm_bwd", "mean"),
                             stat(rstd, N, "layernorm_bwd", "rstd"), N, C, partial, stream_,
                             view_opt(dsum, C, "layernorm_bwd", "dsum"), view_opt(branch, NC, "layernorm_bwd", "branch"),
-                            drop.p, drop.seed);
+                            drop.p, drop.seed, branch.present() ? keep_bits(drop, NC, "layernorm_bwd") : nullptr);
+    }
+    // ResidualDropout::keep as bytes (eight decisions each), or nullptr when absent or p = 0.
+    uint8_t* keep_bits(const ResidualDropout& d, size_t n, const char* op) const {
+        if (!d.on() || !d.keep.present()) return nullptr;
+        GPT_CHECK(d.keep.space == Space::Index, std::string("cuda-bf16 ") + op + ": the dropout's keep bits must be in Index space");
+        check_range(d.keep, (n + 31) / 32, op, "keep");
+        return static_cast<uint8_t*>(raw(d.keep).p);
     }
 
     void matmul_fwd(Ten out, Ten in, Ten w, Ten bias, int M, int K, int N, Ten gelu_out) override {

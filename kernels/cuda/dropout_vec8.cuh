@@ -27,12 +27,23 @@ inline DropoutArgs dropout_args(float p, uint64_t seed) {
     return a;
 }
 
-// Elements [8 g, 8 g + 8) of the flat tensor: draws 2 g and 2 g + 1, four decisions each; kept values
-// times keep_scale (fp32, not yet rounded: storing them rounds as dropout's own store does).
-__device__ __forceinline__ void dropout_f8(F8& v, size_t g, const DropoutArgs& d) {
+// The keep decisions of elements [8 g, 8 g + 8) of the flat tensor (draws 2 g and 2 g + 1, four
+// decisions each) as the bits of a byte: bit j for element 8 g + j (ResidualDropout::keep's layout).
+__device__ __forceinline__ uint32_t dropout_keep_bits(size_t g, const DropoutArgs& d) {
     const uint64_t draws[2] = {dropout_draw(d.seed, 2 * g), dropout_draw(d.seed, 2 * g + 1)};
+    uint32_t bits = 0;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v.v[j] = dropout_lane_keeps(draws[j >> 2], j & 3, d.threshold) ? v.v[j] * d.keep_scale : 0.f;
+    for (int j = 0; j < 8; ++j) bits |= uint32_t(dropout_lane_keeps(draws[j >> 2], j & 3, d.threshold)) << j;
+    return bits;
+}
+// Kept values times keep_scale, the others 0 (fp32, not yet rounded: storing them rounds as
+// dropout's own store does).
+__device__ __forceinline__ void apply_keep_bits(F8& v, uint32_t bits, float keep_scale) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v.v[j] = (bits >> j) & 1u ? v.v[j] * keep_scale : 0.f;
+}
+__device__ __forceinline__ void dropout_f8(F8& v, size_t g, const DropoutArgs& d) {
+    apply_keep_bits(v, dropout_keep_bits(g, d), d.keep_scale);
 }
 
 }  // namespace gpt::cuda

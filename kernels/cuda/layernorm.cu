@@ -191,13 +191,13 @@ __device__ __forceinline__ F8 store_rounded_bf16x8(__nv_bfloat16* p, const F8& s
     return r;
 }
 
-// With drop.on, b's eight values go through dropout_f8 and are rounded to bf16 first: what the
-// dropout kernel would have stored into b for add to read.
+// With drop.on, b's eight values go through the dropout and are rounded to bf16 first: what the
+// dropout kernel would have stored into b for add to read; keep (optional) records the decisions.
 template <int kVecs>
 __global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __nv_bfloat16* out, float* mean,
                                                      float* rstd, const __nv_bfloat16* a, const __nv_bfloat16* b,
                                                      const float* w, const float* bias, int N, int C,
-                                                     DropoutArgs drop) {
+                                                     DropoutArgs drop, uint8_t* keep) {
     const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const size_t base = size_t(row) * C;
@@ -210,7 +210,9 @@ __global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __n
         const F8 u = load_bf16x8(a + base + c);
         F8 v = load_bf16x8(b + base + c);
         if (drop.on) {
-            dropout_f8(v, (base + c) / 8, drop);
+            const uint32_t bits = dropout_keep_bits((base + c) / 8, drop);
+            if (keep) keep[(base + c) / 8] = uint8_t(bits);
+            apply_keep_bits(v, bits, drop.keep_scale);
             v = bf16x8_to_f8(pack_bf16x8(v));
         }
         F8 s;
@@ -240,16 +242,25 @@ __global__ void residual_layernorm_fwd_bf16x8_kernel(__nv_bfloat16* out_sum, __n
 template <int kVecs>
 void launch_residual_layernorm_fwd(int vecs, __nv_bfloat16* out_sum, __nv_bfloat16* out, float* mean, float* rstd,
                                    const __nv_bfloat16* a, const __nv_bfloat16* b, const float* w, const float* bias,
-                                   int N, int C, const DropoutArgs& drop, cudaStream_t s) {
+                                   int N, int C, const DropoutArgs& drop, uint8_t* keep, cudaStream_t s) {
     if constexpr (kVecs < kResidualMaxVecs) {
         if (vecs > kVecs) {
-            launch_residual_layernorm_fwd<kVecs + 1>(vecs, out_sum, out, mean, rstd, a, b, w, bias, N, C, drop, s);
+            launch_residual_layernorm_fwd<kVecs + 1>(vecs, out_sum, out, mean, rstd, a, b, w, bias, N, C, drop, keep,
+                                                     s);
             return;
         }
     }
     residual_layernorm_fwd_bf16x8_kernel<kVecs><<<(N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(
-        out_sum, out, mean, rstd, a, b, w, bias, N, C, drop);
+        out_sum, out, mean, rstd, a, b, w, bias, N, C, drop, keep);
     GPT_CUDA_LAUNCHED("residual_layernorm_fwd_bf16x8_kernel");
+}
+
+// The keep decisions alone, one byte per eight elements (the forward's record where the fused kernel
+// does not run, so a backward that reads it finds it written).
+__global__ void dropout_keep_bits_kernel(uint8_t* keep, size_t n, DropoutArgs drop) {
+    const size_t g = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+    if (8 * g >= n) return;
+    keep[g] = uint8_t(dropout_keep_bits(g, drop));
 }
 
 // The backward's per-element arithmetic, shared so that the din-only and the fused kernel give the
@@ -333,13 +344,18 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
 // need no spills; C = 768: four (64 registers), so the 512 chunks of a 32768-row call run in one
 // wave on an H100's 132 SMs.
 constexpr int bwd_fused_min_blocks(int vecs) { return vecs == 1 ? 3 : vecs <= 3 ? 4 : 2; }
+// Writing the branch's gradient too (kBranch) keeps more values live: at four blocks (64 registers)
+// C = 768 spilled ~140 bytes, so three blocks (85 registers) there.
 // kSum: also the column sums of din's new rows (as stored, bf16), as a third partial section.
-// kBranch: also branch = din's new rows (as stored) through dropout_f8 with `drop`, rounded as the
-// dropout kernel stores them; the third section then sums branch instead of din.
+// kBranch: also branch = din's new rows (as stored) through the dropout `drop` with the decisions
+// the forward recorded in keep (required when drop.on: drawing them here again spilled registers),
+// rounded as the dropout kernel stores them; the third section then sums branch instead of din.
 template <int kVecs, bool kSum, bool kBranch>
-__global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) layernorm_bwd_fused_bf16x8_kernel(
+__global__ void __launch_bounds__(32 * kWarps, kBranch && kVecs <= 3 ? 3 : bwd_fused_min_blocks(kVecs))
+    layernorm_bwd_fused_bf16x8_kernel(
     __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
-    const float* mean, const float* rstd, int N, int C, int chunks, __nv_bfloat16* branch, DropoutArgs drop) {
+    const float* mean, const float* rstd, int N, int C, int chunks, __nv_bfloat16* branch, DropoutArgs drop,
+    const uint8_t* keep) {
     constexpr int kWidth = 8 * 32 * kVecs;
     __shared__ __align__(16) __nv_bfloat16 tile_g[kWarps][kWidth];   // the tile's rows of dout
     __shared__ __align__(16) __nv_bfloat16 tile_x[kWarps][kWidth];   // and of in
@@ -394,7 +410,7 @@ __global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs)) laye
                 *reinterpret_cast<uint4*>(din + base + c) = packed;
                 if constexpr (kBranch) {
                     F8 bv = bf16x8_to_f8(packed);
-                    if (drop.on) dropout_f8(bv, (base + c) / 8, drop);
+                    if (drop.on) apply_keep_bits(bv, keep[(base + c) / 8], drop.keep_scale);   // the forward's record
                     const uint4 bpacked = pack_bf16x8(bv);
                     *reinterpret_cast<uint4*>(branch + base + c) = bpacked;
                     if constexpr (kSum) *reinterpret_cast<uint4*>(&tile_d[warp][c]) = bpacked;
@@ -437,16 +453,17 @@ constexpr int kBwdFusedMaxVecs = 5, kBwdFusedSumMaxVecs = 3;
 template <int kVecs, bool kSum, bool kBranch>
 void launch_layernorm_bwd_fused(int vecs, __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout,
                                 const __nv_bfloat16* in, const float* w, const float* mean, const float* rstd, int N,
-                                int C, int chunks, __nv_bfloat16* branch, const DropoutArgs& drop, cudaStream_t s) {
+                                int C, int chunks, __nv_bfloat16* branch, const DropoutArgs& drop,
+                                const uint8_t* keep, cudaStream_t s) {
     if constexpr (kVecs < (kSum ? kBwdFusedSumMaxVecs : kBwdFusedMaxVecs)) {
         if (vecs > kVecs) {
             launch_layernorm_bwd_fused<kVecs + 1, kSum, kBranch>(vecs, din, partial, dout, in, w, mean, rstd, N, C,
-                                                                 chunks, branch, drop, s);
+                                                                 chunks, branch, drop, keep, s);
             return;
         }
     }
     layernorm_bwd_fused_bf16x8_kernel<kVecs, kSum, kBranch><<<chunks, 32 * kWarps, 0, s>>>(
-        din, partial, dout, in, w, mean, rstd, N, C, chunks, branch, drop);
+        din, partial, dout, in, w, mean, rstd, N, C, chunks, branch, drop, keep);
     GPT_CUDA_LAUNCHED("layernorm_bwd_fused_bf16x8_kernel");
 }
 
@@ -478,18 +495,27 @@ void layernorm_fwd(TView out, float* mean, float* rstd, TView in, TView w, TView
 }
 
 void residual_layernorm_fwd(TView out_sum, TView out, float* mean, float* rstd, TView a, TView b, TView w,
-                            TView bias, int N, int C, cudaStream_t s, float drop_p, uint64_t drop_seed) {
+                            TView bias, int N, int C, cudaStream_t s, float drop_p, uint64_t drop_seed,
+                            uint8_t* keep) {
     if (N == 0) return;
+    const DropoutArgs drop = dropout_args(drop_p, drop_seed);
+    if (!drop.on) keep = nullptr;
     const int vecs = (C + 8 * 32 - 1) / (8 * 32);
     if (C % 8 == 0 && vecs <= kResidualMaxVecs && is_bf16x8(out_sum) && is_bf16x8(out) && is_bf16x8(a) &&
         is_bf16x8(b) && is_f32x8(w) && (!bias.p || is_f32x8(bias))) {
         launch_residual_layernorm_fwd<1>(vecs, bf16_ptr(out_sum), bf16_ptr(out), mean, rstd, bf16_ptr(a),
-                                         bf16_ptr(b), f32_ptr(w), bias.p ? f32_ptr(bias) : nullptr, N, C,
-                                         dropout_args(drop_p, drop_seed), s);
+                                         bf16_ptr(b), f32_ptr(w), bias.p ? f32_ptr(bias) : nullptr, N, C, drop, keep,
+                                         s);
         return;
     }
     // Other types, shapes and alignments: the calls themselves (same results, more passes).
-    dropout(b, size_t(N) * C, drop_p, drop_seed, s);
+    const size_t n = size_t(N) * C;
+    if (keep) {
+        const size_t groups = (n + 7) / 8;
+        dropout_keep_bits_kernel<<<unsigned((groups + 255) / 256), 256, 0, s>>>(keep, n, drop);
+        GPT_CUDA_LAUNCHED("dropout_keep_bits_kernel");
+    }
+    dropout(b, n, drop_p, drop_seed, s);
     add(out_sum, a, b, size_t(N) * C, s);
     layernorm_fwd(out, mean, rstd, out_sum, w, bias, N, C, s);
 }
@@ -534,7 +560,8 @@ void layernorm_bwd_two_pass(TView din, TView dw, TView db, TView dout, TView in,
 
 void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
                    const float* mean, const float* rstd, int N, int C, float* partial,
-                   cudaStream_t s, TView dsum, TView branch, float drop_p, uint64_t drop_seed) {
+                   cudaStream_t s, TView dsum, TView branch, float drop_p, uint64_t drop_seed,
+                   const uint8_t* keep) {
     if (N == 0) return;
     GPT_CHECK((!dsum.p && !branch.p) || din.p,
               "cuda-bf16 layernorm_bwd: dsum and branch are taken from din, so din is required");
@@ -544,13 +571,18 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
     const DropoutArgs drop = dropout_args(drop_p, drop_seed);
     // The gradient dsum sums: the branch's when there is one (ops.h).
     const TView summed = branch.p ? branch : din;
+    // The fused kernel writes the branch from the forward's record of the decisions; without one
+    // (the embeddings' dropout) the branch is copy + dropout after it, as on the other paths.
+    const bool branch_fused = branch.p && (!drop.on || keep);
+    bool branch_written = false;
     if (fast && din.p && dw.p && vecs <= kBwdFusedMaxVecs && !bwd_split()) {   // one pass over dout and in
-        const bool sum_fused = dsum.p && vecs <= kBwdFusedSumMaxVecs;
-        __nv_bfloat16* const br = branch.p ? bf16_ptr(branch) : nullptr;
+        const bool sum_fused = dsum.p && vecs <= kBwdFusedSumMaxVecs && (branch_fused || !branch.p);
+        __nv_bfloat16* const br = branch_fused ? bf16_ptr(branch) : nullptr;
+        branch_written = br != nullptr;
         auto launch = [&](auto sum, auto to_branch) {
             launch_layernorm_bwd_fused<1, decltype(sum)::value, decltype(to_branch)::value>(
                 vecs, bf16_ptr(din), partial, bf16_ptr(dout), bf16_ptr(in), f32_ptr(w), mean, rstd, N, C, chunks, br,
-                drop, s);
+                drop, keep, s);
         };
         using Yes = std::true_type;
         using No = std::false_type;
@@ -560,10 +592,10 @@ void layernorm_bwd(TView din, TView dw, TView db, TView dout, TView in, TView w,
         if (sum_fused) return;
     } else {
         layernorm_bwd_two_pass(din, dw, db, dout, in, w, mean, rstd, N, C, partial, fast, s);
-        if (branch.p) {   // copy + dropout, as ops.h composes them
-            convert(branch, din, size_t(N) * C, s);
-            dropout(branch, size_t(N) * C, drop_p, drop_seed, s);
-        }
+    }
+    if (branch.p && !branch_written) {   // copy + dropout, as ops.h composes them
+        convert(branch, din, size_t(N) * C, s);
+        dropout(branch, size_t(N) * C, drop_p, drop_seed, s);
     }
     if (dsum.p) colsum_add(dsum, summed, N, C, partial, s);   // one more pass
 }

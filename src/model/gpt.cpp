@@ -77,6 +77,10 @@ GPT::GPT(const ModelConfig& cfg, int maxB, int maxT, Recompute recompute)
         L.ln2_rstd = acts_.add(Space::Stat, BT, "layernorm", pre + "ln2_rstd");
         L.mlp->plan(acts_, maxB, maxT);
         L.resid_out = acts_.add(Space::Act, BTE, "residual", pre + "resid_out");
+        if (cfg.dropout > 0.f) {   // one bit per element, kept from the forward for the backward
+            L.attn_keep = acts_.add(Space::Index, (BTE + 31) / 32, "residual", pre + "attn_dropout_keep");
+            L.mlp_keep = acts_.add(Space::Index, (BTE + 31) / 32, "residual", pre + "mlp_dropout_keep");
+        }
         scratch = std::max({scratch, L.attn->grad_scratch_elems(maxB, maxT),
                             L.mlp->grad_scratch_elems(maxB, maxT)});
     }
@@ -129,15 +133,25 @@ void GPT::set_batch(Ops& ops, const int32_t* inputs, const int32_t* targets, int
 
 Ten GPT::layer_input(int l) const { return l == 0 ? encoded_ : layers_[l - 1].resid_out; }
 
+// The residual dropout of layer l's branch `site` (off outside training or at p = 0), with the keep
+// bits its forward records and its backward reads; the embeddings' (l = n_layer) keeps none.
+ResidualDropout GPT::residual_dropout(const StepContext& c, int l, int site) const {
+    if (!c.training || cfg_.dropout <= 0.f) return {};
+    ResidualDropout d{cfg_.dropout, c.site_seed(l, site), {}};
+    if (l < cfg_.n_layer) {
+        const Ten keep = site == kSiteAttnOut ? layers_[l].attn_keep : layers_[l].mlp_keep;
+        d.keep = keep.sub(0, (size_t(c.B) * c.T * cfg_.n_embd + 31) / 32);
+    }
+    return d;
+}
+
 void GPT::forward_body(const StepContext& c) {
     Ops& ops = *c.ops;
     const int BT = c.B * c.T, E = cfg_.n_embd;
     const size_t n = size_t(BT) * E;
     const bool drop = c.training && cfg_.dropout > 0.f;
     // A branch's dropout runs inside the residual add + LayerNorm that reads the branch.
-    auto branch_dropout = [&](int l, int site) {
-        return drop ? ResidualDropout{cfg_.dropout, c.site_seed(l, site)} : ResidualDropout{};
-    };
+    auto branch_dropout = [&](int l, int site) { return residual_dropout(c, l, site); };
 
     // The LayerNorm that reads block l's input: its ln_1, or ln_f for l == n_layer. Each residual
     // add runs fused with the LayerNorm after it (residual_layernorm_fwd, bit-identical to add +
@@ -202,9 +216,7 @@ void GPT::backward(const StepContext& c) {
     // backward that finishes dres writes it into d_branch (ops.h layernorm_bwd's branch). Units only
     // read it, so without dropout they read dres itself (no copy).
     const Ten branch = drop ? d_branch_.sub(0, n) : Ten{}, seen = drop ? branch : dres;
-    auto branch_dropout = [&](int l, int site) {
-        return drop ? ResidualDropout{cfg_.dropout, c.site_seed(l, site)} : ResidualDropout{};
-    };
+    auto branch_dropout = [&](int l, int site) { return residual_dropout(c, l, site); };
 
     // The bias gradient of the projection that wrote into the residual stream point a LayerNorm
     // backward finishes (constructor): layer l's MLP after ln_1 of l + 1 (ln_f), its attention after ln_2.

@@ -57,10 +57,12 @@ private:
     struct Layer {
         Ten ln1_w, ln1_b, ln2_w, ln2_b;
         Ten ln1_out, ln1_mean, ln1_rstd, resid_mid, ln2_out, ln2_mean, ln2_rstd, resid_out;
+        Ten attn_keep, mlp_keep;   // the branches' residual dropout decisions (ResidualDropout::keep)
         std::unique_ptr<AttentionUnit> attn;
         std::unique_ptr<MlpUnit> mlp;
     };
     Ten layer_input(int l) const;
+    ResidualDropout residual_dropout(const StepContext& c, int l, int site) const;
     void forward_body(const StepContext& c);   // embeddings through ln_f
     void run_head(const StepContext& c, float dloss);
 

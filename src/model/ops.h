@@ -144,9 +144,13 @@ struct HeadCopyDims {
 
 // Residual dropout fused into the LayerNorm next to it (GPT::forward_body, GPT::backward): p = 0 is
 // none. Keep decisions are dropout()'s, dropout_keep(seed, i, p) over the flat [N, C] index i.
+// keep (optional; Index space, >= ceil(N C / 32) elements): the forward records the decisions there
+// (bit i % 8 of byte i / 8), and the backward with the same p, seed and keep reads them instead of
+// drawing again. A backend may ignore it and draw again (the CPU does): the decisions are the same.
 struct ResidualDropout {
     float p = 0.f;
     uint64_t seed = 0;
+    Ten keep;
     bool on() const { return p > 0.f; }
 };
 

@@ -45,6 +45,11 @@ struct LayerNormRows {
     Ten mean = p.reserve(Space::Stat, N), rstd = p.reserve(Space::Stat, N);
     Ten w = p.reserve(Space::Param, C), b = p.reserve(Space::Param, C), sum = p.reserve(Space::Param, C);
     Ten dw = w.as(Space::Grad), dsum = sum.as(Space::Grad);
+    // A forward's residual dropout record (ResidualDropout::keep), its statistics, and one more row
+    // of room for a misaligned view.
+    Ten keep = p.reserve(Space::Index, (NC + 31) / 32);
+    Ten mean2 = p.reserve(Space::Stat, N), rstd2 = p.reserve(Space::Stat, N);
+    Ten spare = p.reserve(Space::Act, NC + 8);
 
     LayerNormRows(int n, int c, uint64_t seed) : N(n), C(c) {
         p.allocate();
@@ -233,7 +238,7 @@ TEST_CASE("cuda: residual add + layernorm (fused) matches the CPU and equals add
         CAPTURE(k.C);
         CAPTURE(k.bias);
         CAPTURE(k.p);
-        const ResidualDropout drop{k.p, 0x5eed1234abcdull};
+        const ResidualDropout drop{k.p, 0x5eed1234abcdull, {}};
         const int N = 67, C = k.C;
         const size_t NC = size_t(N) * C;
         Pair p;
@@ -288,20 +293,33 @@ TEST_CASE("cuda: residual dropout inside the LayerNorm backward matches the CPU 
     // half is in the residual add + layernorm case above. p = 0.1 as the ablation.
     const float P = 0.1f;
     const uint64_t seed = 0x5eed1234abcdull;
-    const ResidualDropout drop{P, seed};
 
+    // The decisions drawn again (no keep), or read from the record a forward wrote: its fused kernel
+    // (aligned rows) or, for a misaligned branch, the unfused calls and the keep-bits kernel.
+    enum class Keep { drawn, fused_record, unfused_record };
     SUBCASE("backward: the branch's gradient and its column sums; C = 768 fused with the sums, 1024 fused "
             "without them, 1536 the two-pass path") {
         struct Case {
             int N, C;
+            Keep keep;
         };
-        for (const Case k : {Case{203, 768}, Case{2113, 768}, Case{203, 1024}, Case{203, 1536}}) {
+        for (const Case k : {Case{203, 768, Keep::drawn}, Case{2113, 768, Keep::fused_record},
+                             Case{203, 768, Keep::unfused_record}, Case{203, 1024, Keep::fused_record},
+                             Case{203, 1024, Keep::unfused_record}, Case{203, 1536, Keep::fused_record}}) {
             CAPTURE(k.N);
             CAPTURE(k.C);
+            CAPTURE(int(k.keep));
             LayerNormRows r(k.N, k.C, 70);
             Pair& p = r.p;
             const int N = r.N, C = r.C;
             const Ten dw = r.dw, db = r.b.as(Space::Grad);
+            ResidualDropout drop{P, seed, {}};
+            if (k.keep != Keep::drawn) {   // a forward records the decisions (its outputs are scratch here)
+                drop.keep = r.keep;
+                const Ten branch_out = k.keep == Keep::fused_record ? r.out : r.spare.sub(1, r.NC);
+                p.gpu->residual_layernorm_fwd(r.branch2, r.branch, r.mean2, r.rstd2, r.in, branch_out, r.w, r.b, N, C,
+                                              drop);
+            }
             const auto din0 = randn(r.NC, 73), dw0 = randn(C, 74), db0 = randn(C, 75), dsum0 = randn(C, 76);
             p.set(r.dout, randn(r.NC, 77));
             std::vector<float> first_branch;
@@ -359,7 +377,7 @@ TEST_CASE("cuda: residual dropout inside the LayerNorm backward matches the CPU 
             // p = 0: the branch is din itself.
             p.set(r.din, din0);
             p.gpu->layernorm_bwd(r.din, dw, db, r.dout, r.in, r.w, r.mean, r.rstd, N, C, Ten{}, r.branch,
-                                 ResidualDropout{});
+                                 ResidualDropout{0.f, seed, drop.keep});
             p.gpu->synchronize();
             CHECK(bit_equal(Pair::get(*p.gpu, r.din), Pair::get(*p.gpu, r.branch)));
         }
