@@ -343,16 +343,17 @@ __global__ void layernorm_dwdb_partial_bf16x8_kernel(float* partial, const __nv_
 // lost the occupancy a latency-bound kernel needs. Blocks per SM it is compiled for: the most that
 // need no spills; C = 768: four (64 registers), so the 512 chunks of a 32768-row call run in one
 // wave on an H100's 132 SMs.
-constexpr int bwd_fused_min_blocks(int vecs) { return vecs == 1 ? 3 : vecs <= 3 ? 4 : 2; }
 // Writing the branch's gradient too (kBranch) keeps more values live: at four blocks (64 registers)
 // C = 768 spilled ~140 bytes, so three blocks (85 registers) there.
+constexpr int bwd_fused_min_blocks(int vecs, bool branch) {
+    return vecs == 1 ? 3 : vecs <= 3 ? (branch ? 3 : 4) : 2;
+}
 // kSum: also the column sums of din's new rows (as stored, bf16), as a third partial section.
 // kBranch: also branch = din's new rows (as stored) through the dropout `drop` with the decisions
 // the forward recorded in keep (required when drop.on: drawing them here again spilled registers),
 // rounded as the dropout kernel stores them; the third section then sums branch instead of din.
 template <int kVecs, bool kSum, bool kBranch>
-__global__ void __launch_bounds__(32 * kWarps, kBranch && kVecs <= 3 ? 3 : bwd_fused_min_blocks(kVecs))
-    layernorm_bwd_fused_bf16x8_kernel(
+__global__ void __launch_bounds__(32 * kWarps, bwd_fused_min_blocks(kVecs, kBranch)) layernorm_bwd_fused_bf16x8_kernel(
     __nv_bfloat16* din, float* partial, const __nv_bfloat16* dout, const __nv_bfloat16* in, const float* w,
     const float* mean, const float* rstd, int N, int C, int chunks, __nv_bfloat16* branch, DropoutArgs drop,
     const uint8_t* keep) {

@@ -133,7 +133,8 @@ void GPT::set_batch(Ops& ops, const int32_t* inputs, const int32_t* targets, int
 
 Ten GPT::layer_input(int l) const { return l == 0 ? encoded_ : layers_[l - 1].resid_out; }
 
-// The residual dropout of layer l's branch `site` (off outside training or at p = 0), with the keep
+// The residual dropout of layer l's branch `site` (off outside training or at p = 0), run inside the
+// residual add + LayerNorm that reads the branch and the LayerNorm backward after it, with the keep
 // bits its forward records and its backward reads; the embeddings' (l = n_layer) keeps none.
 ResidualDropout GPT::residual_dropout(const StepContext& c, int l, int site) const {
     if (!c.training || cfg_.dropout <= 0.f) return {};
@@ -150,8 +151,6 @@ void GPT::forward_body(const StepContext& c) {
     const int BT = c.B * c.T, E = cfg_.n_embd;
     const size_t n = size_t(BT) * E;
     const bool drop = c.training && cfg_.dropout > 0.f;
-    // A branch's dropout runs inside the residual add + LayerNorm that reads the branch.
-    auto branch_dropout = [&](int l, int site) { return residual_dropout(c, l, site); };
 
     // The LayerNorm that reads block l's input: its ln_1, or ln_f for l == n_layer. Each residual
     // add runs fused with the LayerNorm after it (residual_layernorm_fwd, bit-identical to add +
@@ -171,12 +170,12 @@ void GPT::forward_body(const StepContext& c) {
         L.attn->forward(c, L.ln1_out, branch_);
         // resid_mid = x + dropout(branch), ln_2 of it
         ops.residual_layernorm_fwd(L.resid_mid, L.ln2_out, L.ln2_mean, L.ln2_rstd, layer_input(l), branch_, L.ln2_w,
-                                   L.ln2_b, BT, E, branch_dropout(l, kSiteAttnOut));
+                                   L.ln2_b, BT, E, residual_dropout(c, l, kSiteAttnOut));
         L.mlp->forward(c, L.ln2_out, branch_);
         // resid_out = resid_mid + dropout(branch), and the next block's ln_1 (or ln_f) of it
         const NormSite next = input_norm(l + 1);
         ops.residual_layernorm_fwd(L.resid_out, next.out, next.mean, next.rstd, L.resid_mid, branch_, next.w, next.b,
-                                   BT, E, branch_dropout(l, kSiteMlpOut));
+                                   BT, E, residual_dropout(c, l, kSiteMlpOut));
     }
 }
 
@@ -216,7 +215,6 @@ void GPT::backward(const StepContext& c) {
     // backward that finishes dres writes it into d_branch (ops.h layernorm_bwd's branch). Units only
     // read it, so without dropout they read dres itself (no copy).
     const Ten branch = drop ? d_branch_.sub(0, n) : Ten{}, seen = drop ? branch : dres;
-    auto branch_dropout = [&](int l, int site) { return residual_dropout(c, l, site); };
 
     // The bias gradient of the projection that wrote into the residual stream point a LayerNorm
     // backward finishes (constructor): layer l's MLP after ln_1 of l + 1 (ln_f), its attention after ln_2.
@@ -224,7 +222,7 @@ void GPT::backward(const StepContext& c) {
     ops.zero(dres);
     ops.layernorm_bwd(dres, lnf_w_.as(Space::Grad), lnf_b_.as(Space::Grad), d_lnf_, layer_input(cfg_.n_layer),
                       lnf_w_, lnf_mean_, lnf_rstd_, BT, E, proj_bias_grad(layers_.back().mlp->output_bias()), branch,
-                      branch_dropout(cfg_.n_layer - 1, kSiteMlpOut));
+                      residual_dropout(c, cfg_.n_layer - 1, kSiteMlpOut));
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
         Layer& L = layers_[l];
         // resid_out = resid_mid + dropout(mlp(ln2(resid_mid)))
@@ -235,7 +233,7 @@ void GPT::backward(const StepContext& c) {
         L.mlp->backward(c, L.ln2_out, seen, dln, scratch_);
         ops.layernorm_bwd(dres, L.ln2_w.as(Space::Grad), L.ln2_b.as(Space::Grad), dln, L.resid_mid,
                           L.ln2_w, L.ln2_mean, L.ln2_rstd, BT, E, proj_bias_grad(L.attn->output_bias()), branch,
-                          branch_dropout(l, kSiteAttnOut));
+                          residual_dropout(c, l, kSiteAttnOut));
         // resid_mid = x + dropout(attn(ln1(x)))
         if (ln_shared_.present())
             ops.layernorm_fwd(L.ln1_out, L.ln1_mean, L.ln1_rstd, layer_input(l), L.ln1_w, L.ln1_b, BT, E);
@@ -244,7 +242,7 @@ void GPT::backward(const StepContext& c) {
         ops.layernorm_bwd(dres, L.ln1_w.as(Space::Grad), L.ln1_b.as(Space::Grad), dln, layer_input(l),
                           L.ln1_w, L.ln1_mean, L.ln1_rstd, BT, E,
                           l > 0 ? proj_bias_grad(layers_[l - 1].mlp->output_bias()) : Ten{}, branch,
-                          l > 0 ? branch_dropout(l - 1, kSiteMlpOut) : branch_dropout(cfg_.n_layer, 0));
+                          l > 0 ? residual_dropout(c, l - 1, kSiteMlpOut) : residual_dropout(c, cfg_.n_layer, 0));
     }
     ops.embedding_bwd(wte_.as(Space::Grad), wpe_.as(Space::Grad), seen, tokens_, c.B, c.T, E);
 }
