@@ -108,6 +108,7 @@ KEYS = [
     ("train.resume", Sym("TRAIN_RESUME", "bool")),
     ("train.threads", Sym("THREADS", "int")),
     ("train.cuda_graph", Sym("CUDA_GRAPH", "bool")),
+    ("train.gpus", Sym("TRAIN_GPUS", "int")),
     ("train.recompute", choice("RECOMPUTE_", ["none", "gelu", "layernorm", "both"])),
     ("train.optim.kind", choice("OPTIM_", ["adamw", "adamw_spam"])),
     ("train.optim.lr", Sym("OPTIM_LR", "number")),

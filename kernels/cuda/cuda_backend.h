@@ -2,6 +2,7 @@
 // without seeing any CUDA type. The implementation (class CudaOps) lives in kernels/cuda/*.cu.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "model/ops.h"
 
@@ -16,5 +17,10 @@ int cuda_device_count();
 
 // The bf16 tensor-core backend on `device`. Throws gpt::Error when the device cannot be used.
 std::unique_ptr<Ops> make_cuda_ops(int device = 0);
+
+// Data-parallel training (train/data_parallel.h): whether this build has NCCL, and a fresh
+// communicator id (hex) for the launcher to hand to every rank (Error without NCCL).
+bool nccl_available();
+std::string nccl_communicator_id();
 
 }  // namespace gpt

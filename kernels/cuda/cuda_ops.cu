@@ -17,6 +17,7 @@
 #include "cuda/attention_band_split.cuh"
 #include "cuda/attention_cudnn.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/nccl_ranks.cuh"
 #include "cuda/step_pipeline.cuh"
 #include "cuda/variant_ops.cuh"
 #include "model/device_fit.h"
@@ -63,7 +64,9 @@ public:
         cudaStreamSynchronize(stream_);
         pipe_.reset();
         release();
+        ranks_.reset();
         tracked_free(ssq_);
+        tracked_free(value_dev_);
         tracked_free(staging_);
         tracked_free(scratch_);
         tracked_free(adamw_tensors_dev_);
@@ -237,6 +240,36 @@ public:
     bool graph_end(std::string* why) override { return pipe_->graph_end(why); }
     void graph_launch() override { pipe_->graph_launch(); }
     void graph_abort() override { pipe_->graph_abort(); }
+
+    // --- data-parallel ranks (cuda/nccl_ranks.cuh) ----------------------------------------------
+    void join_ranks(int rank, int world, const std::string& id) override {
+        GPT_CHECK(!ranks_, "cuda-bf16 join_ranks: this backend already joined a communicator");
+        GPT_CUDA(cudaSetDevice(device_));
+        GPT_CUDA(cudaStreamSynchronize(stream_));
+        ranks_ = std::make_unique<NcclRanks>(rank, world, id);
+    }
+    void allreduce_sum(Ten t) override {
+        if (!ranks_ || t.n == 0) return;
+        ranks_->allreduce_sum(fp32_view(t, "allreduce_sum"), t.n, stream_);
+    }
+    void scalars_allreduce(int first, int n) override {
+        if (!ranks_ || n == 0) return;
+        ranks_->allreduce_sum(pipe_->scalar_ptr(first), size_t(n), stream_);
+    }
+    void broadcast(Ten t, int root) override {
+        if (!ranks_ || t.n == 0) return;
+        ranks_->broadcast(fp32_view(t, "broadcast"), t.n, root, stream_);
+    }
+    double allreduce_value(double v) override {
+        if (!ranks_) return v;
+        if (!value_dev_) GPT_CUDA(tracked_malloc(&value_dev_, sizeof(double)));
+        GPT_CUDA(cudaMemcpyAsync(value_dev_, &v, sizeof(double), cudaMemcpyHostToDevice, stream_));
+        ranks_->allreduce_sum(value_dev_, 1, stream_);
+        double out = 0;
+        GPT_CUDA(cudaMemcpyAsync(&out, value_dev_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+        GPT_CUDA(cudaStreamSynchronize(stream_));
+        return out;
+    }
 
     // --- layers ---------------------------------------------------------------------------------
     void embedding_fwd(Ten out, Ten tokens, Ten wte, Ten wpe, int B, int T, int E) override {
@@ -731,6 +764,14 @@ private:
         return TView{static_cast<char*>(buf_[int(t.space)]) + t.off * dtype_bytes(ty), ty};
     }
     float* f32(Ten t) const { return static_cast<float*>(raw(t).p); }
+    // An fp32 space's view for the collectives (Param, Grad, Opt, Stat).
+    float* fp32_view(Ten t, const char* op) const {
+        GPT_CHECK(space_type(t.space) == DType::F32,
+                  std::string("cuda-bf16 ") + op + ": only fp32 spaces are summed or broadcast, not " +
+                      space_name(t.space));
+        check_range(t, t.n, op, "t");
+        return f32(t);
+    }
 
     TView view(Ten t, size_t need, const char* op, const char* arg) const {
         GPT_CHECK(t.present(), std::string("cuda-bf16 ") + op + ": argument `" + arg + "` is absent");
@@ -820,6 +861,8 @@ private:
     void* scratch_ = nullptr;
     size_t scratch_bytes_ = 0;
     double* ssq_ = nullptr;
+    std::unique_ptr<NcclRanks> ranks_;   // data-parallel communicator (join_ranks), else null
+    double* value_dev_ = nullptr;         // allreduce_value's device double
     std::vector<AdamWDevTensor> adamw_tensors_;
     size_t adamw_chunks_n_ = 0;
     AdamWDevTensor* adamw_tensors_dev_ = nullptr;

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "train/config_io.h"
+#include "train/data_parallel.h"
 
 using namespace gpt;
 
@@ -72,7 +73,9 @@ int main(int argc, char** argv) {
                 apply_override(cfg, o.substr(0, eq), o.substr(eq + 1));
             }
         const bool needs_run_dir = run->parsed() || train->parsed();
-        init_logging(needs_run_dir ? cfg.train.out_dir : "", verbose);
+        // A data-parallel rank other than 0 (train/data_parallel.h) logs only to its rank<r>.log.
+        const bool rank_writes = ranks_from_environment().writes_files();
+        init_logging(needs_run_dir && rank_writes ? cfg.train.out_dir : "", verbose);
         if (prepare->parsed()) return cmd_prepare(cfg, args);
         validate(cfg);
         if (info->parsed()) return cmd_info(cfg);

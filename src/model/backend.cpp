@@ -40,7 +40,7 @@ int cuda_devices_visible() {
 
 bool backend_uses_cuda(const std::string& device) { return device == "cuda" || (device == "auto" && gpu_present()); }
 
-Backend make_backend(const std::string& device, int threads) {
+Backend make_backend(const std::string& device, int threads, int cuda_device) {
     Backend b;
     const bool want_cuda = backend_uses_cuda(device);
     if (device != "auto" && device != "cpu" && device != "cuda")
@@ -49,7 +49,10 @@ Backend make_backend(const std::string& device, int threads) {
 #ifdef GPT_HAVE_CUDA
         if (!cuda_device_available())
             fail("train.device: cuda was requested but no CUDA GPU is visible; use device=auto or cpu");
-        b.ops = make_cuda_ops(0);
+        if (cuda_device < 0 || cuda_device >= cuda_device_count())
+            fail("train.device: CUDA device " + std::to_string(cuda_device) + " is not visible (" +
+                 std::to_string(cuda_device_count()) + " visible); check CUDA_VISIBLE_DEVICES and train.gpus");
+        b.ops = make_cuda_ops(cuda_device);
         b.is_cuda = true;
         b.peak_flops = 989.4e12;   // H100/H200 SXM dense bf16
         b.bytes.bytes[static_cast<int>(Space::Act)] = 2;   // bf16 activations

@@ -17,9 +17,9 @@ struct Backend {
     double peak_flops = 0;       // dense rate for MFU (bf16 tensor cores on CUDA); NaN when unknown
 };
 
-// device: auto | cpu | cuda; threads: CPU threads (0 = all cores). Error when cuda is asked for
-// and unavailable, saying why.
-Backend make_backend(const std::string& device, int threads);
+// device: auto | cpu | cuda; threads: CPU threads (0 = all cores); cuda_device: the CUDA ordinal
+// (a data-parallel rank's GPU). Error when cuda is asked for and unavailable, saying why.
+Backend make_backend(const std::string& device, int threads, int cuda_device = 0);
 bool cuda_compiled_in();
 // Whether a run with train.device = `device` (auto | cpu | cuda) runs on CUDA: what make_backend
 // decides, for callers that plan around it without building a backend (the ablation runner).

@@ -134,6 +134,7 @@ struct TrainConfig {
     bool resume = true;
     int threads = 0;                 // CPU threads; 0 = all cores
     bool cuda_graph = true;          // CUDA: capture the training step as a graph (train/train_step.h)
+    int gpus = 1;                    // data-parallel ranks, one GPU each (train/data_parallel.h)
     Recompute recompute = Recompute::none;   // activations recomputed in backward (memory vs time)
     OptimConfig optim;
 };

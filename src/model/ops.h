@@ -213,6 +213,17 @@ public:
     virtual bool graph_end(std::string* why);
     virtual void graph_launch() {}
     virtual void graph_abort() {}
+    // Data-parallel ranks (train.gpus > 1, train/data_parallel.h): join_ranks makes this backend
+    // rank `rank` of `world` (CUDA: an NCCL communicator from the launcher's id; the default, the
+    // CPU's, refuses with the reason). Then, in stream order and capturable: allreduce_sum sums an
+    // fp32 view (the gradients) over the ranks in place, scalars_allreduce sums the step scalars
+    // [first, first + n), broadcast copies an fp32 view from rank `root` to all; allreduce_value
+    // sums one host number (synchronous). Before join_ranks (one process) they change nothing.
+    virtual void join_ranks(int rank, int world, const std::string& id);
+    virtual void allreduce_sum(Ten t) { (void)t; }
+    virtual void scalars_allreduce(int first, int n) { (void)first, (void)n; }
+    virtual void broadcast(Ten t, int root) { (void)t, (void)root; }
+    virtual double allreduce_value(double v) { return v; }
 
     // --- layers (dX = gradient w.r.t. X) -------------------------------------------------------
     // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]

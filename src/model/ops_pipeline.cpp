@@ -57,4 +57,10 @@ bool Ops::graph_end(std::string* why) {
     return false;
 }
 
+void Ops::join_ranks(int rank, int world, const std::string& id) {
+    (void)rank, (void)id;
+    fail("train.gpus: data-parallel training over " + std::to_string(world) + " ranks runs on the CUDA "
+         "backend (NCCL), but this run uses " + name() + "; set train.device to cuda or train.gpus to 1");
+}
+
 }  // namespace gpt

@@ -103,8 +103,16 @@ ProcessPlan ablation_process_plan(const RunConfig& cfg, size_t steps) {
         plan.devices = cfg.ablation_devices;
         if (plan.devices.empty())
             for (int d = 0; d < cuda_devices_visible(); ++d) plan.devices.push_back(d);
+        // A data-parallel step (train.gpus > 1) takes that many GPUs of the list.
+        plan.devices_per_job = cfg.train.gpus;
+        if (!plan.devices.empty() && plan.devices_per_job > int(plan.devices.size()))
+            fail(fmt::format("train.gpus: each ablation step asks for {} GPUs, but {} {} available{}; lower "
+                             "train.gpus", cfg.train.gpus, plan.devices.size(),
+                             plan.devices.size() == 1 ? "is" : "are",
+                             cfg.ablation_devices.empty() ? "" : " (ablation.devices)"));
     }
-    plan.jobs = cfg.ablation_jobs > 0 ? cfg.ablation_jobs : cuda ? std::max<int>(1, int(plan.devices.size())) : 1;
+    plan.jobs = cfg.ablation_jobs > 0 ? cfg.ablation_jobs
+                : cuda ? std::max<int>(1, int(plan.devices.size()) / plan.devices_per_job) : 1;
     plan.jobs = std::max(1, std::min<int>(plan.jobs, int(steps)));
     if (!cuda) plan.threads_per_job = std::max(1, int(std::thread::hardware_concurrency()) / plan.jobs);
     return plan;

@@ -363,6 +363,8 @@ std::vector<Key> build_keys() {
     keys.push_back(bool_key("train.resume", FIELD(train.resume)));
     keys.push_back(int_key("train.threads", FIELD(train.threads), closed(0, 4096), "0: all cores"));
     keys.push_back(bool_key("train.cuda_graph", FIELD(train.cuda_graph)));
+    keys.push_back(int_key("train.gpus", FIELD(train.gpus), closed(1, 1024),
+                           "data-parallel GPUs for one run; train.grad_accum micro-batches split evenly over them"));
     keys.push_back(enum_key<Recompute>("train.recompute", FIELD(train.recompute),
         {{"none", Recompute::none}, {"gelu", Recompute::gelu}, {"layernorm", Recompute::layernorm},
          {"both", Recompute::both}}));
@@ -666,6 +668,15 @@ void validate(const RunConfig& c) {
         fail("train.optim.lr_decay_iters: " + std::to_string(o.lr_decay_iters) +
              " must be larger than train.optim.warmup_iters = " + std::to_string(o.warmup_iters) +
              " (or 0 to decay until train.max_iters)");
+    if (c.train.gpus > 1) {
+        if (c.train.device == "cpu")
+            fail("train.gpus: " + std::to_string(c.train.gpus) + " GPUs asked for, but train.device is cpu; "
+                 "data-parallel training runs on CUDA GPUs: set train.device to cuda (or auto) or train.gpus to 1");
+        if (c.train.grad_accum % c.train.gpus != 0)
+            fail("train.grad_accum: " + std::to_string(c.train.grad_accum) + " micro-batches per step cannot be split "
+                 "evenly over train.gpus = " + std::to_string(c.train.gpus) + "; make grad_accum a multiple of gpus "
+                 "(the global batch is grad_accum micro-batches of train.batch_size)");
+    }
     if (c.train.precision == "bf16" && c.train.device == "cpu")
         fail("train.precision: bf16 needs the CUDA backend, but train.device is cpu; use fp32 or auto on the CPU");
     if (c.sample.top_k > m.vocab_size)

@@ -8,8 +8,8 @@
 
 namespace gpt {
 
-Backend make_train_backend(const TrainConfig& train, bool profile) {
-    Backend b = make_backend(train.device, train.threads);
+Backend make_train_backend(const TrainConfig& train, bool profile, int cuda_device) {
+    Backend b = make_backend(train.device, train.threads, cuda_device);
     if (profile) b.ops = std::make_unique<ProfilingOps>(std::move(b.ops));
     if (!b.is_cuda && train.precision == "bf16")
         fail("train.precision: bf16 needs the CUDA backend (the CPU reference runs fp32); "
@@ -20,9 +20,9 @@ Backend make_train_backend(const TrainConfig& train, bool profile) {
     return b;
 }
 
-Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile)
-    : cfg_(cfg), profile_(profile) {
-    backend_ = make_train_backend(cfg.train, profile);
+Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile, const Ranks& ranks)
+    : cfg_(cfg), profile_(profile), ranks_(ranks) {
+    backend_ = make_train_backend(cfg.train, profile, ranks.device);
     model_ = std::make_unique<GPT>(cfg.model, B, T, cfg.train.recompute);
     plan_ = model_->memory_plan();
     if (with_optimizer) {
@@ -32,6 +32,11 @@ Session::Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool p
     backend_.ops->allocate(plan_);
     const std::vector<float> init = model_->params().initial_values(cfg.train.seed);
     backend_.ops->upload(Ten{Space::Param, 0, init.size()}, init.data());
+    if (ranks_.distributed()) {
+        // Every rank initialises from the same seed; rank 0's copy is still the one all start from.
+        backend_.ops->join_ranks(ranks_.rank, ranks_.world, ranks_.id);
+        backend_.ops->broadcast(Ten{Space::Param, 0, init.size()}, 0);
+    }
     backend_.ops->params_changed();
 }
 

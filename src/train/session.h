@@ -9,6 +9,7 @@
 #include "model/backend.h"
 #include "model/config.h"
 #include "model/gpt.h"
+#include "train/data_parallel.h"
 #include "train/optimizer.h"
 
 namespace gpt {
@@ -17,13 +18,16 @@ class StepRunner;
 
 // The backend of train.device / train.threads, checked against train.precision (Error: bf16 on
 // the CPU, fp32 on CUDA); profile wraps it in ProfilingOps. Sessions and the module benchmark.
-Backend make_train_backend(const TrainConfig& train, bool profile = false);
+Backend make_train_backend(const TrainConfig& train, bool profile = false, int cuda_device = 0);
 
 class Session {
 public:
     // B, T: the largest micro-batch this session will run.
     // profile: wrap the backend in ProfilingOps (per-operation timing, off until enabled).
-    Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile = false);
+    // ranks: this process's place in a data-parallel run (train/data_parallel.h): the session runs
+    // on ranks.device, joins the others and starts from rank 0's parameters.
+    Session(const RunConfig& cfg, int B, int T, bool with_optimizer, bool profile = false,
+            const Ranks& ranks = {});
     ~Session();
 
     Ops& ops() { return *backend_.ops; }
@@ -32,6 +36,7 @@ public:
     const RunConfig& config() const { return cfg_; }
     const Backend& backend() const { return backend_; }
     bool profiling() const { return profile_; }
+    const Ranks& ranks() const { return ranks_; }
     // The training-step runner (train/train_step.h), made on first use for the configured
     // micro-batch; the session must have an optimizer.
     StepRunner& runner();
@@ -50,6 +55,7 @@ private:
     std::unique_ptr<Optimizer> optimizer_;
     MemoryPlan plan_;
     bool profile_ = false;
+    Ranks ranks_;
     std::unique_ptr<StepRunner> runner_;   // declared last: destroyed before the backend
 };
 

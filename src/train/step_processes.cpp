@@ -1,9 +1,6 @@
 #include "train/step_processes.h"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -12,13 +9,13 @@
 #include <map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "common/error.h"
 #include "common/fs_atomic.h"
+#include "train/child_process.h"
 #include "train/config_io.h"
 #include "train/train_result_io.h"
-
-extern char** environ;
 
 namespace gpt {
 namespace fs = std::filesystem;
@@ -33,46 +30,17 @@ std::string gpt2_executable() {
 
 namespace {
 
-// This process's environment with CUDA_VISIBLE_DEVICES replaced (device < 0: left as it is).
-std::vector<std::string> child_environment(int device) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e)
-        if (device < 0 || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env.emplace_back(*e);
-    if (device >= 0) env.push_back(fmt::format("CUDA_VISIBLE_DEVICES={}", device));
-    return env;
-}
-
-std::vector<char*> c_strings(std::vector<std::string>& words) {
-    std::vector<char*> out;
-    for (auto& w : words) out.push_back(w.data());
-    out.push_back(nullptr);
-    return out;
-}
-
-std::string exit_description(int status) {
-    if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) return fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    return fmt::format("wait status {}", status);
-}
-
-// Starts `<exe> train --config <out_dir>/run.yaml` with stdout and stderr appended to the log.
-pid_t spawn_child(const RunConfig& cfg, const ProcessPlan& plan, int device, const std::string& log_path) {
+// Starts `<exe> train --config <out_dir>/run.yaml` with stdout and stderr appended to the log,
+// on the given GPUs (empty: CUDA_VISIBLE_DEVICES left as it is).
+pid_t spawn_child(const RunConfig& cfg, const ProcessPlan& plan, const std::vector<int>& devices,
+                  const std::string& log_path) {
     const std::string yaml_path = cfg.train.out_dir + "/run.yaml";
     write_text_atomically(yaml_path, to_yaml(cfg));
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addclose(&actions, STDIN_FILENO);
-    std::vector<std::string> args = {plan.executable, "train", "--config", yaml_path};
-    std::vector<std::string> env = child_environment(device);
-    auto argv = c_strings(args);
-    auto envp = c_strings(env);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, plan.executable.c_str(), &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) fail(fmt::format("cannot start {}: {}", plan.executable, std::strerror(rc)));
-    return pid;
+    ChildSpec spec;
+    spec.argv = {plan.executable, "train", "--config", yaml_path};
+    if (!devices.empty()) spec.env.emplace_back("CUDA_VISIBLE_DEVICES", fmt::format("{}", fmt::join(devices, ",")));
+    spec.log_path = log_path;
+    return spawn_process(spec);
 }
 
 }  // namespace
@@ -92,8 +60,11 @@ std::vector<ChildOutcome> train_in_processes(const std::vector<RunConfig>& runs,
         fs::create_directories(cfg.train.out_dir);
         ChildOutcome& o = outcomes[next];
         o.log_path = cfg.train.out_dir + "/train.log";
-        const int device = plan.devices.empty() ? -1 : plan.devices[size_t(slot) % plan.devices.size()];
-        const pid_t pid = spawn_child(cfg, plan, device, o.log_path);
+        // Slot k takes the next devices_per_job entries of the device list, cycling.
+        std::vector<int> devices;
+        for (int i = 0; i < plan.devices_per_job && !plan.devices.empty(); ++i)
+            devices.push_back(plan.devices[size_t(slot * plan.devices_per_job + i) % plan.devices.size()]);
+        const pid_t pid = spawn_child(cfg, plan, devices, o.log_path);
         running[pid] = {next, slot};
         slot_busy[size_t(slot)] = true;
         ++next;

@@ -15,7 +15,9 @@ namespace gpt {
 
 struct ProcessPlan {
     int jobs = 1;               // children alive at once
-    std::vector<int> devices;   // slot k runs on devices[k % size]; empty: no GPU pinning (CPU)
+    std::vector<int> devices;   // slot k runs on devices_per_job of them from k * devices_per_job,
+                                // cycling; empty: no GPU pinning (CPU)
+    int devices_per_job = 1;    // a data-parallel step's train.gpus
     int threads_per_job = 0;    // CPU threads given to a child whose train.threads is 0
     std::string executable;     // the gpt2 program
 };

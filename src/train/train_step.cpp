@@ -14,7 +14,8 @@
 namespace gpt {
 
 StepRunner::StepRunner(Session& s)
-    : s_(s), B_(s.config().train.batch_size), T_(s.config().train.seq_len), accum_(s.config().train.grad_accum) {
+    : s_(s), B_(s.config().train.batch_size), T_(s.config().train.seq_len),
+      accum_(rank_grad_accum(s.config().train, s.ranks().world)), world_(s.ranks().world), rank_(s.ranks().rank) {
     GPT_CHECK(B_ <= s.model().max_batch() && T_ <= s.model().max_seq(),
               "train_step: the micro-batch exceeds the session's planned shape");
     per_slot_ = 1 + accum_;
@@ -43,17 +44,23 @@ void StepRunner::run_body(int64_t step, int slot, OptimizerStepInfo& info) {
     const TrainConfig& tc = s_.config().train;
     const size_t BT = size_t(B_) * T_;
     const int base = slot * per_slot_;
-    const float dloss = 1.0f / float(BT * size_t(accum_));
+    // The mean over the global batch: every rank's accum_ micro-batches, summed over the ranks below.
+    const float dloss = 1.0f / float(BT * size_t(accum_) * size_t(world_));
     ops.scalars_zero(base, per_slot_);
     ops.zero(Ten{Space::Grad, 0, s_.param_elems()});
     for (int micro = 0; micro < accum_; ++micro) {
         ops.stage_take(model.batch_tokens(B_, T_), slot, size_t(micro) * 2 * BT);
         ops.stage_take(model.batch_targets(B_, T_), slot, size_t(micro) * 2 * BT + BT);
-        StepContext c{&ops, B_, T_, true, mix64(tc.seed ^ mix64(uint64_t(step) * 1024 + uint64_t(micro)))};
+        // Dropout keyed by the micro-batch's place in the global batch: ranks draw different masks.
+        const uint64_t global_micro = uint64_t(rank_) * uint64_t(accum_) + uint64_t(micro);
+        StepContext c{&ops, B_, T_, true, mix64(tc.seed ^ mix64(uint64_t(step) * 1024 + global_micro))};
         model.forward_on_device(c, dloss);
         ops.scalar_add_sum(base + 1 + micro, model.token_losses(B_, T_));
         model.backward(c);
     }
+    // Data-parallel: the gradients and loss sums of all ranks (no-ops in a single process).
+    ops.allreduce_sum(Ten{Space::Grad, 0, s_.param_elems()});
+    ops.scalars_allreduce(base + 1, accum_);
     const float lr = learning_rate(tc.optim, int(step), tc.max_iters);
     // No params_changed() here: the optimizer's writes refresh the bf16 copy of what they touch
     // (the AdamW kernel, and param_touched for the pruning masks), so a full conversion of every
@@ -119,7 +126,7 @@ StepOutcome StepRunner::finish() {
     o.graph = p.graph;
     const double BT = double(size_t(B_) * T_);
     for (int micro = 0; micro < accum_; ++micro) o.loss += v[size_t(1 + micro)] / BT;
-    o.loss /= accum_;
+    o.loss /= double(accum_) * world_;   // the loss sums are over every rank's micro-batches
     return o;
 }
 

@@ -1,6 +1,9 @@
 // One optimizer step, shared by the trainer, the dry run and the benchmark: grad_accum
 // micro-batches of forward + backward into the zeroed gradient buffer, then the optimizer.
 //
+// Data-parallel (train.gpus > 1): each rank runs train.grad_accum / N micro-batches, then sums
+// the gradients and loss sums over the ranks before the optimizer (Ops::allreduce_sum).
+//
 // StepRunner runs steps without waiting for the device (docs/performance.md, "Step as a CUDA
 // graph"): a step's batches are staged in pinned memory and copied on a copy stream while the
 // previous step still computes; the losses and the grad norm stay on the device (clipping is
@@ -58,7 +61,9 @@ private:
     void go_eager(const std::string& why);
 
     Session& s_;
-    int B_, T_, accum_, per_slot_;   // per_slot_: scalars per step (norm^2, one loss sum per micro)
+    int B_, T_, accum_;              // accum_: this rank's micro-batches per step
+    int world_, rank_;               // data-parallel ranks (train/data_parallel.h); 1 and 0 alone
+    int per_slot_;                   // scalars per step (norm^2, one loss sum per micro)
     std::deque<Pending> pending_;
     int64_t launches_ = 0;
     bool graph_wanted_ = false;

@@ -13,6 +13,7 @@
 #include "data/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/config_io.h"
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
 #include "train/progress.h"
@@ -26,8 +27,6 @@ namespace gpt {
 namespace fs = std::filesystem;
 
 namespace {
-
-
 
 // The checkpoint entry or an Error naming the file and the entry (pointers, not references: g++ 13
 // warns about references bound to results of calls that take temporaries).
@@ -50,6 +49,8 @@ CheckpointData snapshot(Session& s, const RunConfig& cfg, int64_t step, const To
     // Names, offsets and shapes of the flat parameter array, for h5py users (docs/file-formats.md).
     for (const auto& p : s.model().params().specs())
         d.param_index.push_back(ParamIndexEntry{p.name, int64_t(p.t.off), p.shape});
+    // The loader position means "batches per rank": it continues the same sequence only with as many ranks.
+    d.u64.emplace_back("data_parallel_ranks", std::vector<uint64_t>{uint64_t(s.ranks().world)});
     return d;
 }
 
@@ -66,6 +67,13 @@ void restore(Session& s, const CheckpointData& d, TokenLoader& loader, const std
                          path, opt->size(), s.opt_elems()));
     s.upload(Space::Param, *params);
     s.upload(Space::Opt, *opt);
+    const auto* ranks = d.find_u64("data_parallel_ranks");   // absent in older checkpoints: one process
+    const int saved_world = ranks && ranks->size() == 1 ? int((*ranks)[0]) : 1;
+    if (saved_world != s.ranks().world)
+        fail(fmt::format("checkpoint {} was written by a run on {} GPU(s) (train.gpus = {}), but this run has "
+                         "train.gpus = {}; the data order depends on it. Resume with train.gpus = {}, or use another "
+                         "train.out_dir or train.resume=false",
+                         path, saved_world, saved_world, s.ranks().world, saved_world));
     const auto* ls = need(d.find_u64("loader_state"), path, "loader_state");
     GPT_CHECK(ls->size() == 2, "checkpoint " + path + ": loader_state must hold 2 values");
     loader.restore(TokenLoader::State{(*ls)[0], (*ls)[1]});
@@ -78,21 +86,27 @@ void restore(Session& s, const CheckpointData& d, TokenLoader& loader, const std
 }  // namespace
 
 TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
+    const Ranks ranks = ranks_from_environment();
+    if (cfg.train.gpus > 1 && !ranks.distributed()) return train_data_parallel(cfg);   // the launcher
+    if (ranks.world != cfg.train.gpus)
+        fail(fmt::format("train.gpus: {}, but this rank was started as one of {} (GPT_WORLD); ranks are started "
+                         "by the launcher from one configuration", cfg.train.gpus, ranks.world));
+    const bool writer = ranks.writes_files();   // rank 0 writes the run's files; the others compute
     const TrainConfig& tc = cfg.train;
-    const int B = tc.batch_size, T = tc.seq_len, accum = tc.grad_accum;
+    const int B = tc.batch_size, T = tc.seq_len, accum = tc.grad_accum;   // accum: the global batch
     fs::create_directories(tc.out_dir);
-    {
+    if (writer) {
         std::ofstream f(tc.out_dir + "/config.yaml");
         f << to_yaml(cfg);
     }
 
-    Session s(cfg, B, T, true);
+    Session s(cfg, B, T, true, false, ranks);
     spdlog::info("model: {}", s.model().describe());
     spdlog::info("backend: {}", s.backend().description);
     spdlog::info("{}", s.memory_report());
 
-    TokenLoader train_data(cfg.data.train_path, B, T, tc.seed, 0, 1, cfg.model.vocab_size);
-    TokenLoader val_data(cfg.data.val_path, B, T, validation_seed(tc), 0, 1, cfg.model.vocab_size);
+    TokenLoader train_data(cfg.data.train_path, B, T, tc.seed, ranks.rank, ranks.world, cfg.model.vocab_size);
+    TokenLoader val_data(cfg.data.val_path, B, T, validation_seed(tc), ranks.rank, ranks.world, cfg.model.vocab_size);
     spdlog::info("data: {} training tokens, {} validation tokens; {} tokens per step",
                  train_data.num_tokens(), val_data.num_tokens(), size_t(B) * T * accum);
 
@@ -106,11 +120,12 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
             spdlog::info("resumed from {} (step {})", *path, start);
         }
     }
-    MetricsLog metrics(tc.out_dir, start > 0, start);   // drops rows a killed run logged past its checkpoint
+    std::optional<MetricsLog> metrics;
+    if (writer) metrics.emplace(tc.out_dir, start > 0, start);   // drops rows a killed run logged past its checkpoint
 
     std::optional<Tokenizer> tokenizer;
     auto sample_text = [&](int64_t step) -> std::string {
-        if (!opt.sample) return {};
+        if (!opt.sample || !writer) return {};
         if (!tokenizer) {
             try {
                 tokenizer = Tokenizer::load(cfg.data.tokenizer_dir);
@@ -132,7 +147,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     const double tokens_per_step = double(B) * T * accum;
     const double flops_per_token = s.model().flops_per_token(T);
     std::optional<Progress> progress;
-    if (!opt.quiet) progress.emplace("train", tc.max_iters);
+    if (!opt.quiet && writer) progress.emplace("train", tc.max_iters);
     auto t_start = std::chrono::steady_clock::now();
     double timed_tokens = 0, timed_seconds = 0;
 
@@ -175,9 +190,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         m.grad_norm = info.grad_norm;
         m.ms = dt * 1e3;
         m.tokens_per_s = tokens_per_step / dt;
-        m.mfu = flops_per_token * m.tokens_per_s / s.backend().peak_flops;
+        m.mfu = flops_per_token * m.tokens_per_s / (s.backend().peak_flops * ranks.world);   // per GPU
         m.mem_gib = s.planned_gib();
-        metrics.log_step(m);
+        if (metrics) metrics->log_step(m);
         result.train_losses.push_back(loss);
         if (progress)
             progress->update(step, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} ms | {:.0f} tok/s", loss,
@@ -190,8 +205,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
 
         const bool last = step == tc.max_iters;
         if ((tc.eval_interval > 0 && step % tc.eval_interval == 0) || last) {
-            const double val = evaluate(s, val_data, tc.eval_batches, B, T);
-            metrics.log_eval(step, val);
+            const double val = evaluate(s, val_data, tc.eval_batches, B, T);   // every rank: a collective
+            if (metrics) metrics->log_eval(step, val);
             result.val_losses.emplace_back(step, val);
             spdlog::info("step {}: train loss {:.4f}, val loss {:.4f} (perplexity {:.2f})", step, loss, val,
                          std::exp(val));
@@ -202,8 +217,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         }
         if ((tc.sample_interval > 0 && step % tc.sample_interval == 0) || last)
             result.sample = sample_text(step);
-        if ((tc.checkpoint_interval > 0 && step % tc.checkpoint_interval == 0) || last) {
-            metrics.flush();
+        if (writer && ((tc.checkpoint_interval > 0 && step % tc.checkpoint_interval == 0) || last)) {
+            metrics->flush();
             checkpoints.save(snapshot(s, cfg, step, train_data));
         }
         result.last_step = step;
@@ -212,13 +227,13 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     }
     if (progress) progress->finish();
     if (s.optimizer().pruning()) result.sparsity = s.optimizer().measured_sparsity(s.ops());
-    metrics.flush();
+    if (metrics) metrics->flush();
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     result.tokens_per_s = timed_seconds > 0 ? timed_tokens / timed_seconds : 0;
     spdlog::info("done: steps {}..{} in {:.1f} s ({:.0f} tokens/s)", result.first_step, result.last_step,
                  result.seconds, result.tokens_per_s);
     // What the run reached, for scripts and the ablation / quality runners (a restart reuses it).
-    write_train_result(tc.out_dir + "/result.json", result);
+    if (writer) write_train_result(tc.out_dir + "/result.json", result);
     return result;
 }
 

@@ -14,6 +14,7 @@
 #include "data/loader.h"
 #include "data/token_file.h"
 #include "gpu_test_util.h"
+#include "gpu_train_data.h"
 #include "train/config_io.h"
 #include "train/session.h"
 #include "train/train_step.h"
@@ -24,14 +25,7 @@ using namespace gpt;
 namespace {
 
 RunConfig gpu_run(const test::ScratchDir& dir, const std::string& out) {
-    // A learnable stream: a repeating pseudo-random sequence of 300 tokens.
-    std::vector<uint16_t> tokens(200000);
-    Rng r(3);
-    std::vector<uint16_t> motif(300);
-    for (auto& t : motif) t = uint16_t(r.next_u64() % 50000);
-    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = motif[i % motif.size()];
-    write_shard(dir / "syn_train_000000.bin", tokens);
-    write_shard(dir / "syn_val_000000.bin", std::vector<uint16_t>(tokens.begin(), tokens.begin() + 50000));
+    test::write_motif_shards(dir.str(), 3);
     RunConfig c = default_run_config();
     c.model.n_layer = 2;
     c.model.n_embd = 128;
