@@ -70,7 +70,7 @@ int rank_grad_accum(const TrainConfig& tc, int world) {
 TrainResult train_data_parallel(const RunConfig& cfg) {
     const TrainConfig& tc = cfg.train;
     const int world = tc.gpus;
-    GPT_CHECK(world > 1, "train_data_parallel: train.gpus must be > 1");
+    GPT_CHECK(world >= 1, "train_data_parallel: train.gpus must be >= 1");
     if (!backend_uses_cuda(tc.device))
         fail(fmt::format("train.gpus: {} GPUs asked for, but this run is on the CPU (train.device = {}); "
                          "data-parallel training needs CUDA GPUs: set train.gpus to 1 or train.device to cuda",

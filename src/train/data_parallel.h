@@ -19,7 +19,9 @@ struct Ranks {
     int rank = 0, world = 1;
     int device = 0;        // this rank's CUDA ordinal
     std::string id;        // the NCCL communicator id the launcher made (hex)
-    bool distributed() const { return world > 1; }
+    // Started by the launcher: the session joins the communicator, even a single rank's (the GPU
+    // test runs one rank through NCCL on a one-GPU machine and expects the plain run's bits).
+    bool distributed() const { return !id.empty(); }
     bool writes_files() const { return rank == 0; }
 };
 
@@ -31,9 +33,10 @@ Ranks ranks_from_environment();
 // Each rank's micro-batches per step: train.grad_accum / world (validate() checks it divides).
 int rank_grad_accum(const TrainConfig& tc, int world);
 
-// The launcher, which train() calls when train.gpus > 1 and this process is not a rank: writes <out_dir>/ranks.yaml, starts the ranks on GPUs
-// 0 .. N-1 of those visible, waits. Error (after stopping the others) naming the first rank that
-// failed, how, and the end of its log.
+// The launcher, which train() calls when train.gpus > 1 and this process is not a rank (callable
+// with train.gpus = 1 too: one rank, through NCCL): writes <out_dir>/ranks.yaml, starts the ranks
+// on GPUs 0 .. N-1 of those visible, waits. Error (after stopping the others) naming the first
+// rank that failed, how, and the end of its log.
 TrainResult train_data_parallel(const RunConfig& cfg);
 
 }  // namespace gpt

@@ -3,7 +3,8 @@
 // GPU with the same global batch and tracks its losses; reruns are bit-identical; the step still
 // runs as a CUDA graph with the NCCL sum inside it, bit-identical to eager; a resumed run continues
 // the exact sequence; a checkpoint refuses to resume with another GPU count. Needs 2 GPUs (the
-// nvidia-h200-x2 machine); with fewer the case is skipped with a message.
+// nvidia-h200-x2 machine); with fewer that case is skipped with a message. On any GPU: one rank
+// launched through NCCL gives the bits of the plain run.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -20,6 +21,7 @@
 #include "gpu_train_data.h"
 #include "train/checkpoint.h"
 #include "train/config_io.h"
+#include "train/data_parallel.h"
 #include "train/trainer.h"
 
 using namespace gpt;
@@ -61,6 +63,39 @@ std::string read_text(const std::string& path) {
 }
 
 }  // namespace
+
+TEST_CASE("gpu data-parallel: one rank through the launcher and NCCL gives the plain run's bits") {
+    GPT_REQUIRE_GPU();
+    REQUIRE_MESSAGE(nccl_available(), "this build has no NCCL");
+    ::setenv("GPT2_EXE", GPT2_EXE_PATH, 1);
+    test::ScratchDir dir("gpu_data_parallel_one");
+    TrainOptions quiet;
+    quiet.quiet = true;
+    quiet.sample = false;
+    RunConfig plain_cfg = dp_run(dir, "plain", 1);
+    plain_cfg.model.dropout = 0.1f;   // rank 0's micro-batches draw the plain run's masks
+    RunConfig rank_cfg = plain_cfg;
+    rank_cfg.train.out_dir = dir / "rank";
+    const TrainResult plain = train(plain_cfg, quiet);
+    const TrainResult ranked = train_data_parallel(rank_cfg);   // a `gpt2 train` rank process, NCCL inside
+    REQUIRE(plain.train_losses.size() == 12);
+    CHECK(ranked.train_losses == plain.train_losses);   // a sum over one rank changes no bit
+    CHECK(ranked.val_losses == plain.val_losses);
+    CHECK(fs::exists(dir / "rank/ranks.yaml"));
+    // The rank's steps were CUDA graphs with the NCCL calls captured (it logs when they are not).
+    const std::string log = read_text(dir / "rank/train.log");
+    CHECK(log.find("done: steps 1..12") != std::string::npos);
+    CHECK(log.find("runs eagerly") == std::string::npos);
+
+    // Resume through the launcher continues the exact sequence.
+    CheckpointDir ck(rank_cfg.train.out_dir + "/checkpoints", 0);
+    REQUIRE(ck.list().size() == 2);
+    fs::remove(ck.path_for_step(12));
+    const TrainResult resumed = train_data_parallel(rank_cfg);
+    REQUIRE(resumed.first_step == 7);
+    REQUIRE(resumed.train_losses.size() == 6);
+    for (size_t i = 0; i < 6; ++i) CHECK(resumed.train_losses[i] == plain.train_losses[6 + i]);
+}
 
 TEST_CASE("gpu data-parallel: 2 GPUs track 1 GPU, bit-identical reruns, graph == eager, exact resume") {
     GPT_REQUIRE_GPU();
