@@ -95,6 +95,12 @@ TEST_CASE("gpu data-parallel: one rank through the launcher and NCCL gives the p
     REQUIRE(resumed.first_step == 7);
     REQUIRE(resumed.train_losses.size() == 6);
     for (size_t i = 0; i < 6; ++i) CHECK(resumed.train_losses[i] == plain.train_losses[6 + i]);
+
+    // A rank that fails is named, with how it ended (here it finds no training data).
+    RunConfig broken = rank_cfg;
+    broken.train.out_dir = dir / "broken";
+    broken.data.train_path = dir / "missing_train_*.bin";
+    CHECK_THROWS_WITH_AS(train_data_parallel(broken), doctest::Contains("rank 0 of 1 ended with exit status"), Error);
 }
 
 TEST_CASE("gpu data-parallel: 2 GPUs track 1 GPU, bit-identical reruns, graph == eager, exact resume") {
