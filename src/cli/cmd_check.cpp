@@ -93,10 +93,13 @@ int cmd_check(const RunConfig& cfg) {
         plan[Space::Opt] = Optimizer(first.train.optim, model.params()).state_elems();
         double bytes = 0;
         for (int s = 0; s < kNumSpaces; ++s) bytes += double(plan.elems[s]) * double(be.bytes.bytes[s]);
-        const double spt = measure_seconds_per_token(first);
+        // Data-parallel runs (train.gpus) share each step's tokens over their GPUs; the gradient
+        // all-reduce is left out of this rough estimate.
+        const double spt = measure_seconds_per_token(first) / std::max(1, cfg.train.gpus);
         // The quality test trains every arm once per seed.
         const size_t runs = models.size() * (cfg.job == "quality" ? cfg.quality_seeds.size() : 1);
-        std::cout << fmt::format("  memory per model (first): {:.2f} GiB planned\n", bytes / (1 << 30));
+        std::cout << fmt::format("  memory per model (first): {:.2f} GiB planned{}\n", bytes / (1 << 30),
+                                 cfg.train.gpus > 1 ? fmt::format(" on each of its {} GPUs", cfg.train.gpus) : "");
         std::cout << fmt::format("  time: about {:.1f} h per run, {:.1f} h in all (from one {}-token step "
                                  "measured here; a rough, usually pessimistic estimate)\n",
                                  spt * tokens / 3600, spt * tokens * double(runs) / 3600,
