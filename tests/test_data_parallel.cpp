@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
-#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,20 +16,12 @@
 #include "train/ablation_runner.h"
 #include "train/config_io.h"
 #include "train/data_parallel.h"
+#include "test_data_util.h"
 
 using namespace gpt;
+using gpt::test::error_of;   // "(no error)" when nothing is thrown: every check below then fails
 
 namespace {
-
-std::string error_of(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    FAIL("expected a gpt::Error");
-    return "";
-}
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
