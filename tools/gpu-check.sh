@@ -85,13 +85,16 @@ if [[ -n "$SANITIZER" ]]; then
     # Small subset: memcheck over the non-attention ops and one attention case, racecheck (shared
     # memory hazards) over the attention cases only.
     run_step sanitize sanitize.log "$SANITIZER" --tool memcheck --error-exitcode 9 \
-        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: residual dropout*,cuda: embedding*,cuda: fused classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention 64x64*,cuda: attention 128x64*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*,cuda mla: head maps*,cuda variants: low-rank*,cuda: column sums*,cuda variants: RA fold*,cuda: RA band split*,cuda: RA with the fold inside*"
+        "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: residual dropout*,cuda: embedding*,cuda: fused classifier*,cuda: matmul*,cuda: sum_squares*,cuda: attention 64x64*,cuda: attention 128x64*,cuda variants: RA-CT gate*,cuda variants: RA-CT selection gradient*,cuda variants: M2 top-k*,cuda mla: head maps*,cuda variants: low-rank*,cuda: column sums*,cuda variants: RA fold*,cuda: RA band split*,cuda: RA with the fold inside*"
     run_step racecheck sanitize.log "$SANITIZER" --tool racecheck --error-exitcode 9 \
         "$BUILD/gpt_gpu_tests" -tc="cuda: layernorm*,cuda: attention 64x64*,cuda: attention with dropout*,cuda: attention with the reciprocal band*,cuda variants: RA-CT gate*,cuda variants: M2 top-k*,cuda: RA with the fold inside*"
     # The banded split runs cuDNN's wgmma/TMA kernels too, whose asynchronous shared-memory traffic
     # racecheck reports as hazards: only our kernels are checked there.
     run_step racecheck sanitize.log "$SANITIZER" --tool racecheck --error-exitcode 9 \
         --kernel-name-exclude kns=cudnn_generated "$BUILD/gpt_gpu_tests" -tc="cuda: RA band split*"
+    # The selected entries' dK kernel scatters into a shared tile between barriers: its own run.
+    run_step racecheck sanitize.log "$SANITIZER" --tool racecheck --error-exitcode 9 \
+        --kernel-name kns=ract_select "$BUILD/gpt_gpu_tests" -tc="cuda variants: RA-CT selection gradient*"
 else
     NAMES+=("sanitize"); STATUS+=("compute-sanitizer not found"); SECS+=("-")
 fi

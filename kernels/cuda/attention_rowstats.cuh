@@ -209,20 +209,22 @@ __device__ __forceinline__ void topk_init(TopK& t) {
         t.c[s] = -1;
     }
 }
+// Inserts (x, col) if it beats the 8th value. Slot s keeps its entry when x does not exceed it
+// (earlier entries win ties); the first slot that does not keep takes x and the rest move down
+// one. Every slot is decided from the old list at once: a dependency chain of three operations,
+// where bubbling x up the list was a chain of eight compare-and-swaps (the statistic kernels are
+// latency-bound, docs/performance.md). A NaN or -inf x changes nothing.
 __device__ __forceinline__ void topk_insert(TopK& t, float x, int col) {
-    if (!(x > t.v[kMaxSel - 1])) return;
-    t.v[kMaxSel - 1] = x;
-    t.c[kMaxSel - 1] = col;
+    bool keep[kMaxSel];
 #pragma unroll
-    for (int s = kMaxSel - 1; s > 0; --s)
-        if (t.v[s] > t.v[s - 1]) {
-            const float fv = t.v[s];
-            t.v[s] = t.v[s - 1];
-            t.v[s - 1] = fv;
-            const int fc = t.c[s];
-            t.c[s] = t.c[s - 1];
-            t.c[s - 1] = fc;
-        }
+    for (int s = 0; s < kMaxSel; ++s) keep[s] = !(x > t.v[s]);
+#pragma unroll
+    for (int s = kMaxSel - 1; s > 0; --s) {   // from the bottom: t.v[s - 1] is still the old one
+        t.v[s] = keep[s] ? t.v[s] : keep[s - 1] ? x : t.v[s - 1];
+        t.c[s] = keep[s] ? t.c[s] : keep[s - 1] ? col : t.c[s - 1];
+    }
+    t.v[0] = keep[0] ? t.v[0] : x;
+    t.c[0] = keep[0] ? t.c[0] : col;
 }
 // Merges the lists of the quad sharing a row (lanes ^1, ^2): every lane gets the row's top list.
 // Columns are unique across the quad, so exactly one lane pops each winner.
@@ -273,33 +275,46 @@ __device__ __forceinline__ float quad_cut(const TopK& t) {
     return fmaxf(one, fmaxf(all, lo));
 }
 
-// Inserts row r's entries of the warp's 16 x 64 tile (values x[nt][e] * mul, column k0 + nt * 8 +
-// 2t + (e & 1), only columns <= row) into the lane's list. Only values above the row's current
-// cut can enter: quad_cut bounds the row's 8th value from below (the quad's lists hold 8 values
-// at or above it, all from lower columns, which win ties). The warp then walks
-// only the lanes' candidates, one per lane per round and in increasing column order (so ties keep
+// Entry q (0..15) of row r of the lane's part of the warp's 16 x 64 tile, x[q / 2][2r + q % 2],
+// picked by the bits of q (a tree of selects four deep, not a chain of sixteen).
+__device__ __forceinline__ float tile_entry(const float (&x)[kBC / 8][4], int r, int q) {
+    float l0[kBC / 8];
+#pragma unroll
+    for (int u = 0; u < kBC / 8; ++u) l0[u] = (q & 1) ? x[u][2 * r + 1] : x[u][2 * r];
+    const float l1[4] = {(q & 2) ? l0[1] : l0[0], (q & 2) ? l0[3] : l0[2], (q & 2) ? l0[5] : l0[4],
+                         (q & 2) ? l0[7] : l0[6]};
+    const float l2[2] = {(q & 4) ? l1[1] : l1[0], (q & 4) ? l1[3] : l1[2]};
+    return (q & 8) ? l2[1] : l2[0];
+}
+
+// Inserts both rows' entries of the warp's 16 x 64 tile (values x[nt][e] * mul, column k0 + nt * 8
+// + 2t + (e & 1), only columns <= row[r]) into the lane's two lists. Only values above a row's
+// current cut can enter: quad_cut bounds the row's 8th value from below (the quad's lists hold 8
+// values at or above it, all from lower columns, which win ties). The warp then walks only the
+// lanes' candidates, one per row per lane per round and in increasing column order (so ties keep
 // going to the lowest column), instead of running every insertion for every entry: late in a row
 // almost nothing passes the cut, and without the walk one passing lane made the whole warp run
-// all 16 insertions.
-__device__ __forceinline__ void topk_insert_tile(TopK& t, const float (&x)[kBC / 8][4], int r, float mul, int k0,
-                                                 int row, int lane) {
+// all 16 insertions. The two rows' cuts and insertions are independent chains, run side by side.
+__device__ __forceinline__ void topk_insert_tile(TopK (&t)[2], const float (&x)[kBC / 8][4], float mul, int k0,
+                                                 const int (&row)[2], int lane) {
+    static_assert(kBC == 64, "tile_entry picks from 16 entries per row");
     const int tq = lane % 4;
-    float cut = quad_cut(t);
-    unsigned cand = 0;   // bit q = entry (nt = q / 2, e = 2r + q % 2)
+    const float cut[2] = {quad_cut(t[0]), quad_cut(t[1])};
+    unsigned cand[2] = {0u, 0u};   // bit q = entry (nt = q / 2, e = 2r + q % 2)
 #pragma unroll
-    for (int q = 0; q < kBC / 4; ++q) {
-        const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
-        if (col <= row && x[q / 2][2 * r + (q & 1)] * mul > cut) cand |= 1u << q;
-    }
-    while (__any_sync(0xffffffffu, cand != 0)) {
-        if (cand) {
-            const int q = __ffs(cand) - 1;
-            cand &= cand - 1;
-            float v = 0.f;
+    for (int r = 0; r < 2; ++r)
 #pragma unroll
-            for (int u = 0; u < kBC / 4; ++u)
-                if (u == q) v = x[u / 2][2 * r + (u & 1)];
-            topk_insert(t, v * mul, k0 + (q / 2) * 8 + 2 * tq + (q & 1));
+        for (int q = 0; q < kBC / 4; ++q) {
+            const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
+            if (col <= row[r] && x[q / 2][2 * r + (q & 1)] * mul > cut[r]) cand[r] |= 1u << q;
+        }
+    while (__any_sync(0xffffffffu, (cand[0] | cand[1]) != 0u)) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int q = cand[r] ? __ffs(cand[r]) - 1 : 0;
+            const float v = cand[r] ? tile_entry(x, r, q) * mul : -INFINITY;
+            cand[r] &= cand[r] - 1u;
+            topk_insert(t[r], v, k0 + (q / 2) * 8 + 2 * tq + (q & 1));
         }
     }
 }

@@ -95,11 +95,11 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
         const int k0 = kt * kBC;
         float s[kBC / 8][4];
         dot_tile<DQK, false>(s, g, sQ, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
+        if constexpr (kTop) {
+            topk_insert_tile(top, s, g.scale, k0, row, lane);
+        } else {
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            if constexpr (kTop) {
-                topk_insert_tile(top[r], s, r, g.scale, k0, row[r], lane);
-            } else {
+            for (int r = 0; r < 2; ++r)
 #pragma unroll
                 for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
@@ -108,7 +108,6 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
                         const float p = attn::fast_exp2(fmaf(s[nt][e], g.scale_log2, -lse2[r]));
                         acc[r] += kStat == RactStat::entropy ? p * (lse[r] - s[nt][e] * g.scale) : p * p;
                     }
-            }
         }
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
     }
@@ -186,8 +185,7 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
             for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
         if (h == H - 1) {   // the head-mean tile is complete: its statistics
             if (top_stat) {
-#pragma unroll
-                for (int r = 0; r < 2; ++r) topk_insert_tile(top[r], pbar, r, 1.f, k0, row[r], lane);
+                topk_insert_tile(top, pbar, 1.f, k0, row, lane);
             } else {
 #pragma unroll
                 for (int nt = 0; nt < kBC / 8; ++nt)
