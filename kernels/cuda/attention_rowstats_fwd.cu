@@ -51,8 +51,10 @@ struct GateOut {
 
 // Per-head statistic. STAT is the RactStat as an int (one specialisation per statistic keeps the
 // inner loop free of branches).
+// Four blocks per SM: the first tile's own bound (topk_insert_tile<true>) took the top-k kernel
+// from 126 to 146 registers (three blocks, slower than without it); capped, 128 and no spills.
 template <int DQK, int STAT>
-__global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) {
+__global__ void __launch_bounds__(kThreads, 4) ract_stat_kernel(Geom g, GateOut o) {
     constexpr RactStat kStat = RactStat(STAT);
     constexpr bool kTop = kStat == RactStat::topk || kStat == RactStat::max;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -96,7 +98,8 @@ __global__ void __launch_bounds__(kThreads) ract_stat_kernel(Geom g, GateOut o) 
         float s[kBC / 8][4];
         dot_tile<DQK, false>(s, g, sQ, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
         if constexpr (kTop) {
-            topk_insert_tile(top, s, g.scale, k0, row, lane);
+            if (kt == 0) topk_insert_tile<true>(top, s, g.scale, k0, row, lane);
+            else topk_insert_tile<false>(top, s, g.scale, k0, row, lane);
         } else {
 #pragma unroll
             for (int r = 0; r < 2; ++r)
@@ -185,7 +188,8 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
             for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
         if (h == H - 1) {   // the head-mean tile is complete: its statistics
             if (top_stat) {
-                topk_insert_tile(top, pbar, 1.f, k0, row, lane);
+                if (kt == 0) topk_insert_tile<true>(top, pbar, 1.f, k0, row, lane);
+                else topk_insert_tile<false>(top, pbar, 1.f, k0, row, lane);
             } else {
 #pragma unroll
                 for (int nt = 0; nt < kBC / 8; ++nt)
