@@ -31,28 +31,6 @@ void require_space(bool ok, const char* op, const char* arg, const char* what) {
                       " (see the method's comment in model/ops.h)");
 }
 
-// Pass 1 of dot_add: each of kDotPartials blocks sums a fixed grid-stride share.
-__global__ void dot_partial_kernel(float* partial, const bf16* a, const bf16* b, size_t n) {
-    __shared__ float warp_part[32];
-    float s = 0.f;
-    for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-        s += __bfloat162float(a[i]) * __bfloat162float(b[i]);
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) warp_part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float t = 0.f;
-        for (int w = 0; w < int(blockDim.x >> 5); ++w) t += warp_part[w];
-        partial[blockIdx.x] = t;
-    }
-}
-// Pass 2: one thread adds the partials in order.
-__global__ void dot_finish_kernel(float* out, const float* partial, int parts) {
-    float t = 0.f;
-    for (int p = 0; p < parts; ++p) t += partial[p];
-    out[0] += t;
-}
-
 }  // namespace
 
 bf16* act(const VariantEnv& e, Ten t, size_t need, const char* op, const char* arg) {
@@ -98,11 +76,5 @@ void rows_sum_add(float* out, const float* x, int M, int N, float* partial, cuda
     colsum_add(TView{out, DType::F32}, TView{const_cast<float*>(x), DType::F32}, M, N, partial, s);
 }
 
-void dot_add(float* out, const bf16* a, const bf16* b, size_t n, float* partial, cudaStream_t s) {
-    dot_partial_kernel<<<kDotPartials, 256, 0, s>>>(partial, a, b, n);
-    GPT_CUDA_LAUNCHED("dot_partial_kernel");
-    dot_finish_kernel<<<1, 1, 0, s>>>(out, partial, kDotPartials);
-    GPT_CUDA_LAUNCHED("dot_finish_kernel");
-}
 
 }  // namespace gpt::cuda::variant

@@ -120,11 +120,6 @@ private:
 // colsum_scratch(M, N) floats.
 void rows_sum_add(float* out, const float* x, int M, int N, float* partial, cudaStream_t s);
 
-// out[0] += sum_i a[i] b[i] (bf16 a, b): fixed grid, fixed order. `partial` holds
-// kDotPartials + 1 floats.
-constexpr int kDotPartials = 256;
-void dot_add(float* out, const bf16* a, const bf16* b, size_t n, float* partial, cudaStream_t s);
-
 }  // namespace variant
 
 }  // namespace gpt::cuda

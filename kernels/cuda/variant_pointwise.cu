@@ -1,7 +1,11 @@
 // M1/M2's pointwise helpers (ops.h sigmoid_fwd/bwd, add_scaled_fwd/bwd) on bf16 activations;
 // alpha is read on the device from its fp32 Param, and dalpha is a fixed-order dot product.
+// add_scaled runs on M2's [N, F] rows (200 MB at GPT-2 B = 32): 16-byte vectors, and the backward
+// is one pass (db and the dot's partials together) over enough blocks to reach memory bandwidth
+// (256 blocks and a second pass for db took 0.93 ms a call, now 0.20; docs/performance.md).
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/variant_ops.cuh"
+#include "cuda/vec8.cuh"
 
 namespace gpt::cuda {
 namespace {
@@ -20,13 +24,79 @@ __global__ void sigmoid_bwd_kernel(bf16* din, const bf16* out, const bf16* dout,
         din[e] = __float2bfloat16(y * (1.f - y) * __bfloat162float(dout[e]));
     }
 }
-__global__ void add_scaled_fwd_kernel(bf16* out, const bf16* a, const bf16* b, const float* alpha, size_t n) {
+// out = a + alpha b; `vec`: n % 8 == 0 and every pointer 16-byte aligned.
+__global__ void add_scaled_fwd_kernel(bf16* out, const bf16* a, const bf16* b, const float* alpha, size_t n,
+                                      bool vec) {
     const float s = alpha[0];
-    GPT_GRID_STRIDE(e, n) out[e] = __float2bfloat16(__bfloat162float(a[e]) + s * __bfloat162float(b[e]));
+    if (vec) {
+        GPT_GRID_STRIDE(c, n / 8) {
+            const F8 x = load_bf16x8(a + 8 * c), y = load_bf16x8(b + 8 * c);
+            F8 o;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) o.v[j] = x.v[j] + s * y.v[j];
+            store_bf16x8(out + 8 * c, o);
+        }
+    } else {
+        GPT_GRID_STRIDE(e, n) out[e] = __float2bfloat16(__bfloat162float(a[e]) + s * __bfloat162float(b[e]));
+    }
 }
-__global__ void scale_by_kernel(bf16* out, const bf16* in, const float* alpha, size_t n) {
+
+// The dot's fixed grid: its partials, and so dalpha, come out the same on every run.
+constexpr int kDotBlocks = 1024, kDotThreads = 256;
+
+// One pass of add_scaled's backward: db = alpha dout (db null: skipped) and, when partial is
+// non-null, block x's share of sum dout b in partial[x]. db may alias dout: each element is read
+// before the same thread writes it.
+__global__ void __launch_bounds__(kDotThreads) add_scaled_bwd_kernel(float* partial, bf16* db, const bf16* dy,
+                                                                     const bf16* b, const float* alpha, size_t n,
+                                                                     bool vec) {
     const float s = alpha[0];
-    GPT_GRID_STRIDE(e, n) out[e] = __float2bfloat16(s * __bfloat162float(in[e]));
+    float acc = 0.f;
+    if (vec) {
+        GPT_GRID_STRIDE(c, n / 8) {
+            const F8 g = load_bf16x8(dy + 8 * c);
+            if (partial) {
+                const F8 x = load_bf16x8(b + 8 * c);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc += g.v[j] * x.v[j];
+            }
+            if (db) {
+                F8 o;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) o.v[j] = s * g.v[j];
+                store_bf16x8(db + 8 * c, o);
+            }
+        }
+    } else {
+        GPT_GRID_STRIDE(e, n) {
+            const float g = __bfloat162float(dy[e]);
+            if (partial) acc += g * __bfloat162float(b[e]);
+            if (db) db[e] = __float2bfloat16(s * g);
+        }
+    }
+    if (!partial) return;
+    __shared__ float warp_part[kDotThreads / 32];
+    acc = warp_sum(acc);
+    if (threadIdx.x % 32 == 0) warp_part[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int w = 0; w < kDotThreads / 32; ++w) t += warp_part[w];
+        partial[blockIdx.x] = t;
+    }
+}
+
+// out[0] += the partials' sum: one block, each warp a fixed 32-way tree, then the warps in order.
+__global__ void __launch_bounds__(kDotBlocks) dot_finish_kernel(float* out, const float* partial) {
+    __shared__ float warp_part[kDotBlocks / 32];
+    const float v = warp_sum(partial[threadIdx.x]);
+    if (threadIdx.x % 32 == 0) warp_part[threadIdx.x / 32] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int w = 0; w < kDotBlocks / 32; ++w) t += warp_part[w];
+        out[0] += t;
+    }
 }
 #undef GPT_GRID_STRIDE
 
@@ -52,25 +122,28 @@ void sigmoid_bwd(const VariantEnv& e, Ten din, Ten out, Ten dout, size_t n) {
 void add_scaled_fwd(const VariantEnv& e, Ten out, Ten a, Ten b, Ten alpha, size_t n) {
     const char* op = "add_scaled_fwd";
     if (n == 0) return;
-    add_scaled_fwd_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, e.stream>>>(
-        act(e, out, n, op, "out"), act(e, a, n, op, "a"), act(e, b, n, op, "b"), f32(e, alpha, 1, op, "alpha"), n);
+    bf16* o = act(e, out, n, op, "out");
+    const bf16 *x = act(e, a, n, op, "a"), *y = act(e, b, n, op, "b");
+    const bool vec = n % 8 == 0 && all_aligned16({o, x, y});
+    add_scaled_fwd_kernel<<<elementwise_blocks(vec ? n / 8 : n, kThreads), kThreads, 0, e.stream>>>(
+        o, x, y, f32(e, alpha, 1, op, "alpha"), n, vec);
     GPT_CUDA_LAUNCHED("add_scaled_fwd_kernel");
 }
 
 void add_scaled_bwd(const VariantEnv& e, Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n) {
     const char* op = "add_scaled_bwd";
-    if (n == 0) return;
+    if (n == 0 || (!db.present() && !dalpha.present())) return;
     const bf16* dy = act(e, dout, n, op, "dout");
-    // dalpha first: db may alias dout.
-    if (dalpha.present()) {
-        ScratchPlan sp;
-        sp.add(kDotPartials + 1);
-        dot_add(f32(e, dalpha, 1, op, "dalpha"), dy, act(e, b, n, op, "b"), n, sp.take(e), e.stream);
-    }
-    if (db.present()) {
-        scale_by_kernel<<<elementwise_blocks(n, kThreads), kThreads, 0, e.stream>>>(
-            act(e, db, n, op, "db"), dy, f32(e, alpha, 1, op, "alpha"), n);
-        GPT_CUDA_LAUNCHED("scale_by_kernel");
+    bf16* dbp = act_opt(e, db, n, op, "db");
+    const bf16* bp = dalpha.present() ? act(e, b, n, op, "b") : nullptr;
+    float* partial = dalpha.present() ? static_cast<float*>(e.scratch(kDotBlocks * sizeof(float) + 256)) : nullptr;
+    const bool vec = n % 8 == 0 && all_aligned16({dy, dbp, bp});
+    add_scaled_bwd_kernel<<<kDotBlocks, kDotThreads, 0, e.stream>>>(partial, dbp, dy, bp, f32(e, alpha, 1, op, "alpha"),
+                                                                   n, vec);
+    GPT_CUDA_LAUNCHED("add_scaled_bwd_kernel");
+    if (partial) {
+        dot_finish_kernel<<<1, kDotBlocks, 0, e.stream>>>(f32(e, dalpha, 1, op, "dalpha"), partial);
+        GPT_CUDA_LAUNCHED("dot_finish_kernel");
     }
 }
 
