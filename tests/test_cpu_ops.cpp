@@ -302,7 +302,7 @@ TEST_CASE("cpu: classifier losses and gradient against naive softmax, padding ne
     for (float l : loss_out) CHECK(std::isfinite(l));
 }
 
-TEST_CASE("cpu: parameter gradients accumulate, din of matmul is overwritten") {
+TEST_CASE("cpu: parameter gradients accumulate, din of matmul is overwritten (accumulated by matmul_bwd_add)") {
     const int M = 6, K = 5, N = 4;
     CpuBench c;
     Ten in = c.reserve(Space::Act, M * K), w = c.reserve(Space::Param, N * K),
@@ -331,6 +331,18 @@ TEST_CASE("cpu: parameter gradients accumulate, din of matmul is overwritten") {
     };
     check_close(c.get(dw), doubled(dw1), 1e-6, 1e-7, "matmul dw twice");
     check_close(c.get(db), doubled(db1), 1e-6, 1e-7, "matmul dbias twice");
+    // matmul_bwd_add accumulates din (on top of a random start) and the parameter gradients alike.
+    const std::vector<float> din0 = random_vector(M * K, 56);
+    c.put(din, din0);
+    c.ops.matmul_bwd_add(din, dw, db, dout, in, w, M, K, N);
+    std::vector<float> expect_din = din0;
+    for (size_t i = 0; i < expect_din.size(); ++i) expect_din[i] += din1[i];
+    check_close(c.get(din), expect_din, 1e-6, 1e-6, "matmul_bwd_add din");
+    std::vector<float> tripled_dw = dw1, tripled_db = db1;
+    for (auto& x : tripled_dw) x *= 3;
+    for (auto& x : tripled_db) x *= 3;
+    check_close(c.get(dw), tripled_dw, 1e-6, 1e-6, "matmul_bwd_add dw");
+    check_close(c.get(db), tripled_db, 1e-6, 1e-6, "matmul_bwd_add dbias");
 
     c.ops.layernorm_fwd(ln_out, mean, rstd, in, lw, lb, M, K);
     c.ops.layernorm_bwd(ldin, ldw, ldb, ln_out, in, lw, mean, rstd, M, K);

@@ -117,7 +117,7 @@ template <class S>
 void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, int N, S* gelu_out);
 template <class S>
 void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
-                int N);
+                int N, bool din_add = false);   // din_add: din += dout . w instead of =
 
 // attention.cpp; pointers are the views' starts (q.off etc.), strides in AttnDims. keep_mask, when
 // given, replaces the counter-RNG dropout mask: one byte per [B, Hq, T, T] entry, non-zero = kept

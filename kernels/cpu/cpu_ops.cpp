@@ -234,6 +234,14 @@ void CpuOps::matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int
         f32(in, size_t(M) * K, "matmul_bwd in"), f32(w, size_t(N) * K, "matmul_bwd w"), M, K, N);
 }
 
+void CpuOps::matmul_bwd_add(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K, int N) {
+    check_positive("matmul_bwd_add", {M, K, N});
+    cpu::matmul_bwd(f32(din, size_t(M) * K, "matmul_bwd_add din"), f32_optional(dw, size_t(N) * K, "matmul_bwd_add dw"),
+                    f32_optional(dbias, N, "matmul_bwd_add dbias"), f32(dout, size_t(M) * N, "matmul_bwd_add dout"),
+                    f32(in, size_t(M) * K, "matmul_bwd_add in"), f32(w, size_t(N) * K, "matmul_bwd_add w"), M, K,
+                    N, /*din_add=*/true);
+}
+
 void CpuOps::gelu_fwd(Ten out, Ten in, size_t n) {
     cpu::gelu_fwd(f32(out, n, "gelu_fwd out"), f32(in, n, "gelu_fwd in"), n);
 }

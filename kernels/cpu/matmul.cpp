@@ -51,10 +51,10 @@ void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, in
 
 template <class S>
 void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
-                int N) {
-    if (din)   // din = dout . w, overwritten; blocks of rows
+                int N, bool din_add) {
+    if (din)   // din = dout . w (or += with din_add); blocks of rows
         for_each_thread_block(M, [&](int m0, int rows) {
-            gemm(CblasNoTrans, CblasNoTrans, rows, K, N, dout + size_t(m0) * N, N, w, K, S(0),
+            gemm(CblasNoTrans, CblasNoTrans, rows, K, N, dout + size_t(m0) * N, N, w, K, S(din_add ? 1 : 0),
                  din + size_t(m0) * K, K);
         });
     if (!dw && !dbias) return;
@@ -73,7 +73,7 @@ void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w,
 
 #define GPT_INSTANTIATE(S)                                                            \
     template void matmul_fwd<S>(S*, const S*, const S*, const S*, int, int, int, S*); \
-    template void matmul_bwd<S>(S*, S*, S*, const S*, const S*, const S*, int, int, int);
+    template void matmul_bwd<S>(S*, S*, S*, const S*, const S*, const S*, int, int, int, bool);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)
 #undef GPT_INSTANTIATE

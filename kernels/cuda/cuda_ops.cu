@@ -378,11 +378,20 @@ public:
 
     void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
                     int N) override {
+        matmul_bwd_beta(din, dw, dbias, dout, in, w, M, K, N, 0.f);
+    }
+    void matmul_bwd_add(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
+                        int N) override {
+        GPT_CHECK(din.present(), "cuda-bf16 matmul_bwd_add: din is required");
+        matmul_bwd_beta(din, dw, dbias, dout, in, w, M, K, N, 1.f);
+    }
+    // din = dout . w + din_beta din (0: overwritten, 1: accumulated by the GEMM).
+    void matmul_bwd_beta(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K, int N, float din_beta) {
         const void* dout_p = operand(dout, size_t(M) * N, "matmul_bwd", "dout");
         if (din.present()) {   // din[M,K] = dout[M,N] . w[N,K]  ->  din^T = w^T dout^T
             GemmArgs g = gemm_args(false, false, K, M, N, K, N, K,
                                    operand(w, size_t(N) * K, "matmul_bwd", "w"), dout_p,
-                                   view(din, size_t(M) * K, "matmul_bwd", "din"), 0.f);
+                                   view(din, size_t(M) * K, "matmul_bwd", "din"), din_beta);
             run_gemm(g, "matmul_bwd (din)", M, K, N);
         }
         bool bias_done = !dbias.present();

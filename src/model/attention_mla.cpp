@@ -76,7 +76,6 @@ MlaAttention::Grads MlaAttention::grads(int B, int T, Ten scratch) const {
         return t;
     };
     g.dQ = take(N * E);
-    g.dtmp = take(N * E);
     g.dk_lat = take(N * L);
     g.dv_lat = take(N * L);
     if (expanded_)
@@ -199,7 +198,6 @@ AttentionOperands MlaAttention::operand_grads(const StepContext& c, Ten scratch)
 void MlaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, E = cfg_.n_embd, L = cfg_.mla.latent;
-    const size_t NE = size_t(N) * E;
     const Grads g = grads(c.B, c.T, scratch);
     // The attention's query/key before the fold and where their gradients go.
     const Ten q = expanded_ ? Q_ : q_lat_, k = expanded_ ? kh_ : k_lat_;
@@ -216,10 +214,8 @@ void MlaAttention::inputs_bwd(const StepContext& c, Ten in, Ten din, Ten scratch
     if (m3_input())
         ops.add_scaled_bwd(prev_->d_m3_latent, prev_->m3_alpha_next.as(Space::Grad), g.dk_lat, prev_->m3_latent,
                            prev_->m3_alpha_next, size_t(N) * L);
-    ops.matmul_bwd(g.dtmp, w_kd_.as(Space::Grad), {}, g.dk_lat, in, w_kd_, N, E, L);
-    ops.add_inplace(din, g.dtmp, NE);
-    ops.matmul_bwd(g.dtmp, w_vd_.as(Space::Grad), {}, g.dv_lat, in, w_vd_, N, E, L);
-    ops.add_inplace(din, g.dtmp, NE);
+    ops.matmul_bwd_add(din, w_kd_.as(Space::Grad), {}, g.dk_lat, in, w_kd_, N, E, L);
+    ops.matmul_bwd_add(din, w_vd_.as(Space::Grad), {}, g.dv_lat, in, w_vd_, N, E, L);
 }
 
 void MlaAttention::output_fwd(const StepContext& c, Ten y, Ten out) {

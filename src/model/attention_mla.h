@@ -48,7 +48,7 @@ protected:
 private:
     // Gradient buffers inside the backward scratch (each N rows of the activation's width).
     struct Grads {
-        Ten dQ, dtmp, dk_lat, dv_lat;
+        Ten dQ, dk_lat, dv_lat;
         Ten dq_lat;     // latent form
         Ten dkh;        // expanded form
         Ten dvh;        // per-head values (RA+MLA, expanded MLA)

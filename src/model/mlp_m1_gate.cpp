@@ -23,7 +23,7 @@ void M1GateProducer::plan(ActivationPlan& a, BlockLink& link, int B, int T) {
 
 size_t M1GateProducer::grad_scratch_elems(int B, int T) const {
     const size_t N = size_t(B) * T;
-    return N * cfg_.n_head + N * kHidden + N * cfg_.hidden() + 128;   // dz, dact, dh_extra (+ alignment)
+    return N * cfg_.n_head + N * kHidden + 128;   // dz, dact (+ alignment)
 }
 
 void M1GateProducer::forward(const StepContext& c, Ten h) {
@@ -38,13 +38,12 @@ void M1GateProducer::backward(const StepContext& c, Ten h, Ten dh, Ten scratch) 
     Ops& ops = *c.ops;
     const int N = c.B * c.T, H = cfg_.n_head, F = cfg_.hidden();
     const size_t nz = size_t(N) * H, nact = size_t(N) * kHidden;
-    const size_t o1 = (nz + 63) / 64 * 64, o2 = o1 + (nact + 63) / 64 * 64;
-    const Ten dz = scratch.sub(0, nz), dact = scratch.sub(o1, nact), dh_extra = scratch.sub(o2, size_t(N) * F);
+    const size_t o1 = (nz + 63) / 64 * 64;
+    const Ten dz = scratch.sub(0, nz), dact = scratch.sub(o1, nact);
     ops.sigmoid_bwd(dz, link_->m1_gate, link_->d_m1_gate, nz);
     ops.matmul_bwd(dact, w2_.as(Space::Grad), b2_.as(Space::Grad), dz, act_, w2_, N, kHidden, H);
     ops.gelu_bwd(dact, pre_, dact, nact);
-    ops.matmul_bwd(dh_extra, w1_.as(Space::Grad), {}, dact, h, w1_, N, F, kHidden);
-    ops.add_inplace(dh, dh_extra, size_t(N) * F);
+    ops.matmul_bwd_add(dh, w1_.as(Space::Grad), {}, dact, h, w1_, N, F, kHidden);
 }
 
 }  // namespace gpt

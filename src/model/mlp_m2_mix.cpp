@@ -26,7 +26,7 @@ void M2CrossTokenMix::plan(ActivationPlan& a, BlockLink& link, int B, int T) {
 
 size_t M2CrossTokenMix::grad_scratch_elems(int B, int T) const {
     const size_t N = size_t(B) * T;
-    return N * cfg_.hidden() + 2 * N * cfg_.m2_rank + 128;   // de (reused for dh_extra), dagg, dz
+    return N * cfg_.hidden() + 2 * N * cfg_.m2_rank + 128;   // de, dagg, dz
 }
 
 Ten M2CrossTokenMix::forward(const StepContext& c, Ten h) {
@@ -49,8 +49,7 @@ void M2CrossTokenMix::backward(const StepContext& c, Ten h, Ten dh, Ten scratch)
     ops.add_scaled_bwd(de, alpha_.as(Space::Grad), dh, e_, alpha_, nf);
     ops.matmul_bwd(dagg, w_up_.as(Space::Grad), {}, de, agg_, w_up_, N, r, F);
     ops.sparse_mix_bwd(dz, dagg, link_->m2_idx, link_->m2_wts, N, r, kTopK);
-    ops.matmul_bwd(de, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);   // de now holds dh via z
-    ops.add_inplace(dh, de, nf);
+    ops.matmul_bwd_add(dh, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);   // dh += the path via z
 }
 
 }  // namespace gpt

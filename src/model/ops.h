@@ -262,6 +262,11 @@ public:
     // din = dout . w (overwrite; skipped if absent); dw += dout^T . in; dbias += colsum(dout)
     virtual void matmul_bwd(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
                             int N) = 0;
+    // matmul_bwd with din accumulated: din += dout . w (din present). A second path's input
+    // gradient (M1's gate, M2's mix, MLA's down-projections) summed by the GEMM itself (CUDA: beta
+    // = 1, one rounding to bf16) instead of written to scratch and added by a pass of its own.
+    virtual void matmul_bwd_add(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
+                                int N) = 0;
     // matmul_bwd through the GELU that produced `in` (an MLP's c_proj): din = GELU'(pre) * (dout . w)
     // with pre [M,K] the pre-activation matmul_fwd kept beside gelu_out; din present, not aliasing
     // pre. The default, the two calls, is the reference; CUDA fuses it (cuBLASLt DGELU epilogue).

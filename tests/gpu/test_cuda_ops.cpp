@@ -7,6 +7,7 @@
 #include <utility>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 
@@ -425,6 +426,32 @@ TEST_CASE("cuda: matmul forward (bias; fused GELU) and backward match the CPU") 
     check_matmul(64, 48, 40, false, true);    // GELU_AUX without bias
     check_matmul(77, 64, 96, true, false);    // BIAS epilogue, BGRADB in backward
     check_matmul(33, 24, 50, true, true);     // N not a multiple of 8: fallback kernels
+}
+
+// matmul_bwd_add (a second path's input gradient summed by the GEMM, beta = 1): din starts from
+// random values and gets dout . w added, dw and dbias accumulate, against the CPU.
+TEST_CASE("cuda: matmul backward accumulating din (matmul_bwd_add) matches the CPU") {
+    GPT_REQUIRE_GPU();
+    for (const auto& [M, K, N] : std::vector<std::array<int, 3>>{{96, 80, 136}, {200, 768, 64}, {33, 24, 50}}) {
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(N);
+        Pair p;
+        Ten in = p.reserve(Space::Act, size_t(M) * K), dout = p.reserve(Space::Act, size_t(M) * N);
+        Ten din = p.reserve(Space::Act, size_t(M) * K), w = p.reserve(Space::Param, size_t(N) * K);
+        Ten b = p.reserve(Space::Param, N);
+        p.allocate();
+        p.set(in, randn(size_t(M) * K, 70));
+        p.set(w, randn(size_t(N) * K, 71, 0.1f));
+        p.set(dout, randn(size_t(M) * N, 72));
+        p.set(din, randn(size_t(M) * K, 73));
+        p.set(w.as(Space::Grad), randn(size_t(N) * K, 74));
+        p.set(b.as(Space::Grad), randn(N, 75));
+        p.run([&](Ops& o) { o.matmul_bwd_add(din, w.as(Space::Grad), b.as(Space::Grad), dout, in, w, M, K, N); });
+        CHECK(p.err(din) <= kBf16Tol);
+        CHECK(p.err(w.as(Space::Grad)) <= kBf16Tol);
+        CHECK(p.err(b.as(Space::Grad)) <= kBf16Tol);
+    }
 }
 
 // A bias gradient alone (matmul_bwd with neither din nor dw): the column-sum kernels. N <= 64 takes
