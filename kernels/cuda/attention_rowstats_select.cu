@@ -135,7 +135,7 @@ struct DkTileSmem {
     bf16 w[BAND ? 2 : 1][2][rowstats::kBC * kWld];   // [all entries, in-band only][buffer]
 };
 
-// The step's entries of this thread: keys j - k0 (or -1) with their w, and whether in the band.
+// The step's entries of this thread: keys j - k0 (or -1) with their w.
 struct DkEntries {
     int key[kDkSlotsPerThread];
     float w[kDkSlotsPerThread];
