@@ -638,8 +638,11 @@ TEST_CASE("cuda variants: M2 top-k rows from q, k, lse and the sparse mix forwar
             check_err(p, dz, kAct, "dz");
         }
     // The sparse mix on a hand-made index with unused slots and many entries on one row (the
-    // scatter's collisions).
-    const int B = 2, T = 40, k = 6, r = 48, N = B * T;
+    // scatter's collisions: 128 entries on row 7, split over the gather's warps); r = 200 takes
+    // the gather's channel passes twice, the second partial.
+  for (const int r : {48, 200}) {
+    CAPTURE(r);
+    const int B = 2, T = 40, k = 6, N = B * T;
     Pair p;
     Ten idx = p.reserve(Space::Index, size_t(N) * k), wts = p.reserve(Space::Stat, size_t(N) * k);
     Ten z = p.reserve(Space::Act, size_t(N) * r), agg = p.reserve(Space::Act, z.n), dagg = p.reserve(Space::Act, z.n),
@@ -657,6 +660,7 @@ TEST_CASE("cuda variants: M2 top-k rows from q, k, lse and the sparse mix forwar
     });
     check_err(p, agg, kAct, "agg (hand index)");
     check_err(p, dz, kAct, "dz (hand index)");
+  }
 }
 
 // pad 0 (the channel alone) and 15 (the model's: zeros up to the kernels' width of 144).
