@@ -287,16 +287,18 @@ __device__ __forceinline__ float tile_entry(const float (&x)[kBC / 8][4], int r,
     return (q & 8) ? l2[1] : l2[0];
 }
 
-// Inserts both rows' entries of the warp's 16 x 64 tile (values x[nt][e] * mul, column k0 + nt * 8
-// + 2t + (e & 1), only columns <= row[r]) into the lane's two lists. Only values above a row's
-// current cut can enter: quad_cut bounds the row's 8th value from below (the quad's lists hold 8
-// values at or above it, all from lower columns, which win ties). The warp then walks only the
-// lanes' candidates, one per row per lane per round and in increasing column order (so ties keep
-// going to the lowest column), instead of running every insertion for every entry: late in a row
-// almost nothing passes the cut, and without the walk one passing lane made the whole warp run
-// all 16 insertions. The two rows' cuts and insertions are independent chains, run side by side.
+// Inserts both rows' entries of the warp's 16 x 64 tile (values x[nt][e], column k0 + nt * 8 + 2t +
+// (e & 1), only columns <= row[r]) into the lane's two lists. (The per-head statistic passes raw
+// dot products, not logits: the same order for a positive scale, one multiply less per entry.)
+// Only values above a row's current cut can enter: quad_cut bounds the row's 8th value from below
+// (the quad's lists hold 8 values at or above it, all from lower columns, which win ties). The
+// warp then walks only the lanes' candidates, one per row per lane per round and in increasing
+// column order (so ties keep going to the lowest column), instead of running every insertion for
+// every entry: late in a row almost nothing passes the cut, and without the walk one passing lane
+// made the whole warp run all 16 insertions. The two rows' cuts and insertions are independent
+// chains, run side by side.
 template <bool TILE_CUT>
-__device__ __forceinline__ void topk_insert_tile(TopK (&t)[2], const float (&x)[kBC / 8][4], float mul, int k0,
+__device__ __forceinline__ void topk_insert_tile(TopK (&t)[2], const float (&x)[kBC / 8][4], int k0,
                                                  const int (&row)[2], int lane) {
     static_assert(kBC == 64, "tile_entry picks from 16 entries per row");
     const int tq = lane % 4;
@@ -313,7 +315,7 @@ __device__ __forceinline__ void topk_insert_tile(TopK (&t)[2], const float (&x)[
 #pragma unroll
             for (int q = 0; q < kBC / 4; ++q) {
                 const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
-                const float v = col <= row[r] ? x[q / 2][2 * r + (q & 1)] * mul : -INFINITY;
+                const float v = col <= row[r] ? x[q / 2][2 * r + (q & 1)] : -INFINITY;
                 m2 = fmaxf(m2, fminf(m1, v));
                 m1 = fmaxf(m1, v);
             }
@@ -322,22 +324,44 @@ __device__ __forceinline__ void topk_insert_tile(TopK (&t)[2], const float (&x)[
         }
     }
     unsigned cand[2] = {0u, 0u};   // bit q = entry (nt = q / 2, e = 2r + q % 2)
+    // Columns past a row occur only in tiles that reach the warp's first row (the diagonal's):
+    // the other tiles skip the 32 column tests.
+    const bool whole = __all_sync(0xffffffffu, k0 + kBC - 1 <= row[0]);
+    auto collect = [&](auto test_columns) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+        for (int r = 0; r < 2; ++r)
 #pragma unroll
-        for (int q = 0; q < kBC / 4; ++q) {
-            const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
-            const float v = x[q / 2][2 * r + (q & 1)] * mul;
-            if (col <= row[r] && v > cut[r] && v >= floor_cut[r]) cand[r] |= 1u << q;
-        }
+            for (int q = 0; q < kBC / 4; ++q) {
+                const int col = k0 + (q / 2) * 8 + 2 * tq + (q & 1);
+                const float v = x[q / 2][2 * r + (q & 1)];
+                if ((!test_columns || col <= row[r]) && v > cut[r] && v >= floor_cut[r]) cand[r] |= 1u << q;
+            }
+    };
+    if (whole) collect(std::false_type{});
+    else collect(std::true_type{});
     while (__any_sync(0xffffffffu, (cand[0] | cand[1]) != 0u)) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const int q = cand[r] ? __ffs(cand[r]) - 1 : 0;
-            const float v = cand[r] ? tile_entry(x, r, q) * mul : -INFINITY;
+            const float v = cand[r] ? tile_entry(x, r, q) : -INFINITY;
             cand[r] &= cand[r] - 1u;
             topk_insert(t[r], v, k0 + (q / 2) * 8 + 2 * tq + (q & 1));
         }
+    }
+}
+
+// The kernels' epilogue: row r of the lane's part of the warp's 16 x DQK accumulator, times scale,
+// added into the bf16 row dst (columns nt * 8 + 2t, +1), read-modify-write: dq and dk already hold
+// the attention backward's gradient.
+template <int DQK>
+__device__ __forceinline__ void add_scaled_row(bf16* dst, const float (&acc)[DQK / 8][4], int r, float scale,
+                                               int lane) {
+    const int t = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < DQK / 8; ++nt) {
+        __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t);
+        const float2 old = __bfloat1622float2(*p);
+        *p = __floats2bfloat162_rn(old.x + scale * acc[nt][2 * r], old.y + scale * acc[nt][2 * r + 1]);
     }
 }
 

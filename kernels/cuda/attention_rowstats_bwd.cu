@@ -284,12 +284,7 @@ __global__ void __launch_bounds__(kThreads) ract_dq_kernel(Geom g, BwdArgs a) {
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= g.T) continue;
         bf16* d = a.dq + (size_t(b) * g.T + row[r]) * g.q_stride + size_t(h) * DQK;
-#pragma unroll
-        for (int nt = 0; nt < DQK / 8; ++nt) {
-            __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(d + nt * 8 + 2 * t);
-            const float2 old = __bfloat1622float2(*p);
-            *p = __floats2bfloat162_rn(old.x + g.scale * acc[nt][2 * r], old.y + g.scale * acc[nt][2 * r + 1]);
-        }
+        add_scaled_row<DQK>(d, acc, r, g.scale, lane);
     }
 }
 
@@ -371,12 +366,7 @@ __global__ void __launch_bounds__(kThreads) ract_dk_kernel(Geom g, BwdArgs a) {
         const int j = k0 + wrow + gq + 8 * r;
         if (j >= g.T) continue;
         bf16* d = a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK;
-#pragma unroll
-        for (int nt = 0; nt < DQK / 8; ++nt) {
-            __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(d + nt * 8 + 2 * t);
-            const float2 old = __bfloat1622float2(*p);
-            *p = __floats2bfloat162_rn(old.x + g.scale * acc[nt][2 * r], old.y + g.scale * acc[nt][2 * r + 1]);
-        }
+        add_scaled_row<DQK>(d, acc, r, g.scale, lane);
     }
 }
 

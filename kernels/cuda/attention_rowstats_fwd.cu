@@ -20,10 +20,11 @@ namespace {
 __device__ __forceinline__ float sigmoidf(float z) { return 1.f / (1.f + expf(-z)); }
 
 // The statistic of a finished row from its merged top list (topk/max) or its quad-summed
-// accumulator (entropy: sum P (lse - x) or -sum P log P; rms: sum P^2). Top values are logits
-// when `lse` is finite (per-head rows) and probabilities when it is NaN (head-mean rows).
+// accumulator (entropy: sum P (lse - x) or -sum P log P; rms: sum P^2). Top values are raw dot
+// products q.k (logits = scale times them) when values_are_dots (per-head rows), probabilities
+// otherwise (head-mean rows).
 __device__ __forceinline__ float finish_stat(RactStat stat, const TopK& m, float acc, int i, int topk,
-                                             float lse, bool values_are_logits) {
+                                             float lse, float scale, bool values_are_dots) {
     switch (stat) {
         case RactStat::topk:
         case RactStat::max: {
@@ -31,7 +32,7 @@ __device__ __forceinline__ float finish_stat(RactStat stat, const TopK& m, float
             float s = 0.f;
 #pragma unroll
             for (int r = 0; r < kMaxSel; ++r)
-                if (r < kk) s += values_are_logits ? expf(m.v[r] - lse) : m.v[r];
+                if (r < kk) s += values_are_dots ? expf(m.v[r] * scale - lse) : m.v[r];
             return s;
         }
         case RactStat::entropy: return acc;
@@ -98,8 +99,8 @@ __global__ void __launch_bounds__(kThreads, 4) ract_stat_kernel(Geom g, GateOut 
         float s[kBC / 8][4];
         dot_tile<DQK, false>(s, g, sQ, wrow, sK + buf * kTile<DQK>, q0 + wrow, k0, lane);
         if constexpr (kTop) {
-            if (kt == 0) topk_insert_tile<true>(top, s, g.scale, k0, row, lane);
-            else topk_insert_tile<false>(top, s, g.scale, k0, row, lane);
+            if (kt == 0) topk_insert_tile<true>(top, s, k0, row, lane);
+            else topk_insert_tile<false>(top, s, k0, row, lane);
         } else {
 #pragma unroll
             for (int r = 0; r < 2; ++r)
@@ -124,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 4) ract_stat_kernel(Geom g, GateOut 
         if (t != 0 || row[r] >= g.T) continue;
         const int i = row[r];
         const size_t on = (size_t(b) * g.T + i) * g.Hq + h;
-        const float st = finish_stat(kStat, m, a, i, o.topk, lse[r], true);
+        const float st = finish_stat(kStat, m, a, i, o.topk, lse[r], g.scale, true);
         o.stat[on] = st;
         o.gate[on] = __float2bfloat16(sigmoidf(st * o.scale[h] + o.bias[h]));
         if constexpr (kTop) {
@@ -188,8 +189,8 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
             for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
         if (h == H - 1) {   // the head-mean tile is complete: its statistics
             if (top_stat) {
-                if (kt == 0) topk_insert_tile<true>(top, pbar, 1.f, k0, row, lane);
-                else topk_insert_tile<false>(top, pbar, 1.f, k0, row, lane);
+                if (kt == 0) topk_insert_tile<true>(top, pbar, k0, row, lane);
+                else topk_insert_tile<false>(top, pbar, k0, row, lane);
             } else {
 #pragma unroll
                 for (int nt = 0; nt < kBC / 8; ++nt)
@@ -225,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
             continue;
         }
         const GateOut& go = o.ract;
-        const float st = finish_stat(kind, m, a, i, go.topk, 0.f, false);
+        const float st = finish_stat(kind, m, a, i, go.topk, 0.f, 1.f, false);
         for (int h = 0; h < H; ++h) {
             go.stat[n * H + h] = st;
             go.gate[n * H + h] = __float2bfloat16(sigmoidf(st * go.scale[h] + go.bias[h]));

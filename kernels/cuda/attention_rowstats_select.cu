@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(rowstats::kThreads) ract_select_dk_kernel(Geom
     constexpr int kW = BAND ? 2 : 1;
     const int k_tile = blockIdx.x;   // the longest column (k_tile 0) first
     const int bhk = blockIdx.y, b = bhk / g.Hkv, hk = bhk % g.Hkv, group = g.Hq / g.Hkv;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, t = lane % 4;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4;
     const int k0 = k_tile * kBC, wrow = warp * 16, row_in_tile = tid / 2, slot0 = (tid % 2) * kDkSlotsPerThread;
     const int n_qt = (g.T + kBR - 1) / kBR, qt0 = k0 / kBR, per_head = n_qt - qt0, steps = group * per_head;
 
@@ -237,12 +237,7 @@ __global__ void __launch_bounds__(rowstats::kThreads) ract_select_dk_kernel(Geom
         const int j = k0 + wrow + gq + 8 * r;
         if (j >= g.T) continue;
         bf16* d = a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK;
-#pragma unroll
-        for (int nt = 0; nt < DQK / 8; ++nt) {
-            __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(d + nt * 8 + 2 * t);
-            const float2 old = __bfloat1622float2(*p);
-            *p = __floats2bfloat162_rn(old.x + g.scale * acc[nt][2 * r], old.y + g.scale * acc[nt][2 * r + 1]);
-        }
+        add_scaled_row<DQK>(d, acc, r, g.scale, lane);
     }
 }
 
