@@ -135,12 +135,61 @@ __global__ void __launch_bounds__(kThreads, 4) ract_stat_kernel(Geom g, GateOut 
     }
 }
 
-// What headmean_kernel writes: M2's rows (m2_idx non-null) or RA-CT's head_average gate.
+// What headmean_kernel writes: M2's rows (m2_idx non-null) or RA-CT's head_average gate, and
+// where the rows of a query tile split over several blocks leave their partial state.
 struct HeadMeanOut {
     int32_t* m2_idx;   // [B*T, topk]: global row b*T + j, largest first, -1 unused
     float* m2_wts;     // [B*T, topk]: renormalised
     GateOut ract;
+    int chunk_tiles;   // key tiles per block (a query tile with more is split: headmean_job)
+    int max_chunks;    // the most blocks one query tile is split over
+    float* part_v;     // [B*T, max_chunks, kMaxSel] a chunk's merged top list, values
+    int32_t* part_c;   // [B*T, max_chunks, kMaxSel] and columns
+    float* part_acc;   // [B*T, max_chunks] its quad-summed accumulator (entropy, rms)
 };
+
+// The query tile and the key tiles [kt_begin, kt_end) block `job` of a batch row covers. A
+// block per query tile took 16 times longer on the last tile than on the first, and with 512 blocks
+// on ~400 resident slots at GPT-2 B = 32 the longest blocks set the kernel's time; chunks of at
+// most chunk_tiles key tiles (half the tiles) even them out. Jobs go from the last query tile
+// down (the longest first).
+struct HeadMeanJob {
+    int q_tile, kt_begin, kt_end, chunk, n_chunks;
+};
+__device__ __forceinline__ HeadMeanJob headmean_job(int job, int n_qt, int chunk_tiles) {
+    for (int qt = n_qt - 1; qt > 0; --qt) {
+        const int nc = (qt + chunk_tiles) / chunk_tiles;   // ceil((qt + 1) / chunk_tiles)
+        if (job < nc) return {qt, job * chunk_tiles, min((job + 1) * chunk_tiles, qt + 1), job, nc};
+        job -= nc;
+    }
+    return {0, 0, 1, 0, 1};
+}
+
+// One row's outputs from its merged top list m and accumulator a (called by one thread per row).
+__device__ void finish_headmean_row(const Geom& g, const HeadMeanOut& o, int b, int i, const TopK& m, float a) {
+    const size_t n = size_t(b) * g.T + i;
+    if (o.m2_idx != nullptr) {
+        const int k = o.ract.topk, kk = min(k, i + 1);
+        float sum = 0.f;
+        for (int s = 0; s < kk; ++s) sum += m.v[s];
+        for (int s = 0; s < k; ++s) {
+            o.m2_idx[n * k + s] = s < kk ? b * g.T + m.c[s] : -1;
+            o.m2_wts[n * k + s] = s < kk ? m.v[s] / sum : 0.f;
+        }
+        return;
+    }
+    const GateOut& go = o.ract;
+    const int H = g.Hq;
+    const float st = finish_stat(go.stat_kind, m, a, i, go.topk, 0.f, 1.f, false);
+    for (int h = 0; h < H; ++h) {
+        go.stat[n * H + h] = st;
+        go.gate[n * H + h] = __float2bfloat16(sigmoidf(st * go.scale[h] + go.bias[h]));
+    }
+    if (go.stat_kind == RactStat::topk || go.stat_kind == RactStat::max) {
+        const int kk = min(go.slots, i + 1);
+        for (int s = 0; s < go.slots; ++s) go.sel[n * go.slots + s] = s < kk ? m.c[s] : -1;
+    }
+}
 
 template <int DQK>
 __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut o) {
@@ -148,19 +197,21 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
     bf16* sQ = reinterpret_cast<bf16*>(smem_raw);   // two buffers
     bf16* sK = sQ + 2 * kTile<DQK>;                  // two buffers
 
-    const int q_tile = gridDim.x - 1 - blockIdx.x;
-    const int b = blockIdx.y, H = g.Hq;
+    const int b = blockIdx.x, H = g.Hq;
+    const HeadMeanJob job = headmean_job(blockIdx.y, (g.T + kBR - 1) / kBR, o.chunk_tiles);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, t = lane % 4;
-    const int q0 = q_tile * kBR, wrow = warp * 16;
-    const int n_tiles = (min(q0 + kBR, g.T) - 1) / kBC + 1, steps = n_tiles * H;
+    const int q0 = job.q_tile * kBR, wrow = warp * 16;
+    const int steps = (job.kt_end - job.kt_begin) * H;
     const bool m2 = o.m2_idx != nullptr;
     const RactStat kind = m2 ? RactStat::topk : o.ract.stat_kind;
     const bool top_stat = kind == RactStat::topk || kind == RactStat::max;
     const float inv_h = 1.f / float(H);
 
-    // Step s = (key tile s / H, head s % H): the head's query tile and the key tile of its kv head.
+    // Step s = (key tile kt_begin + s / H, head s % H): the head's query tile and the key tile of
+    // its kv head.
     auto issue = [&](int step, int buf) {
-        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, q0, step / H * kBC);
+        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, q0,
+                            (job.kt_begin + step / H) * kBC);
     };
     issue(0, 0);
 
@@ -175,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
     float pbar[kBC / 8][4];
 
     for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1, kt = step / H, h = step % H, k0 = kt * kBC;
+        const int buf = step & 1, kt = job.kt_begin + step / H, h = step % H, k0 = kt * kBC;
         step_ready(step + 1 < steps, [&] { issue(step + 1, buf ^ 1); });
         if (h == 0) {
 #pragma unroll
@@ -189,7 +240,8 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
             for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
         if (h == H - 1) {   // the head-mean tile is complete: its statistics
             if (top_stat) {
-                if (kt == 0) topk_insert_tile<true>(top, pbar, k0, row, lane);
+                // A chunk's first tile meets empty lists, wherever the chunk starts.
+                if (kt == job.kt_begin) topk_insert_tile<true>(top, pbar, k0, row, lane);
                 else topk_insert_tile<false>(top, pbar, k0, row, lane);
             } else {
 #pragma unroll
@@ -210,32 +262,56 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         TopK m;
-        topk_quad_merge(top[r], m);   // every lane takes part (shuffles), used or not
+        topk_init(m);
+        if (top_stat) topk_quad_merge(top[r], m);   // every lane takes part (shuffles), used or not
         const float a = quad_sum(acc[r]);
         if (t != 0 || row[r] >= g.T) continue;
-        const int i = row[r];
-        const size_t n = size_t(b) * g.T + i;
-        if (m2) {
-            const int k = o.ract.topk, kk = min(k, i + 1);
-            float sum = 0.f;
-            for (int s = 0; s < kk; ++s) sum += m.v[s];
-            for (int s = 0; s < k; ++s) {
-                o.m2_idx[n * k + s] = s < kk ? b * g.T + m.c[s] : -1;
-                o.m2_wts[n * k + s] = s < kk ? m.v[s] / sum : 0.f;
-            }
+        if (job.n_chunks == 1) {
+            finish_headmean_row(g, o, b, row[r], m, a);
             continue;
         }
-        const GateOut& go = o.ract;
-        const float st = finish_stat(kind, m, a, i, go.topk, 0.f, 1.f, false);
-        for (int h = 0; h < H; ++h) {
-            go.stat[n * H + h] = st;
-            go.gate[n * H + h] = __float2bfloat16(sigmoidf(st * go.scale[h] + go.bias[h]));
+        const size_t at = (size_t(b) * g.T + row[r]) * o.max_chunks + job.chunk;
+#pragma unroll
+        for (int s = 0; s < kMaxSel; ++s) {
+            o.part_v[at * kMaxSel + s] = m.v[s];
+            o.part_c[at * kMaxSel + s] = m.c[s];
         }
-        if (top_stat) {
-            const int kk = min(go.slots, i + 1);
-            for (int s = 0; s < go.slots; ++s) go.sel[n * go.slots + s] = s < kk ? m.c[s] : -1;
-        }
+        o.part_acc[at] = a;
     }
+}
+
+// The rows of split query tiles: their chunks' top lists merged (chunks hold increasing columns,
+// so an earlier chunk's entry wins a tie, as in one block's lists), accumulators summed in chunk
+// order, then the row's outputs. One thread per row.
+__global__ void headmean_merge_kernel(Geom g, HeadMeanOut o, int first_row) {
+    const int i = first_row + int(blockIdx.x * blockDim.x + threadIdx.x), b = blockIdx.y;
+    if (i >= g.T) return;
+    const int qt = i / kBR, nc = (qt + o.chunk_tiles) / o.chunk_tiles;
+    if (nc == 1) return;   // finished by its block
+    const size_t at = (size_t(b) * g.T + i) * o.max_chunks;
+    int pos[8] = {};   // next entry of each chunk's list (max_chunks <= 8: launch_headmean)
+    TopK m;
+    float a = 0.f;
+    for (int c = 0; c < nc; ++c) a += o.part_acc[at + c];
+    for (int s = 0; s < kMaxSel; ++s) {
+        int best = 0;
+        float bv = -INFINITY;
+        int bc = -1;
+        for (int c = 0; c < nc; ++c) {
+            if (pos[c] >= kMaxSel) continue;
+            const float v = o.part_v[(at + c) * kMaxSel + pos[c]];
+            const int col = o.part_c[(at + c) * kMaxSel + pos[c]];
+            if (col >= 0 && (bc < 0 || v > bv)) {   // strictly greater: the earlier chunk keeps a tie
+                best = c;
+                bv = v;
+                bc = col;
+            }
+        }
+        m.v[s] = bv;
+        m.c[s] = bc;
+        if (bc >= 0) ++pos[best];
+    }
+    finish_headmean_row(g, o, b, i, m, a);
 }
 
 template <auto Kernel, class Out>
@@ -257,10 +333,31 @@ void launch_stat(const Geom& g, const GateOut& o, cudaStream_t s) {
     }
 }
 
+// Splits the query tiles' key ranges into chunks of half the tiles (headmean_job), runs the
+// blocks, then merges the split rows' partial lists.
 template <int DQK>
-void launch_headmean(const Geom& g, const HeadMeanOut& o, cudaStream_t s) {
-    const dim3 grid((g.T + kBR - 1) / kBR, g.B);
-    launch<headmean_kernel<DQK>>(grid, size_t(4) * kTile<DQK> * sizeof(bf16), s, "headmean_kernel", g, o);
+void launch_headmean(const VariantEnv& e, const Geom& g, HeadMeanOut o) {
+    const int n_qt = (g.T + kBR - 1) / kBR;
+    o.chunk_tiles = (n_qt + 1) / 2;
+    o.max_chunks = (n_qt + o.chunk_tiles - 1) / o.chunk_tiles;   // 1 or 2
+    int jobs = 0;
+    for (int qt = 0; qt < n_qt; ++qt) jobs += (qt + o.chunk_tiles) / o.chunk_tiles;
+    if (o.max_chunks > 1) {
+        const size_t rows = size_t(g.B) * g.T * o.max_chunks;
+        variant::ScratchPlan sp;
+        const size_t at_v = sp.add(rows * kMaxSel), at_c = sp.add(rows * kMaxSel), at_acc = sp.add(rows);
+        float* base = sp.take(e);
+        o.part_v = base + at_v;
+        o.part_c = reinterpret_cast<int32_t*>(base + at_c);
+        o.part_acc = base + at_acc;
+    }
+    const dim3 grid(g.B, jobs);
+    launch<headmean_kernel<DQK>>(grid, size_t(4) * kTile<DQK> * sizeof(bf16), e.stream, "headmean_kernel", g, o);
+    if (o.max_chunks > 1) {
+        const int first_row = o.chunk_tiles * kBR, n = g.T - first_row;   // rows of tiles with two chunks
+        headmean_merge_kernel<<<dim3((n + 127) / 128, g.B), 128, 0, e.stream>>>(g, o, first_row);
+        GPT_CUDA_LAUNCHED("headmean_merge_kernel");
+    }
 }
 
 }  // namespace
@@ -317,7 +414,7 @@ void ract_gate_fwd(const VariantEnv& e, Ten stat, Ten gate, Ten sel, Ten q, Ten 
     o.slots = slots;
     if (d.head_average) {
         const HeadMeanOut ho{nullptr, nullptr, o};
-        with_dqk(a.Dqk, [&](auto D) { launch_headmean<decltype(D)::value>(g, ho, e.stream); });
+        with_dqk(a.Dqk, [&](auto D) { launch_headmean<decltype(D)::value>(e, g, ho); });
     } else {
         with_dqk(a.Dqk, [&](auto D) { launch_stat<decltype(D)::value>(g, o, e.stream); });
     }
@@ -335,7 +432,7 @@ void topk_rows(const VariantEnv& e, Ten idx, Ten wts, Ten q, Ten k, Ten lse, con
     o.m2_idx = index(e, idx, nk, op, "idx");
     o.m2_wts = f32(e, wts, nk, op, "wts");
     o.ract.topk = topk;
-    with_dqk(a.Dqk, [&](auto D) { launch_headmean<decltype(D)::value>(g, o, e.stream); });
+    with_dqk(a.Dqk, [&](auto D) { launch_headmean<decltype(D)::value>(e, g, o); });
 }
 
 }  // namespace variant
