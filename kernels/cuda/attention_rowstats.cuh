@@ -38,13 +38,14 @@ template <int DQK>
 constexpr int kTile = kBR * (DQK + kPad);   // bf16 elements of one 64-row tile in shared memory
 
 // The head-mean kernels' step loads: head h's query tile at q0 and the key tile at k0 of its key
-// head, into one buffer of each (one cp.async group).
+// head hk, into one buffer of each (one cp.async group).
 template <int DQK>
-__device__ __forceinline__ void load_head_pair(bf16* sQ, bf16* sK, const Geom& g, int b, int h, int q0, int k0) {
+__device__ __forceinline__ void load_head_pair(bf16* sQ, bf16* sK, const Geom& g, int b, int h, int hk, int q0,
+                                               int k0) {
     attn::load_tile<kBR, DQK, kThreads>(sQ, g.q + size_t(b) * g.T * g.q_stride + size_t(h) * DQK, g.q_stride, q0,
                                         g.T);
-    attn::load_tile<kBC, DQK, kThreads>(sK, g.k + size_t(b) * g.T * g.k_stride + size_t(h / (g.Hq / g.Hkv)) * DQK,
-                                        g.k_stride, k0, g.T);
+    attn::load_tile<kBC, DQK, kThreads>(sK, g.k + size_t(b) * g.T * g.k_stride + size_t(hk) * DQK, g.k_stride, k0,
+                                        g.T);
     attn::cp_async_commit();
 }
 
@@ -148,23 +149,33 @@ __device__ __forceinline__ int dot_tile(float (&s)[kBC / 8][4], const Geom& g, c
     return mode;
 }
 
-// Head h's probabilities P = exp(scale q.k - lse) on the warp's 16 rows (row[] of the lane) x the
-// 64 keys from k0, 0 above the diagonal: the head-mean kernels' per-step tile.
-template <int DQK>
-__device__ __forceinline__ void head_tile_probs(float (&p)[kBC / 8][4], const Geom& g, const bf16* sQ, const bf16* sK,
-                                                int b, int h, int q0, int wrow, int k0, const int (&row)[2], int lane) {
-    dot_tile<DQK, false>(p, g, sQ, wrow, sK, q0 + wrow, k0, lane);
-    float lse2[2];
+// Head h's log-sum-exp of the lane's rows, in log2 units (0 past T).
+__device__ __forceinline__ void head_lse2(float (&lse2)[2], const Geom& g, int b, int h, const int (&row)[2]) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) lse2[r] = row[r] < g.T ? g.lse[(size_t(b) * g.Hq + h) * g.T + row[r]] * kLog2e : 0.f;
+}
+
+// A head's probabilities P = exp(scale q.k - lse) on the warp's 16 rows (row[] of the lane) x the
+// 64 keys from k0, 0 above the diagonal (lse2: head_lse2): the head-mean kernels' per-step tile.
+// Only a tile that reaches the warp's first row tests columns.
+template <int DQK>
+__device__ __forceinline__ void head_tile_probs(float (&p)[kBC / 8][4], const Geom& g, const bf16* sQ, const bf16* sK,
+                                                int q0, int wrow, int k0, const int (&row)[2],
+                                                const float (&lse2)[2], int lane) {
+    dot_tile<DQK, false>(p, g, sQ, wrow, sK, q0 + wrow, k0, lane);
     const int t = lane % 4;
+    auto probs = [&](auto test_columns) {
 #pragma unroll
-    for (int nt = 0; nt < kBC / 8; ++nt)
+        for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int j = k0 + nt * 8 + 2 * t + (e & 1);
-            p[nt][e] = j <= row[e >> 1] ? attn::fast_exp2(fmaf(p[nt][e], g.scale_log2, -lse2[e >> 1])) : 0.f;
-        }
+            for (int e = 0; e < 4; ++e) {
+                const int j = k0 + nt * 8 + 2 * t + (e & 1);
+                const float x = attn::fast_exp2(fmaf(p[nt][e], g.scale_log2, -lse2[e >> 1]));
+                p[nt][e] = !test_columns || j <= row[e >> 1] ? x : 0.f;
+            }
+    };
+    if (__all_sync(0xffffffffu, k0 + kBC - 1 <= row[0])) probs(std::false_type{});
+    else probs(std::true_type{});
 }
 
 // acc (16 x DQK of the warp) += X . sB where X is the warp's 16 x 64 accumulator (columns = the k

@@ -147,7 +147,8 @@ __global__ void __launch_bounds__(kThreads) ract_headmean_phi_kernel(Geom g, Phi
 
     // Step s = (key tile s / 2H, head s % H), the first H of a tile summing A, the next H using phi.
     auto issue = [&](int step, int buf) {
-        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, q0, step / (2 * H) * kBC);
+        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, step % H / (H / g.Hkv), q0,
+                            step / (2 * H) * kBC);
     };
     for (int x = threadIdx.x; x < H * kBR; x += kThreads) sBeta[x] = 0.f;
     issue(0, 0);
@@ -172,7 +173,9 @@ __global__ void __launch_bounds__(kThreads) ract_headmean_phi_kernel(Geom g, Phi
             for (int nt = 0; nt < kBC / 8; ++nt) pbar[nt][0] = pbar[nt][1] = pbar[nt][2] = pbar[nt][3] = 0.f;
         }
         float p[kBC / 8][4];
-        head_tile_probs<DQK>(p, g, sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, b, h, q0, wrow, k0, row, lane);
+        float lse2[2];
+        head_lse2(lse2, g, b, h, row);
+        head_tile_probs<DQK>(p, g, sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, q0, wrow, k0, row, lse2, lane);
         float bsum[2] = {0.f, 0.f};
 #pragma unroll
         for (int nt = 0; nt < kBC / 8; ++nt)

@@ -194,26 +194,32 @@ __device__ void finish_headmean_row(const Geom& g, const HeadMeanOut& o, int b, 
 template <int DQK>
 __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut o) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16* sQ = reinterpret_cast<bf16*>(smem_raw);   // two buffers
-    bf16* sK = sQ + 2 * kTile<DQK>;                  // two buffers
+    bf16* sQ = reinterpret_cast<bf16*>(smem_raw);                   // two buffers
+    bf16* sK = sQ + 2 * kTile<DQK>;                                  // two buffers
+    float* sLse2 = reinterpret_cast<float*>(sK + 2 * kTile<DQK>);   // [H][kBR]: log2-unit lse of the rows
 
-    const int b = blockIdx.x, H = g.Hq;
+    const int b = blockIdx.x, H = g.Hq, group = g.Hq / g.Hkv;
     const HeadMeanJob job = headmean_job(blockIdx.y, (g.T + kBR - 1) / kBR, o.chunk_tiles);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, t = lane % 4;
     const int q0 = job.q_tile * kBR, wrow = warp * 16;
-    const int steps = (job.kt_end - job.kt_begin) * H;
     const bool m2 = o.m2_idx != nullptr;
     const RactStat kind = m2 ? RactStat::topk : o.ract.stat_kind;
     const bool top_stat = kind == RactStat::topk || kind == RactStat::max;
     const float inv_h = 1.f / float(H);
 
-    // Step s = (key tile kt_begin + s / H, head s % H): the head's query tile and the key tile of
-    // its kv head.
-    auto issue = [&](int step, int buf) {
-        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, step % H, q0,
-                            (job.kt_begin + step / H) * kBC);
+    // Step (kt, h): head h's query tile and the key tile kt of its kv head; the key tiles outer,
+    // the heads inner, counted without divisions.
+    auto issue = [&](int kt, int h, int buf) {
+        load_head_pair<DQK>(sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, g, b, h, group == 1 ? h : h / group, q0,
+                            kt * kBC);
     };
-    issue(0, 0);
+    issue(job.kt_begin, 0, 0);
+    // Every head's lse of the block's rows, read once (the first step's barrier publishes it): a
+    // global load per step sat in front of the exponentials.
+    for (int x = threadIdx.x; x < H * kBR; x += kThreads) {
+        const int h = x / kBR, i = q0 + x % kBR;
+        sLse2[x] = i < g.T ? g.lse[(size_t(b) * g.Hq + h) * g.T + i] * kLog2e : 0.f;
+    }
 
     int row[2];
     float acc[2] = {0.f, 0.f};
@@ -223,40 +229,42 @@ __global__ void __launch_bounds__(kThreads) headmean_kernel(Geom g, HeadMeanOut 
         row[r] = q0 + wrow + gq + 8 * r;
         topk_init(top[r]);
     }
-    float pbar[kBC / 8][4];
-
-    for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1, kt = job.kt_begin + step / H, h = step % H, k0 = kt * kBC;
-        step_ready(step + 1 < steps, [&] { issue(step + 1, buf ^ 1); });
-        if (h == 0) {
+    int buf = 0;
+    for (int kt = job.kt_begin; kt < job.kt_end; ++kt) {
+        const int k0 = kt * kBC;
+        float pbar[kBC / 8][4];
 #pragma unroll
-            for (int nt = 0; nt < kBC / 8; ++nt) pbar[nt][0] = pbar[nt][1] = pbar[nt][2] = pbar[nt][3] = 0.f;
+        for (int nt = 0; nt < kBC / 8; ++nt) pbar[nt][0] = pbar[nt][1] = pbar[nt][2] = pbar[nt][3] = 0.f;
+        for (int h = 0; h < H; ++h, buf ^= 1) {
+            const bool last_head = h + 1 == H;
+            step_ready(!last_head || kt + 1 < job.kt_end,
+                       [&] { issue(last_head ? kt + 1 : kt, last_head ? 0 : h + 1, buf ^ 1); });
+            const float lse2[2] = {sLse2[h * kBR + wrow + gq], sLse2[h * kBR + wrow + gq + 8]};
+            float s[kBC / 8][4];
+            head_tile_probs<DQK>(s, g, sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, q0, wrow, k0, row, lse2, lane);
+#pragma unroll
+            for (int nt = 0; nt < kBC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
+            __syncthreads();   // this buffer is refilled by the next step's prefetch
         }
-        float s[kBC / 8][4];
-        head_tile_probs<DQK>(s, g, sQ + buf * kTile<DQK>, sK + buf * kTile<DQK>, b, h, q0, wrow, k0, row, lane);
+        // The head-mean tile is complete: its statistics.
+        if (top_stat) {
+            // A chunk's first tile meets empty lists, wherever the chunk starts.
+            if (kt == job.kt_begin) topk_insert_tile<true>(top, pbar, k0, row, lane);
+            else topk_insert_tile<false>(top, pbar, k0, row, lane);
+        } else {
 #pragma unroll
-        for (int nt = 0; nt < kBC / 8; ++nt)
+            for (int nt = 0; nt < kBC / 8; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) pbar[nt][e] += s[nt][e] * inv_h;
-        if (h == H - 1) {   // the head-mean tile is complete: its statistics
-            if (top_stat) {
-                // A chunk's first tile meets empty lists, wherever the chunk starts.
-                if (kt == job.kt_begin) topk_insert_tile<true>(top, pbar, k0, row, lane);
-                else topk_insert_tile<false>(top, pbar, k0, row, lane);
-            } else {
-#pragma unroll
-                for (int nt = 0; nt < kBC / 8; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int j = k0 + nt * 8 + 2 * t + (e & 1), r = e >> 1;
-                        if (j > row[r]) continue;
-                        const float pv = pbar[nt][e];
-                        if (kind == RactStat::entropy) acc[r] -= pv > 0.f ? pv * logf(pv) : 0.f;
-                        else acc[r] += pv * pv;
-                    }
-            }
+                for (int e = 0; e < 4; ++e) {
+                    const int j = k0 + nt * 8 + 2 * t + (e & 1), r = e >> 1;
+                    if (j > row[r]) continue;
+                    const float pv = pbar[nt][e];
+                    if (kind == RactStat::entropy) acc[r] -= pv > 0.f ? pv * logf(pv) : 0.f;
+                    else acc[r] += pv * pv;
+                }
         }
-        __syncthreads();   // this buffer is refilled by the next iteration's prefetch
     }
 
 #pragma unroll
@@ -352,7 +360,8 @@ void launch_headmean(const VariantEnv& e, const Geom& g, HeadMeanOut o) {
         o.part_acc = base + at_acc;
     }
     const dim3 grid(g.B, jobs);
-    launch<headmean_kernel<DQK>>(grid, size_t(4) * kTile<DQK> * sizeof(bf16), e.stream, "headmean_kernel", g, o);
+    const size_t smem = size_t(4) * kTile<DQK> * sizeof(bf16) + size_t(g.Hq) * kBR * sizeof(float);
+    launch<headmean_kernel<DQK>>(grid, smem, e.stream, "headmean_kernel", g, o);
     if (o.max_chunks > 1) {
         const int first_row = o.chunk_tiles * kBR, n = g.T - first_row;   // rows of tiles with two chunks
         headmean_merge_kernel<<<dim3((n + 127) / 128, g.B), 128, 0, e.stream>>>(g, o, first_row);
