@@ -361,18 +361,25 @@ __device__ __forceinline__ void topk_insert_tile(TopK (&t)[2], const float (&x)[
     }
 }
 
-// The kernels' epilogue: row r of the lane's part of the warp's 16 x DQK accumulator, times scale,
-// added into the bf16 row dst (columns nt * 8 + 2t, +1), read-modify-write: dq and dk already hold
-// the attention backward's gradient.
+// The kernels' epilogue: scale times the warp's 16 x DQK accumulator added into its rows row0 +
+// lane / 4 and + 8 of the bf16 tensor at base (row stride `stride`, columns nt * 8 + 2t, +1),
+// read-modify-write: dq and dk already hold the attention backward's gradient. Rows at or past T
+// are skipped.
 template <int DQK>
-__device__ __forceinline__ void add_scaled_row(bf16* dst, const float (&acc)[DQK / 8][4], int r, float scale,
-                                               int lane) {
+__device__ __forceinline__ void add_scaled_rows(bf16* base, int stride, int row0, const float (&acc)[DQK / 8][4],
+                                                const Geom& g, int lane) {
     const int t = lane % 4;
 #pragma unroll
-    for (int nt = 0; nt < DQK / 8; ++nt) {
-        __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t);
-        const float2 old = __bfloat1622float2(*p);
-        *p = __floats2bfloat162_rn(old.x + scale * acc[nt][2 * r], old.y + scale * acc[nt][2 * r + 1]);
+    for (int r = 0; r < 2; ++r) {
+        const int i = row0 + lane / 4 + 8 * r;
+        if (i >= g.T) continue;
+        bf16* dst = base + size_t(i) * stride;
+#pragma unroll
+        for (int nt = 0; nt < DQK / 8; ++nt) {
+            __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(dst + nt * 8 + 2 * t);
+            const float2 old = __bfloat1622float2(*p);
+            *p = __floats2bfloat162_rn(old.x + g.scale * acc[nt][2 * r], old.y + g.scale * acc[nt][2 * r + 1]);
+        }
     }
 }
 

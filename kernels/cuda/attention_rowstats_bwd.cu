@@ -283,12 +283,7 @@ __global__ void __launch_bounds__(kThreads) ract_dq_kernel(Geom g, BwdArgs a) {
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if (row[r] >= g.T) continue;
-        bf16* d = a.dq + (size_t(b) * g.T + row[r]) * g.q_stride + size_t(h) * DQK;
-        add_scaled_row<DQK>(d, acc, r, g.scale, lane);
-    }
+    add_scaled_rows<DQK>(a.dq + size_t(b) * g.T * g.q_stride + size_t(h) * DQK, g.q_stride, q0 + wrow, acc, g, lane);
 }
 
 // Per-query values of a query tile the dk pass reads from shared memory.
@@ -364,13 +359,7 @@ __global__ void __launch_bounds__(kThreads) ract_dk_kernel(Geom g, BwdArgs a) {
         __syncthreads();   // this buffer is refilled by the next iteration's prefetch
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int j = k0 + wrow + gq + 8 * r;
-        if (j >= g.T) continue;
-        bf16* d = a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK;
-        add_scaled_row<DQK>(d, acc, r, g.scale, lane);
-    }
+    add_scaled_rows<DQK>(a.dk + size_t(b) * g.T * g.k_stride + size_t(hk) * DQK, g.k_stride, k0 + wrow, acc, g, lane);
 }
 
 template <int DQK, int PHI>

@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(rowstats::kThreads) ract_select_dk_kernel(Geom
     constexpr int kW = BAND ? 2 : 1;
     const int k_tile = blockIdx.x;   // the longest column (k_tile 0) first
     const int bhk = blockIdx.y, b = bhk / g.Hkv, hk = bhk % g.Hkv, group = g.Hq / g.Hkv;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int k0 = k_tile * kBC, wrow = warp * 16, row_in_tile = tid / 2, slot0 = (tid % 2) * kDkSlotsPerThread;
     const int n_qt = (g.T + kBR - 1) / kBR, qt0 = k0 / kBR, per_head = n_qt - qt0, steps = group * per_head;
 
@@ -232,13 +232,7 @@ __global__ void __launch_bounds__(rowstats::kThreads) ract_select_dk_kernel(Geom
         }
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int j = k0 + wrow + gq + 8 * r;
-        if (j >= g.T) continue;
-        bf16* d = a.dk + (size_t(b) * g.T + j) * g.k_stride + size_t(hk) * DQK;
-        add_scaled_row<DQK>(d, acc, r, g.scale, lane);
-    }
+    add_scaled_rows<DQK>(a.dk + size_t(b) * g.T * g.k_stride + size_t(hk) * DQK, g.k_stride, k0 + wrow, acc, g, lane);
 }
 
 template <int DQK, bool BAND>
