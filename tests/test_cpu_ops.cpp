@@ -302,6 +302,29 @@ TEST_CASE("cpu: classifier losses and gradient against naive softmax, padding ne
     for (float l : loss_out) CHECK(std::isfinite(l));
 }
 
+// matmul_fwd_add: out = residual + in . w^T, into a separate output and in place, against matmul_fwd
+// plus the sum done here.
+TEST_CASE("cpu: matmul_fwd_add adds the product onto the residual (separate output and in place)") {
+    const int M = 7, K = 5, N = 6;
+    CpuBench c;
+    Ten in = c.reserve(Space::Act, M * K), w = c.reserve(Space::Param, N * K), res = c.reserve(Space::Act, M * N),
+        out = c.reserve(Space::Act, M * N), prod = c.reserve(Space::Act, M * N), big = c.reserve(Space::Act, 2 * M * N);
+    c.allocate();
+    c.put(in, random_vector(M * K, 60)), c.put(w, random_vector(N * K, 61));
+    const std::vector<float> r0 = random_vector(M * N, 62);
+    c.put(res, r0), c.put(out, random_vector(M * N, 63));
+    c.ops.matmul_fwd(prod, in, w, {}, M, K, N);
+    std::vector<float> expect = c.get(prod);
+    for (size_t i = 0; i < expect.size(); ++i) expect[i] += r0[i];
+    c.ops.matmul_fwd_add(out, in, w, res, M, K, N);
+    check_close(c.get(out), expect, 1e-6, 1e-6, "matmul_fwd_add");
+    CHECK(c.get(res) == r0);   // the residual is only read
+    c.ops.matmul_fwd_add(res, in, w, res, M, K, N);
+    check_close(c.get(res), expect, 1e-6, 1e-6, "matmul_fwd_add in place");
+    CHECK_THROWS_WITH_AS(c.ops.matmul_fwd_add(big.sub(1, M * N), in, w, big.sub(0, M * N), M, K, N),
+                         doctest::Contains("not overlap"), gpt::Error);
+}
+
 TEST_CASE("cpu: parameter gradients accumulate, din of matmul is overwritten (accumulated by matmul_bwd_add)") {
     const int M = 6, K = 5, N = 4;
     CpuBench c;

@@ -115,6 +115,8 @@ void layernorm_bwd(S* din, S* dw, S* db, const S* dout, const S* in, const S* w,
 // matmul.cpp; w is [N, K] (out features, in features). bias, gelu_out, din, dw, dbias optional.
 template <class S>
 void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, int N, S* gelu_out);
+template <class S>   // out[M,N] += in . w^T (out holds the residual on entry)
+void matmul_fwd_add(S* out, const S* in, const S* w, int M, int K, int N);
 template <class S>
 void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
                 int N, bool din_add = false);   // din_add: din += dout . w instead of =

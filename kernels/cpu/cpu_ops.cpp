@@ -242,6 +242,18 @@ void CpuOps::matmul_bwd_add(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w,
                     N, /*din_add=*/true);
 }
 
+void CpuOps::matmul_fwd_add(Ten out, Ten in, Ten w, Ten residual, int M, int K, int N) {
+    check_positive("matmul_fwd_add", {M, K, N});
+    const size_t mn = size_t(M) * N;
+    float* o = f32(out, mn, "matmul_fwd_add out");
+    const float* r = f32(residual, mn, "matmul_fwd_add residual");
+    GPT_CHECK(o == r || o + mn <= r || r + mn <= o,
+              "cpu backend: matmul_fwd_add: out must be residual itself or not overlap it");
+    if (o != r) std::copy(r, r + mn, o);
+    cpu::matmul_fwd_add(o, f32(in, size_t(M) * K, "matmul_fwd_add in"), f32(w, size_t(N) * K, "matmul_fwd_add w"),
+                        M, K, N);
+}
+
 void CpuOps::gelu_fwd(Ten out, Ten in, size_t n) {
     cpu::gelu_fwd(f32(out, n, "gelu_fwd out"), f32(in, n, "gelu_fwd in"), n);
 }

@@ -38,6 +38,7 @@ public:
                     int N) override;
     void matmul_bwd_add(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
                         int N) override;
+    void matmul_fwd_add(Ten out, Ten in, Ten w, Ten residual, int M, int K, int N) override;
     void gelu_fwd(Ten out, Ten in, size_t n) override;
     void gelu_bwd(Ten din, Ten in, Ten dout, size_t n) override;
     void add(Ten out, Ten a, Ten b, size_t n) override;

@@ -50,6 +50,13 @@ void matmul_fwd(S* out, const S* in, const S* w, const S* bias, int M, int K, in
 }
 
 template <class S>
+void matmul_fwd_add(S* out, const S* in, const S* w, int M, int K, int N) {
+    for_each_thread_block(M, [&](int m0, int rows) {   // out holds the residual: beta = 1
+        gemm(CblasNoTrans, CblasTrans, rows, N, K, in + size_t(m0) * K, K, w, K, S(1), out + size_t(m0) * N, N);
+    });
+}
+
+template <class S>
 void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w, int M, int K,
                 int N, bool din_add) {
     if (din)   // din = dout . w (or += with din_add); blocks of rows
@@ -73,6 +80,7 @@ void matmul_bwd(S* din, S* dw, S* dbias, const S* dout, const S* in, const S* w,
 
 #define GPT_INSTANTIATE(S)                                                            \
     template void matmul_fwd<S>(S*, const S*, const S*, const S*, int, int, int, S*); \
+    template void matmul_fwd_add<S>(S*, const S*, const S*, int, int, int);            \
     template void matmul_bwd<S>(S*, S*, S*, const S*, const S*, const S*, int, int, int, bool);
 GPT_INSTANTIATE(float)
 GPT_INSTANTIATE(double)

@@ -722,10 +722,10 @@ void CpuOps::sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, in
 
 void CpuOps::add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n) {
     float* o = f32(out, n, "add_scaled_fwd out");
-    const float* ap = f32(a, n, "add_scaled_fwd a");
+    const float* ap = a.present() ? f32(a, n, "add_scaled_fwd a") : nullptr;
     const float* bp = f32(b, n, "add_scaled_fwd b");
     const float s = *f32(alpha, 1, "add_scaled_fwd alpha");
-    for (size_t e = 0; e < n; ++e) o[e] = ap[e] + s * bp[e];
+    for (size_t e = 0; e < n; ++e) o[e] = (ap ? ap[e] : 0.f) + s * bp[e];
 }
 
 void CpuOps::add_scaled_bwd(Ten db, Ten dalpha, Ten dout, Ten b, Ten alpha, size_t n) {

@@ -364,6 +364,21 @@ public:
         if (go.p) cuda::gelu_fwd(go, o, MN, stream_);
     }
 
+    void matmul_fwd_add(Ten out, Ten in, Ten w, Ten residual, int M, int K, int N) override {
+        const size_t MN = size_t(M) * N;
+        const TView o = view(out, MN, "matmul_fwd_add", "out"), r = view(residual, MN, "matmul_fwd_add", "residual");
+        GPT_CHECK(r.t == o.t, "cuda-bf16 matmul_fwd_add: out and residual must be in spaces of the same type");
+        const size_t bytes = MN * dtype_bytes(o.t);
+        const char *op = static_cast<const char*>(o.p), *rp = static_cast<const char*>(r.p);
+        GPT_CHECK(op == rp || op + bytes <= rp || rp + bytes <= op,
+                  "cuda-bf16 matmul_fwd_add: out must be residual itself or not overlap it");
+        // out^T = w^T in^T + residual^T: beta = 1 with C = residual (cuBLASLt reads C, writes D).
+        GemmArgs g = gemm_args(true, false, N, M, K, K, K, N, operand(w, size_t(N) * K, "matmul_fwd_add", "w"),
+                               operand(in, size_t(M) * K, "matmul_fwd_add", "in"), o, 1.f);
+        if (op != rp) g.c = r.p;
+        run_gemm(g, "matmul_fwd_add", M, K, N);
+    }
+
     // Bias gradients come from our column-sum kernels (16-byte loads, ~2.8 TB/s): 1.69 ms per GPT-2
     // step at B = 32 against 2.04 for cuBLASLt's BGRADB epilogue, which runs a separate reduction
     // kernel of its own plus our add (docs/performance.md, sixth session). GPT_BIAS_GRAD=cublas

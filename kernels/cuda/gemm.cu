@@ -146,7 +146,8 @@ Gemm::Plan& Gemm::plan_for(const Key& key, const GemmArgs& g) {
 
 cublasStatus_t Gemm::matmul(Plan& p, const cublasLtMatmulAlgo_t& algo, const GemmArgs& g, cudaStream_t s) {
     const float alpha = 1.f, beta = g.beta;
-    return cublasLtMatmul(handle_, p.desc, &alpha, g.a, p.a, g.b, p.b, &beta, g.d, p.d, g.d, p.d, &algo,
+    const void* c = g.c ? g.c : g.d;
+    return cublasLtMatmul(handle_, p.desc, &alpha, g.a, p.a, g.b, p.b, &beta, c, p.d, g.d, p.d, &algo,
                           workspace_, workspace_bytes_, s);
 }
 
@@ -199,7 +200,7 @@ void Gemm::choose(Plan& p, const Key& key, const GemmArgs& g, cudaStream_t s) {
     if (p.candidates.size() > 1) {
         void* saved = nullptr;
         const size_t d_bytes = (size_t(g.ldd) * (g.n - 1) + g.m) * dtype_bytes(g.d_type);
-        if (g.beta != 0.f) {
+        if (g.beta != 0.f && (!g.c || g.c == g.d)) {   // D is read: keep it from the trials
             GPT_CUDA(tracked_malloc(&saved, d_bytes));
             GPT_CUDA(cudaMemcpyAsync(saved, g.d, d_bytes, cudaMemcpyDeviceToDevice, s));
         }
@@ -225,7 +226,7 @@ bool Gemm::run(const GemmArgs& g, cudaStream_t s) {
     const Key key{g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, int(g.d_type),
                   int(g.epilogue), int(g.bias_type),
                   alignment(g.a), alignment(g.b),
-                  std::min(alignment(g.d), g.aux ? alignment(g.aux) : 256)};
+                  std::min({alignment(g.d), g.aux ? alignment(g.aux) : 256, g.c ? alignment(g.c) : 256})};
     Plan& p = plan_for(key, g);
     if (!p.ok) return false;
     if (has_bias(g.epilogue))

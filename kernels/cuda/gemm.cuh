@@ -17,7 +17,8 @@ namespace gpt::cuda {
 // DGelu: D = GELU'(aux) * (op(A) op(B)), aux the pre-activation GeluAux* kept (type of D, ld ldd).
 enum class Epilogue : int { None, Bias, GeluAux, GeluAuxBias, BGradB, DGelu };
 
-// D[m, n] = op(A) op(B) (+ beta D) with the epilogue, all column-major. A, B are bf16.
+// D[m, n] = op(A) op(B) (+ beta C) with the epilogue, all column-major. A, B are bf16; C is D
+// itself unless c is set (then C has D's type and leading dimension and may not overlap D).
 struct GemmArgs {
     bool trans_a = false, trans_b = false;
     int m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldd = 0;
@@ -26,6 +27,7 @@ struct GemmArgs {
     void* d = nullptr;
     DType d_type = DType::BF16;
     float beta = 0.f;
+    const void* c = nullptr;      // the beta term's matrix when it is not D (nullptr: D)
     Epilogue epilogue = Epilogue::None;
     const void* bias = nullptr;   // Bias / GeluAuxBias: read; BGradB: written (overwrite)
     DType bias_type = DType::BF16;

@@ -24,20 +24,20 @@ __global__ void sigmoid_bwd_kernel(bf16* din, const bf16* out, const bf16* dout,
         din[e] = __float2bfloat16(y * (1.f - y) * __bfloat162float(dout[e]));
     }
 }
-// out = a + alpha b; `vec`: n % 8 == 0 and every pointer 16-byte aligned.
+// out = a + alpha b (a null: alpha b); `vec`: n % 8 == 0 and every pointer 16-byte aligned.
 __global__ void add_scaled_fwd_kernel(bf16* out, const bf16* a, const bf16* b, const float* alpha, size_t n,
                                       bool vec) {
     const float s = alpha[0];
     if (vec) {
         GPT_GRID_STRIDE(c, n / 8) {
-            const F8 x = load_bf16x8(a + 8 * c), y = load_bf16x8(b + 8 * c);
+            const F8 x = a ? load_bf16x8(a + 8 * c) : F8{}, y = load_bf16x8(b + 8 * c);
             F8 o;
 #pragma unroll
             for (int j = 0; j < 8; ++j) o.v[j] = x.v[j] + s * y.v[j];
             store_bf16x8(out + 8 * c, o);
         }
     } else {
-        GPT_GRID_STRIDE(e, n) out[e] = __float2bfloat16(__bfloat162float(a[e]) + s * __bfloat162float(b[e]));
+        GPT_GRID_STRIDE(e, n) out[e] = __float2bfloat16((a ? __bfloat162float(a[e]) : 0.f) + s * __bfloat162float(b[e]));
     }
 }
 
@@ -123,7 +123,7 @@ void add_scaled_fwd(const VariantEnv& e, Ten out, Ten a, Ten b, Ten alpha, size_
     const char* op = "add_scaled_fwd";
     if (n == 0) return;
     bf16* o = act(e, out, n, op, "out");
-    const bf16 *x = act(e, a, n, op, "a"), *y = act(e, b, n, op, "b");
+    const bf16 *x = act_opt(e, a, n, op, "a"), *y = act(e, b, n, op, "b");
     const bool vec = n % 8 == 0 && all_aligned16({o, x, y});
     add_scaled_fwd_kernel<<<elementwise_blocks(vec ? n / 8 : n, kThreads), kThreads, 0, e.stream>>>(
         o, x, y, f32(e, alpha, 1, op, "alpha"), n, vec);

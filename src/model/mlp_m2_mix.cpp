@@ -20,13 +20,13 @@ void M2CrossTokenMix::plan(ActivationPlan& a, BlockLink& link, int B, int T) {
     link_ = &link;
     z_ = a.add(Space::Act, N * r, "mlp", pre + "z");
     agg_ = a.add(Space::Act, N * r, "mlp", pre + "agg");
-    e_ = a.add(Space::Act, N * F, "mlp", pre + "up");
+    agg_scaled_ = a.add(Space::Act, N * r, "mlp", pre + "agg_scaled");
     h2_ = a.add(Space::Act, N * F, "mlp", pre + "h_out");
 }
 
 size_t M2CrossTokenMix::grad_scratch_elems(int B, int T) const {
-    const size_t N = size_t(B) * T;
-    return N * cfg_.hidden() + 2 * N * cfg_.m2_rank + 128;   // de, dagg, dz
+    const size_t nr = (size_t(B) * T * cfg_.m2_rank + 63) / 64 * 64;
+    return 3 * nr;   // d(alpha_2 agg), dagg, dz
 }
 
 Ten M2CrossTokenMix::forward(const StepContext& c, Ten h) {
@@ -35,19 +35,18 @@ Ten M2CrossTokenMix::forward(const StepContext& c, Ten h) {
     GPT_CHECK(link_->m2_idx.present(), "m2: the attention of this block did not plan M2's sparse rows");
     ops.matmul_fwd(z_, h, w_down_, {}, N, F, r);
     ops.sparse_mix_fwd(agg_, z_, link_->m2_idx, link_->m2_wts, N, r, kTopK);
-    ops.matmul_fwd(e_, agg_, w_up_, {}, N, r, F);
-    ops.add_scaled_fwd(h2_, h, e_, alpha_, size_t(N) * F);
+    ops.add_scaled_fwd(agg_scaled_, {}, agg_, alpha_, size_t(N) * r);
+    ops.matmul_fwd_add(h2_, agg_scaled_, w_up_, h, N, r, F);   // h' = h + (alpha_2 agg) W_up
     return h2_;
 }
 
 void M2CrossTokenMix::backward(const StepContext& c, Ten h, Ten dh, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), r = cfg_.m2_rank;
-    const size_t nf = size_t(N) * F, nr = size_t(N) * r;
-    const size_t o1 = (nf + 63) / 64 * 64, o2 = o1 + (nr + 63) / 64 * 64;
-    const Ten de = scratch.sub(0, nf), dagg = scratch.sub(o1, nr), dz = scratch.sub(o2, nr);
-    ops.add_scaled_bwd(de, alpha_.as(Space::Grad), dh, e_, alpha_, nf);
-    ops.matmul_bwd(dagg, w_up_.as(Space::Grad), {}, de, agg_, w_up_, N, r, F);
+    const size_t nr = size_t(N) * r, stride = (nr + 63) / 64 * 64;
+    const Ten dscaled = scratch.sub(0, nr), dagg = scratch.sub(stride, nr), dz = scratch.sub(2 * stride, nr);
+    ops.matmul_bwd(dscaled, w_up_.as(Space::Grad), {}, dh, agg_scaled_, w_up_, N, r, F);
+    ops.add_scaled_bwd(dagg, alpha_.as(Space::Grad), dscaled, agg_, alpha_, nr);   // dagg = alpha_2 dscaled
     ops.sparse_mix_bwd(dz, dagg, link_->m2_idx, link_->m2_wts, N, r, kTopK);
     ops.matmul_bwd_add(dh, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);   // dh += the path via z
 }

@@ -1,7 +1,10 @@
 // M2, the cross-token MLP (SPEC §2.6): z = h W_down (F -> r), agg_i = sum_j Â[i,j] z_j with Â the
 // head-mean attention of the same block, sparsified to its top-8 entries per row and renormalised
 // (the attention unit hands Â over as (idx, wts) in the block link; no gradient through Â), then
-// h' = h + alpha_2 (agg W_up) (r -> F), alpha_2 learnable (init 0.3).
+// h' = h + alpha_2 (agg W_up) (r -> F), alpha_2 learnable (init 0.3). Computed as
+// h' = h + (alpha_2 agg) W_up by one GEMM that reads h as its beta term: the [N,F] product is never
+// stored, and the backward needs no pass over [N,F] of its own (alpha_2's gradient is a dot over
+// [N,r]).
 #pragma once
 #include "model/units.h"
 
@@ -25,7 +28,7 @@ private:
     int layer_;
     BlockLink* link_ = nullptr;
     Ten w_down_, w_up_, alpha_;
-    Ten z_, agg_, e_, h2_;   // [N,r], [N,r], agg W_up [N,F], h' [N,F]
+    Ten z_, agg_, agg_scaled_, h2_;   // [N,r], [N,r], alpha_2 agg [N,r], h' [N,F]
 };
 
 }  // namespace gpt

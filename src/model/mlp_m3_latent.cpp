@@ -17,7 +17,7 @@ void M3LatentReciprocity::plan(ActivationPlan& a, BlockLink& link, int B, int T)
     const size_t N = size_t(B) * T, F = cfg_.hidden(), L = cfg_.mla.latent;
     const std::string pre = fmt::format("h.{}.m3_", layer_);
     link_ = &link;
-    e_ = a.add(Space::Act, N * F, "mlp", pre + "from_latent");
+    k_lat_scaled_ = a.add(Space::Act, N * L, "mlp", pre + "k_lat_scaled");
     h_out_ = a.add(Space::Act, N * F, "mlp", pre + "h_out");
     link.d_k_lat = a.add(Space::Act, N * L, "activation grads", pre + "d_k_lat");
     if (producer()) {
@@ -28,15 +28,15 @@ void M3LatentReciprocity::plan(ActivationPlan& a, BlockLink& link, int B, int T)
 }
 
 size_t M3LatentReciprocity::grad_scratch_elems(int B, int T) const {
-    return size_t(B) * T * cfg_.hidden();   // de, then the producer's dh
+    return size_t(B) * T * cfg_.mla.latent;   // d(alpha_3 k_lat)
 }
 
 Ten M3LatentReciprocity::forward(const StepContext& c, Ten h_in, Ten h) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), L = cfg_.mla.latent;
     GPT_CHECK(link_->k_lat.present(), "m3: the attention of this block did not hand over its k_lat (MLA only)");
-    ops.matmul_fwd(e_, link_->k_lat, c_, {}, N, L, F);   // k_lat C^T, C [F,L] as the [out, in] weight
-    ops.add_scaled_fwd(h_out_, h_in, e_, alpha_, size_t(N) * F);
+    ops.add_scaled_fwd(k_lat_scaled_, {}, link_->k_lat, alpha_, size_t(N) * L);
+    ops.matmul_fwd_add(h_out_, k_lat_scaled_, c_, h_in, N, L, F);   // C [F,L] as the [out, in] weight
     // h C: the din path of matmul_bwd is the plain product dout . w ("in" is read only for dw).
     if (producer()) ops.matmul_bwd(link_->m3_latent, {}, {}, h, link_->m3_latent, c_, N, L, F);
     return h_out_;
@@ -45,21 +45,18 @@ Ten M3LatentReciprocity::forward(const StepContext& c, Ten h_in, Ten h) {
 void M3LatentReciprocity::backward(const StepContext& c, Ten dh_out, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), L = cfg_.mla.latent;
-    const size_t nf = size_t(N) * F;
-    const Ten de = scratch.sub(0, nf);
-    ops.add_scaled_bwd(de, alpha_.as(Space::Grad), dh_out, e_, alpha_, nf);
-    ops.matmul_bwd(link_->d_k_lat, c_.as(Space::Grad), {}, de, link_->k_lat, c_, N, L, F);
+    const size_t nl = size_t(N) * L;
+    const Ten dscaled = scratch.sub(0, nl);
+    ops.matmul_bwd(dscaled, c_.as(Space::Grad), {}, dh_out, k_lat_scaled_, c_, N, L, F);
+    ops.add_scaled_bwd(link_->d_k_lat, alpha_.as(Space::Grad), dscaled, link_->k_lat, alpha_, nl);
 }
 
-void M3LatentReciprocity::backward_handover(const StepContext& c, Ten h, Ten dh, Ten scratch) {
+void M3LatentReciprocity::backward_handover(const StepContext& c, Ten h, Ten dh) {
     if (!producer()) return;
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), L = cfg_.mla.latent;
-    const size_t nf = size_t(N) * F;
-    const Ten dh_extra = scratch.sub(0, nf);
     // m3_latent = h C: dh += d_m3_latent C^T, dC += h^T d_m3_latent.
-    ops.matmul_fwd(dh_extra, link_->d_m3_latent, c_, {}, N, L, F);
-    ops.add_inplace(dh, dh_extra, nf);
+    ops.matmul_fwd_add(dh, link_->d_m3_latent, c_, dh, N, L, F);
     ops.matmul_bwd({}, c_.as(Space::Grad), {}, h, link_->d_m3_latent, c_, N, L, F);
 }
 

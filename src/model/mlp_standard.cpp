@@ -83,7 +83,7 @@ void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten 
     if (m3_) m3_->backward(c, dact, more);
     if (m2_) m2_->backward(c, act_, dact, more);
     if (m1_) m1_->backward(c, act_, dact, more);
-    if (m3_) m3_->backward_handover(c, act_, dact, more);
+    if (m3_) m3_->backward_handover(c, act_, dact);
     if (!fused_gelu) ops.gelu_bwd(dact, pre_, dact, nf);
     ops.matmul_bwd(din, w_fc_.as(Space::Grad), b_fc_.as(Space::Grad), dact, in, w_fc_, BT, E, F);
 }

@@ -267,6 +267,11 @@ public:
     // = 1, one rounding to bf16) instead of written to scratch and added by a pass of its own.
     virtual void matmul_bwd_add(Ten din, Ten dw, Ten dbias, Ten dout, Ten in, Ten w, int M, int K,
                                 int N) = 0;
+    // out[M,N] = residual[M,N] + in[M,K] . w[N,K]^T: a path added onto an activation by the GEMM
+    // itself (CUDA: beta = 1 reading residual as C, one rounding to bf16), so the path's product
+    // is never written out and re-read by an add of its own (M2's mix, M3's latent path). out may
+    // alias residual.
+    virtual void matmul_fwd_add(Ten out, Ten in, Ten w, Ten residual, int M, int K, int N) = 0;
     // matmul_bwd through the GELU that produced `in` (an MLP's c_proj): din = GELU'(pre) * (dout . w)
     // with pre [M,K] the pre-activation matmul_fwd kept beside gelu_out; din present, not aliasing
     // pre. The default, the two calls, is the reference; CUDA fuses it (cuBLASLt DGELU epilogue).
@@ -430,7 +435,8 @@ public:
     // dz[idx[n,t],:] += wts[n,t] dagg[n,:] over all n, t, with dz OVERWRITTEN first (a scatter:
     // on a GPU make it deterministic, e.g. by gathering over an inverse index).
     virtual void sparse_mix_bwd(Ten dz, Ten dagg, Ten idx, Ten wts, int N, int r, int k);
-    // out = a + alpha[0] b, Act, n elements (out may alias a); alpha: Param [1] (M2's alpha_2).
+    // out = a + alpha[0] b, Act, n elements (out may alias a; a absent: out = alpha[0] b); alpha:
+    // Param [1] (M2's alpha_2).
     virtual void add_scaled_fwd(Ten out, Ten a, Ten b, Ten alpha, size_t n);
     // db = alpha[0] dout (Act, OVERWRITTEN; absent = skip); dalpha: Grad [1] accumulated with
     // sum dout b. (The gradient of a is dout itself.)

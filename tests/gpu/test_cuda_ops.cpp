@@ -454,6 +454,30 @@ TEST_CASE("cuda: matmul backward accumulating din (matmul_bwd_add) matches the C
     }
 }
 
+// matmul_fwd_add (a path added onto an activation by the GEMM: beta = 1 with C = the residual):
+// into a separate output (C != D, which stays untouched) and in place, against the CPU.
+TEST_CASE("cuda: matmul_fwd_add (the product added onto a residual by the GEMM) matches the CPU") {
+    GPT_REQUIRE_GPU();
+    for (const auto& [M, K, N] : std::vector<std::array<int, 3>>{{96, 80, 136}, {300, 128, 768}, {33, 24, 50}}) {
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(N);
+        Pair p;
+        Ten in = p.reserve(Space::Act, size_t(M) * K), w = p.reserve(Space::Param, size_t(N) * K);
+        Ten res = p.reserve(Space::Act, size_t(M) * N), out = p.reserve(Space::Act, size_t(M) * N);
+        p.allocate();
+        p.set(in, randn(size_t(M) * K, 80));
+        p.set(w, randn(size_t(N) * K, 81, 0.1f));
+        p.set(res, randn(size_t(M) * N, 82));
+        p.poison(out);
+        p.run([&](Ops& o) { o.matmul_fwd_add(out, in, w, res, M, K, N); });
+        CHECK(p.err(out) <= kBf16Tol);
+        CHECK(p.err(res) == 0.0);   // read only: both sides still hold the same bf16 values
+        p.run([&](Ops& o) { o.matmul_fwd_add(res, in, w, res, M, K, N); });
+        CHECK(p.err(res) <= kBf16Tol);
+    }
+}
+
 // A bias gradient alone (matmul_bwd with neither din nor dw): the column-sum kernels. N <= 64 takes
 // the narrow kernel (flat runs of rows per block: N = 1, 12, 64, several parts and a partial last
 // one), N = 100 the wide one, N = 2304 and 776 (multiples of 8) the 16-byte one (776: a partial

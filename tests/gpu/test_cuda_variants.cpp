@@ -511,6 +511,10 @@ TEST_CASE("cuda variants: per-head output gate, sigmoid, add_scaled") {
     check_err(p, sum, kAct, "add_scaled in place");
     check_err(p, db, kAct, "add_scaled db in place");
     check_err(p, a2.as(Space::Grad), kGrad, "add_scaled dalpha (db aliases dout)");
+    // Without a: out = alpha b (M2/M3 scale their narrow input this way).
+    p.poison(sum);
+    p.run([&](Ops& o) { o.add_scaled_fwd(sum, {}, ctx, a2, n); });
+    check_err(p, sum, kAct, "add_scaled without a");
 }
 
 // RA-CT's entropy from the attention on the values [v, k] (ops.h ract_entropy_fwd / _bwd) and the
