@@ -15,38 +15,36 @@ void M2CrossTokenMix::declare(ParamTable& p) {
 }
 
 void M2CrossTokenMix::plan(ActivationPlan& a, BlockLink& link, int B, int T) {
-    const size_t N = size_t(B) * T, F = cfg_.hidden(), r = cfg_.m2_rank;
+    const size_t N = size_t(B) * T, r = cfg_.m2_rank;
     const std::string pre = fmt::format("h.{}.m2_", layer_);
     link_ = &link;
     z_ = a.add(Space::Act, N * r, "mlp", pre + "z");
     agg_ = a.add(Space::Act, N * r, "mlp", pre + "agg");
-    agg_scaled_ = a.add(Space::Act, N * r, "mlp", pre + "agg_scaled");
-    h2_ = a.add(Space::Act, N * F, "mlp", pre + "h_out");
+    path_.x = a.add(Space::Act, N * r, "mlp", pre + "agg_scaled");
+    path_.u = w_up_;
+    plan_low_rank_path(a, path_, cfg_.n_embd, int(r), pre);
 }
 
 size_t M2CrossTokenMix::grad_scratch_elems(int B, int T) const {
     const size_t nr = (size_t(B) * T * cfg_.m2_rank + 63) / 64 * 64;
-    return 3 * nr;   // d(alpha_2 agg), dagg, dz
+    return 2 * nr;   // dagg, dz
 }
 
-Ten M2CrossTokenMix::forward(const StepContext& c, Ten h) {
+void M2CrossTokenMix::forward(const StepContext& c, Ten h) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), r = cfg_.m2_rank;
     GPT_CHECK(link_->m2_idx.present(), "m2: the attention of this block did not plan M2's sparse rows");
     ops.matmul_fwd(z_, h, w_down_, {}, N, F, r);
     ops.sparse_mix_fwd(agg_, z_, link_->m2_idx, link_->m2_wts, N, r, kTopK);
-    ops.add_scaled_fwd(agg_scaled_, {}, agg_, alpha_, size_t(N) * r);
-    ops.matmul_fwd_add(h2_, agg_scaled_, w_up_, h, N, r, F);   // h' = h + (alpha_2 agg) W_up
-    return h2_;
+    ops.add_scaled_fwd(path_.x, {}, agg_, alpha_, size_t(N) * r);
 }
 
-void M2CrossTokenMix::backward(const StepContext& c, Ten h, Ten dh, Ten scratch) {
+void M2CrossTokenMix::backward(const StepContext& c, Ten h, Ten dh, Ten dx, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), r = cfg_.m2_rank;
     const size_t nr = size_t(N) * r, stride = (nr + 63) / 64 * 64;
-    const Ten dscaled = scratch.sub(0, nr), dagg = scratch.sub(stride, nr), dz = scratch.sub(2 * stride, nr);
-    ops.matmul_bwd(dscaled, w_up_.as(Space::Grad), {}, dh, agg_scaled_, w_up_, N, r, F);
-    ops.add_scaled_bwd(dagg, alpha_.as(Space::Grad), dscaled, agg_, alpha_, nr);   // dagg = alpha_2 dscaled
+    const Ten dagg = scratch.sub(0, nr), dz = scratch.sub(stride, nr);
+    ops.add_scaled_bwd(dagg, alpha_.as(Space::Grad), dx, agg_, alpha_, nr);   // dagg = alpha_2 dx
     ops.sparse_mix_bwd(dz, dagg, link_->m2_idx, link_->m2_wts, N, r, kTopK);
     ops.matmul_bwd_add(dh, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);   // dh += the path via z
 }

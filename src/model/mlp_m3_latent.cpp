@@ -14,11 +14,12 @@ void M3LatentReciprocity::declare(ParamTable& p) {
 }
 
 void M3LatentReciprocity::plan(ActivationPlan& a, BlockLink& link, int B, int T) {
-    const size_t N = size_t(B) * T, F = cfg_.hidden(), L = cfg_.mla.latent;
+    const size_t N = size_t(B) * T, L = cfg_.mla.latent;
     const std::string pre = fmt::format("h.{}.m3_", layer_);
     link_ = &link;
-    k_lat_scaled_ = a.add(Space::Act, N * L, "mlp", pre + "k_lat_scaled");
-    h_out_ = a.add(Space::Act, N * F, "mlp", pre + "h_out");
+    path_.x = a.add(Space::Act, N * L, "mlp", pre + "k_lat_scaled");
+    path_.u = c_;
+    plan_low_rank_path(a, path_, cfg_.n_embd, int(L), pre);
     link.d_k_lat = a.add(Space::Act, N * L, "activation grads", pre + "d_k_lat");
     if (producer()) {
         link.m3_latent = a.add(Space::Act, N * L, "mlp", pre + "to_next_latent");
@@ -27,28 +28,18 @@ void M3LatentReciprocity::plan(ActivationPlan& a, BlockLink& link, int B, int T)
     }
 }
 
-size_t M3LatentReciprocity::grad_scratch_elems(int B, int T) const {
-    return size_t(B) * T * cfg_.mla.latent;   // d(alpha_3 k_lat)
-}
-
-Ten M3LatentReciprocity::forward(const StepContext& c, Ten h_in, Ten h) {
+void M3LatentReciprocity::forward(const StepContext& c, Ten h) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), L = cfg_.mla.latent;
     GPT_CHECK(link_->k_lat.present(), "m3: the attention of this block did not hand over its k_lat (MLA only)");
-    ops.add_scaled_fwd(k_lat_scaled_, {}, link_->k_lat, alpha_, size_t(N) * L);
-    ops.matmul_fwd_add(h_out_, k_lat_scaled_, c_, h_in, N, L, F);   // C [F,L] as the [out, in] weight
+    ops.add_scaled_fwd(path_.x, {}, link_->k_lat, alpha_, size_t(N) * L);
     // h C: the din path of matmul_bwd is the plain product dout . w ("in" is read only for dw).
     if (producer()) ops.matmul_bwd(link_->m3_latent, {}, {}, h, link_->m3_latent, c_, N, L, F);
-    return h_out_;
 }
 
-void M3LatentReciprocity::backward(const StepContext& c, Ten dh_out, Ten scratch) {
-    Ops& ops = *c.ops;
-    const int N = c.B * c.T, F = cfg_.hidden(), L = cfg_.mla.latent;
-    const size_t nl = size_t(N) * L;
-    const Ten dscaled = scratch.sub(0, nl);
-    ops.matmul_bwd(dscaled, c_.as(Space::Grad), {}, dh_out, k_lat_scaled_, c_, N, L, F);
-    ops.add_scaled_bwd(link_->d_k_lat, alpha_.as(Space::Grad), dscaled, link_->k_lat, alpha_, nl);
+void M3LatentReciprocity::backward(const StepContext& c, Ten dx) {
+    const int N = c.B * c.T, L = cfg_.mla.latent;
+    c.ops->add_scaled_bwd(link_->d_k_lat, alpha_.as(Space::Grad), dx, link_->k_lat, alpha_, size_t(N) * L);
 }
 
 void M3LatentReciprocity::backward_handover(const StepContext& c, Ten h, Ten dh) {

@@ -2,10 +2,11 @@
 //   in block l:        h' = h + alpha_3 (k_lat_l C^T)        (k_lat_l from this block's attention)
 //   into block l+1:    k_lat_{l+1} += alpha_3' (h_l C)        (h_l before the in-block additions)
 // The MLP unit owns C, alpha_3 and (blocks 0..Ly-2) alpha_3'; the attention of block l+1 adds
-// alpha_3' (h_l C), handed over in the block link, to its k_lat (MlaAttention). Both additions
-// onto [N,F] rows are GEMMs that read the row as their beta term (Ops::matmul_fwd_add): h' = h +
-// (alpha_3 k_lat) C^T, and the hand-over's dh += d(h C) C^T.
+// alpha_3' (h_l C), handed over in the block link, to its k_lat (MlaAttention). The in-block
+// addition is the rank-L path x = alpha_3 k_lat, U = C, which the MLP applies through c_proj
+// (mlp_low_rank_path.h); the hand-over's dh += d(h C) C^T is added by the GEMM itself.
 #pragma once
+#include "model/mlp_low_rank_path.h"
 #include "model/units.h"
 
 namespace gpt {
@@ -15,13 +16,12 @@ public:
     M3LatentReciprocity(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(layer) {}
     void declare(ParamTable& p);
     void plan(ActivationPlan& a, BlockLink& link, int B, int T);
-    size_t grad_scratch_elems(int B, int T) const;
-    // h_in: the hidden so far (after M2); h: the GELU output handed to block l+1. Returns h'.
-    Ten forward(const StepContext& c, Ten h_in, Ten h);
-    Ten output() const { return h_out_; }
-    // In-block part: dh_out in (it is also d h_in: the identity path, left in place); writes the
-    // link's d_k_lat and the gradients of C and alpha_3.
-    void backward(const StepContext& c, Ten dh_out, Ten scratch);
+    // From h (the GELU output), the path's x = alpha_3 k_lat (path().x) and the hand-over h C.
+    void forward(const StepContext& c, Ten h);
+    const LowRankPath& path() const { return path_; }
+    // In-block part: dx, the gradient of x (low_rank_path_bwd's), gives the link's d_k_lat and
+    // alpha_3's gradient.
+    void backward(const StepContext& c, Ten dx);
     // Hand-over part (blocks 0..Ly-2): dh += the gradient of h through h C (block l+1's k_lat).
     // Call it once dh is the gradient of h itself (after M2's backward).
     void backward_handover(const StepContext& c, Ten h, Ten dh);
@@ -32,7 +32,7 @@ private:
     int layer_;
     BlockLink* link_ = nullptr;
     Ten c_, alpha_, alpha_next_;
-    Ten k_lat_scaled_, h_out_;   // alpha_3 k_lat [N,L] and h' [N,F]
+    LowRankPath path_;   // x = alpha_3 k_lat [N,L], u = C
 };
 
 }  // namespace gpt

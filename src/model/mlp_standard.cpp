@@ -15,7 +15,12 @@ StandardMlp::StandardMlp(const ModelConfig& cfg, int layer) : cfg_(cfg), layer_(
     if (cfg.m3) m3_ = std::make_unique<M3LatentReciprocity>(cfg, layer);
 }
 
-Ten StandardMlp::proj_input() const { return m3_ ? m3_->output() : m2_ ? m2_->output() : act_; }
+std::vector<const LowRankPath*> StandardMlp::low_rank_paths() const {
+    std::vector<const LowRankPath*> v;
+    if (m2_) v.push_back(&m2_->path());
+    if (m3_) v.push_back(&m3_->path());
+    return v;
+}
 
 void StandardMlp::declare(ParamTable& p) {
     const int64_t E = cfg_.n_embd, F = cfg_.hidden();
@@ -48,40 +53,52 @@ void StandardMlp::plan(ActivationPlan& a, int B, int T) {
 }
 
 size_t StandardMlp::grad_scratch_elems(int B, int T) const {
-    const size_t dh = (size_t(B) * T * cfg_.hidden() + 63) / 64 * 64;
-    return dh + std::max({m1_ ? m1_->grad_scratch_elems(B, T) : 0, m2_ ? m2_->grad_scratch_elems(B, T) : 0,
-                          m3_ ? m3_->grad_scratch_elems(B, T) : 0});
+    const size_t N = size_t(B) * T, dh = (N * cfg_.hidden() + 63) / 64 * 64;
+    size_t dx = 0;   // one gradient of x per low-rank path
+    for (const LowRankPath* p : low_rank_paths()) dx += (N * p->r + 63) / 64 * 64;
+    return dh + dx + std::max(m1_ ? m1_->grad_scratch_elems(B, T) : 0, m2_ ? m2_->grad_scratch_elems(B, T) : 0);
 }
 
 void StandardMlp::forward(const StepContext& c, Ten in, Ten out) {
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
     c.ops->matmul_fwd(pre_, in, w_fc_, b_fc_, BT, E, F, act_);
-    if (m1_) m1_->forward(c, act_);   // hands over h from before the in-block additions
-    Ten h = m2_ ? m2_->forward(c, act_) : act_;
-    if (m3_) h = m3_->forward(c, h, act_);
-    c.ops->matmul_fwd(out, h, w_proj_, b_proj_, BT, F, E);
+    if (m1_) m1_->forward(c, act_);   // every mechanism reads h from before the additions
+    if (m2_) m2_->forward(c, act_);
+    if (m3_) m3_->forward(c, act_);
+    c.ops->matmul_fwd(out, act_, w_proj_, b_proj_, BT, F, E);
+    for (const LowRankPath* p : low_rank_paths()) low_rank_path_fwd(c, out, *p, w_proj_, E, F);
 }
 
 void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten scratch) {
     Ops& ops = *c.ops;
     const int BT = c.B * c.T, E = cfg_.n_embd, F = cfg_.hidden();
-    const size_t nf = size_t(BT) * F, rest = (nf + 63) / 64 * 64;
-    const Ten dact = scratch.sub(0, nf), more = scratch.sub(rest, scratch.n - rest);
+    const size_t nf = size_t(BT) * F;
+    size_t used = (nf + 63) / 64 * 64;
+    const Ten dact = scratch.sub(0, nf);
+    auto take = [&](int r) {   // the gradient of a path's x, laid out as grad_scratch_elems counts it
+        const size_t n = size_t(BT) * r;
+        const Ten t = scratch.sub(used, n);
+        used += (n + 63) / 64 * 64;
+        return t;
+    };
+    const Ten dx_m2 = m2_ ? take(m2_->path().r) : Ten{}, dx_m3 = m3_ ? take(m3_->path().r) : Ten{};
+    const Ten more = scratch.sub(used, scratch.n - used);
     // train.recompute: h = GELU(pre) again, the same op on the same input as the forward's
     // epilogue, for c_proj's weight gradient and M1/M2/M3's backward below.
     if (recompute_) ops.gelu_fwd(act_, pre_, nf);
-    // Walk back through the additions (M3, then M2) to the gradient of h itself, then add the
-    // paths of what h handed to the next block (M1's gate, M3's latent).
+    // dact = the gradient of h + the additions (c_proj's input gradient), which is also h's through
+    // the identity; then the paths of what h fed (M2's z, M1's gate, M3's hand-over) are added.
     // Nothing between c_proj and the GELU (no M1/M2/M3): one op, fused on the GPU (DGELU epilogue).
     const bool fused_gelu = !m1_ && !m2_ && !m3_;
     if (fused_gelu)
-        ops.matmul_bwd_gelu(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, proj_input(), w_proj_, pre_,
-                            BT, F, E);
+        ops.matmul_bwd_gelu(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, act_, w_proj_, pre_, BT,
+                            F, E);
     else
-        ops.matmul_bwd(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, proj_input(), w_proj_, BT, F,
-                       E);
-    if (m3_) m3_->backward(c, dact, more);
-    if (m2_) m2_->backward(c, act_, dact, more);
+        ops.matmul_bwd(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, act_, w_proj_, BT, F, E);
+    if (m2_) low_rank_path_bwd(c, dx_m2, dout, dact, m2_->path(), w_proj_, E, F);   // before dact changes
+    if (m3_) low_rank_path_bwd(c, dx_m3, dout, dact, m3_->path(), w_proj_, E, F);
+    if (m3_) m3_->backward(c, dx_m3);
+    if (m2_) m2_->backward(c, act_, dact, dx_m2, more);
     if (m1_) m1_->backward(c, act_, dact, more);
     if (m3_) m3_->backward_handover(c, act_, dact);
     if (!fused_gelu) ops.gelu_bwd(dact, pre_, dact, nf);

@@ -2,9 +2,11 @@
 // c_proj [F->E]. F is model.mlp_hidden (4E when 0). Optional mechanisms of SPEC §2.6 on the
 // hidden h = GELU(c_fc x): M2 adds alpha_2 (agg W_up) (model.m2), M3 adds alpha_3 (k_lat C^T) and
 // hands h C to the next block's k_lat (model.m3), and M1's producer (model.m1, blocks 0..Ly-2)
-// turns h into the next block's attention gate. c_proj reads h + the additions.
+// turns h into the next block's attention gate. c_proj reads h + the additions: M2's and M3's are
+// rank-r paths applied through c_proj (mlp_low_rank_path.h), so c_proj's GEMM reads h itself.
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "model/mlp_m1_gate.h"
 #include "model/mlp_m2_mix.h"
@@ -34,7 +36,7 @@ private:
     std::unique_ptr<M1GateProducer> m1_;   // present in blocks 0..Ly-2 when model.m1
     std::unique_ptr<M2CrossTokenMix> m2_;  // present when model.m2
     std::unique_ptr<M3LatentReciprocity> m3_;   // present when model.m3 (MLA only)
-    Ten proj_input() const;                // what c_proj reads: h after M2 and M3
+    std::vector<const LowRankPath*> low_rank_paths() const;   // M2's, then M3's
     Ten w_fc_, b_fc_, w_proj_, b_proj_;
     Ten pre_, act_;   // pre-activation and GELU output, both [B*T, F] (act_ shared when recomputed)
 };
