@@ -16,19 +16,18 @@ void low_rank_path_fwd(const StepContext& c, Ten out, const LowRankPath& p, Ten 
     ops.matmul_fwd_add(out, p.x, p.proj_u, out, c.B * c.T, p.r, E);
 }
 
-void low_rank_path_bwd(const StepContext& c, Ten dx, Ten dout, Ten dh, const LowRankPath& p, Ten w_proj, int E,
-                       int F) {
+void low_rank_path_bwd(const StepContext& c, Ten dx, Ten dout, const LowRankPath& p, Ten w_proj, int E, int F) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T;
-    // dx = dout P; dU += dh^T x (one matmul_bwd: din with w = P, and the weight gradient of U needs
-    // dh, not dout, so it is the second call).
+    // dx = dout P: matmul_bwd's input gradient with w = P (no weight gradient asked for).
     ops.matmul_bwd(dx, {}, {}, dout, p.x, p.proj_u, N, p.r, E);
-    ops.matmul_bwd({}, p.u.as(Space::Grad), {}, dh, p.x, p.u, N, p.r, F);
-    // dW_proj += (dout^T x) U^T: g = dout^T x as a weight-gradient product into zeroed g, then g U^T
-    // added onto the gradient by the GEMM.
+    // G = dout^T x: a weight-gradient product (accumulating) into zeroed g.
     ops.zero(p.g);
     ops.matmul_bwd({}, p.g, {}, dout, p.x, p.proj_u, N, p.r, E);
+    // dW_proj += G U^T, added onto the gradient by the GEMM; dU += W_proj^T G, a weight-gradient
+    // product over the E rows of W_proj.
     ops.matmul_fwd_add(w_proj.as(Space::Grad), p.g, p.u, w_proj.as(Space::Grad), E, p.r, F);
+    ops.matmul_bwd({}, p.u.as(Space::Grad), {}, w_proj, p.g, p.u, E, p.r, F);
 }
 
 }  // namespace gpt

@@ -2,11 +2,12 @@
 // W_up, M3's alpha_3 k_lat and C), applied through c_proj instead of to h itself:
 //   c_proj(h') = h W_proj^T + b + x (W_proj U)^T,
 // so h' [N,F] is never formed. The forward adds x P^T onto c_proj's output with P = W_proj U [E,r]
-// (formed once a step from the weights); the backward gives
+// (formed once a step from the weights); the backward, with G = dout^T x [E,r], gives
 //   dx = dout P                       ([N,E] . [E,r], instead of dh' U over F),
-//   dW_proj += (dout^T x) U^T         (the part of dout^T h' that h does not give),
-//   dU += dh'^T x                     (dh' = dout W_proj, c_proj's input gradient, needed anyway).
-// One rounding to bf16 more than h' itself had: P and dout^T x are bf16 GEMM operands.
+//   dW_proj += G U^T                  (the part of dout^T h' that h does not give),
+//   dU += W_proj^T G                  (= dh'^T x with dh' = dout W_proj, without a pass over [N,F]).
+// Every product over the N tokens reads [N,E] or [N,r] rows only. P and G are bf16 GEMM operands
+// (one rounding each).
 #pragma once
 #include "model/units.h"
 
@@ -26,9 +27,7 @@ void plan_low_rank_path(ActivationPlan& a, LowRankPath& p, int E, int r, const s
 // out [N,E] (c_proj's output of h) += x (W_proj U)^T.
 void low_rank_path_fwd(const StepContext& c, Ten out, const LowRankPath& p, Ten w_proj, int E, int F);
 
-// dx = dout P (overwritten); W_proj's and U's gradients accumulated as above. dh: c_proj's input
-// gradient [N,F], read only (call before anything adds other paths into it).
-void low_rank_path_bwd(const StepContext& c, Ten dx, Ten dout, Ten dh, const LowRankPath& p, Ten w_proj, int E,
-                       int F);
+// dx = dout P (overwritten); W_proj's and U's gradients accumulated as above.
+void low_rank_path_bwd(const StepContext& c, Ten dx, Ten dout, const LowRankPath& p, Ten w_proj, int E, int F);
 
 }  // namespace gpt

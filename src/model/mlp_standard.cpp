@@ -95,8 +95,8 @@ void StandardMlp::backward(const StepContext& c, Ten in, Ten dout, Ten din, Ten 
                             F, E);
     else
         ops.matmul_bwd(dact, w_proj_.as(Space::Grad), output_bias_grad(b_proj_), dout, act_, w_proj_, BT, F, E);
-    if (m2_) low_rank_path_bwd(c, dx_m2, dout, dact, m2_->path(), w_proj_, E, F);   // before dact changes
-    if (m3_) low_rank_path_bwd(c, dx_m3, dout, dact, m3_->path(), w_proj_, E, F);
+    if (m2_) low_rank_path_bwd(c, dx_m2, dout, m2_->path(), w_proj_, E, F);
+    if (m3_) low_rank_path_bwd(c, dx_m3, dout, m3_->path(), w_proj_, E, F);
     if (m3_) m3_->backward(c, dx_m3);
     if (m2_) m2_->backward(c, act_, dact, dx_m2, more);
     if (m1_) m1_->backward(c, act_, dact, more);
