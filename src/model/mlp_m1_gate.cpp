@@ -34,7 +34,7 @@ void M1GateProducer::forward(const StepContext& c, Ten h) {
     ops.sigmoid_fwd(link_->m1_gate, link_->m1_gate, size_t(N) * H);
 }
 
-void M1GateProducer::backward(const StepContext& c, Ten h, Ten dh, Ten scratch) {
+Ten M1GateProducer::backward_to_input(const StepContext& c, Ten h, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, H = cfg_.n_head, F = cfg_.hidden();
     const size_t nz = size_t(N) * H, nact = size_t(N) * kHidden;
@@ -43,7 +43,8 @@ void M1GateProducer::backward(const StepContext& c, Ten h, Ten dh, Ten scratch) 
     ops.sigmoid_bwd(dz, link_->m1_gate, link_->d_m1_gate, nz);
     ops.matmul_bwd(dact, w2_.as(Space::Grad), b2_.as(Space::Grad), dz, act_, w2_, N, kHidden, H);
     ops.gelu_bwd(dact, pre_, dact, nact);
-    ops.matmul_bwd_add(dh, w1_.as(Space::Grad), {}, dact, h, w1_, N, F, kHidden);
+    ops.matmul_bwd({}, w1_.as(Space::Grad), {}, dact, h, w1_, N, F, kHidden);
+    return dact;
 }
 
 }  // namespace gpt

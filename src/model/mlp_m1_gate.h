@@ -15,8 +15,11 @@ public:
     void plan(ActivationPlan& a, BlockLink& link, int B, int T);
     size_t grad_scratch_elems(int B, int T) const;
     void forward(const StepContext& c, Ten h);
-    // dh += the gradient through the gate (the link's d_m1_gate, written by block l+1's backward).
-    void backward(const StepContext& c, Ten h, Ten dh, Ten scratch);
+    // The gradient through the gate (the link's d_m1_gate, written by block l+1's backward) back to
+    // W_1 h: returns d(W_1 h) [N,64] (in scratch) after W_1's, W_2's and b_2's gradients; the MLP
+    // adds its part of dh, d(W_1 h) W_1, with the other paths of h.
+    Ten backward_to_input(const StepContext& c, Ten h, Ten scratch);
+    Ten input_weight() const { return w1_; }   // W_1 [64,F]
 
 private:
     ModelConfig cfg_;

@@ -39,14 +39,15 @@ void M2CrossTokenMix::forward(const StepContext& c, Ten h) {
     ops.add_scaled_fwd(path_.x, {}, agg_, alpha_, size_t(N) * r);
 }
 
-void M2CrossTokenMix::backward(const StepContext& c, Ten h, Ten dh, Ten dx, Ten scratch) {
+Ten M2CrossTokenMix::backward_to_input(const StepContext& c, Ten h, Ten dx, Ten scratch) {
     Ops& ops = *c.ops;
     const int N = c.B * c.T, F = cfg_.hidden(), r = cfg_.m2_rank;
     const size_t nr = size_t(N) * r, stride = (nr + 63) / 64 * 64;
     const Ten dagg = scratch.sub(0, nr), dz = scratch.sub(stride, nr);
     ops.add_scaled_bwd(dagg, alpha_.as(Space::Grad), dx, agg_, alpha_, nr);   // dagg = alpha_2 dx
     ops.sparse_mix_bwd(dz, dagg, link_->m2_idx, link_->m2_wts, N, r, kTopK);
-    ops.matmul_bwd_add(dh, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);   // dh += the path via z
+    ops.matmul_bwd({}, w_down_.as(Space::Grad), {}, dz, h, w_down_, N, F, r);
+    return dz;
 }
 
 }  // namespace gpt

@@ -20,9 +20,10 @@ public:
     // From h, the path's x = alpha_2 agg (path().x).
     void forward(const StepContext& c, Ten h);
     const LowRankPath& path() const { return path_; }
-    // dx: the gradient of x (low_rank_path_bwd's). dh += the path through z (and W_down's, alpha_2's
-    // gradients).
-    void backward(const StepContext& c, Ten h, Ten dh, Ten dx, Ten scratch);
+    // dx: the gradient of x (low_rank_path_bwd's), back to z: returns dz [N,r] (in scratch) after
+    // W_down's and alpha_2's gradients; the MLP adds its part of dh, dz W_down, with the other paths.
+    Ten backward_to_input(const StepContext& c, Ten h, Ten dx, Ten scratch);
+    Ten input_weight() const { return w_down_; }   // W_down [r,F]
 
 private:
     ModelConfig cfg_;

@@ -37,6 +37,8 @@ private:
     std::unique_ptr<M2CrossTokenMix> m2_;  // present when model.m2
     std::unique_ptr<M3LatentReciprocity> m3_;   // present when model.m3 (MLA only)
     std::vector<const LowRankPath*> low_rank_paths() const;   // M2's, then M3's
+    bool stacks_hidden_grad() const;   // the hidden gradient as one stacked GEMM (backward)
+    int stacked_width() const;         // its inner width: E + M2's r + M1's 64
     Ten w_fc_, b_fc_, w_proj_, b_proj_;
     Ten pre_, act_;   // pre-activation and GELU output, both [B*T, F] (act_ shared when recomputed)
 };
