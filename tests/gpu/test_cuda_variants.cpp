@@ -908,8 +908,9 @@ TEST_CASE("cuda variants model: RA-CT top-k output gate, weights apply, entropy 
     compare_model(m, "step 18 with the head-averaged rms", true);
 }
 
-TEST_CASE("cuda variants model: M1 + M2 (steps 4, 7; RA+MLA with RA-CT, M1, M2: step 16)") {
+TEST_CASE("cuda variants model: M1, M1 + M2 (steps 3, 4, 7; RA+MLA with RA-CT, M1, M2: step 16)") {
     GPT_REQUIRE_GPU();
+    compare_step(3, true);   // M1 alone: the stacked hidden gradient with c_proj's and M1's parts
     compare_step(4, true);
     compare_step(7, true);
     compare_step(16, true);
