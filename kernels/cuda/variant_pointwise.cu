@@ -1,8 +1,8 @@
 // M1/M2's pointwise helpers (ops.h sigmoid_fwd/bwd, add_scaled_fwd/bwd) on bf16 activations;
 // alpha is read on the device from its fp32 Param, and dalpha is a fixed-order dot product.
-// add_scaled runs on M2's [N, F] rows (200 MB at GPT-2 B = 32): 16-byte vectors, and the backward
-// is one pass (db and the dot's partials together) over enough blocks to reach memory bandwidth
-// (256 blocks and a second pass for db took 0.93 ms a call, now 0.20; docs/performance.md).
+// add_scaled was written for M2's [N, F] rows (200 MB at GPT-2 B = 32; M2 and M3 now scale only
+// their [N, r] inputs): 16-byte vectors, and the backward is one pass (db and the dot's partials
+// together) over enough blocks to reach memory bandwidth (docs/performance.md).
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/variant_ops.cuh"
 #include "cuda/vec8.cuh"

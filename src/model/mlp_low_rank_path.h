@@ -2,7 +2,8 @@
 // W_up, M3's alpha_3 k_lat and C), applied through c_proj instead of to h itself:
 //   c_proj(h') = h W_proj^T + b + x (W_proj U)^T,
 // so h' [N,F] is never formed. The forward adds x P^T onto c_proj's output with P = W_proj U [E,r]
-// (formed once a step from the weights); the backward, with G = dout^T x [E,r], gives
+// (formed by every forward from the weights: E x F x r, small); the backward, with
+// G = dout^T x [E,r], gives
 //   dx = dout P                       ([N,E] . [E,r], instead of dh' U over F),
 //   dW_proj += G U^T                  (the part of dout^T h' that h does not give),
 //   dU += W_proj^T G                  (= dh'^T x with dh' = dout W_proj, without a pass over [N,F]).
